@@ -1,0 +1,19 @@
+# Two entry points that work on a fresh machine: both create .venv when it is missing.
+PY := .venv/bin/python
+
+.PHONY: bootstrap demo test test-all bench
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(PY) -m gcp.selfcheck
+
+test: bootstrap
+	$(PY) -m pytest -q
+
+test-all: bootstrap
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: bootstrap
+	$(PY) benchmarks/bench_sqrtm.py

@@ -1,0 +1,55 @@
+"""gcp: backpropagation-friendly eigendecomposition and global covariance pooling.
+
+Public API::
+
+    gcp.powm, gcp.sqrtm, gcp.inv_sqrtm, gcp.eigh      # eigendecomposition forward, selectable backward
+    gcp.BACKWARDS                                      # names of the backward modes
+    gcp.isqrtm                                         # iSQRT-COV Newton–Schulz
+    gcp.mpa_sqrtm, gcp.mtp_sqrtm                       # Padé / Taylor approximants, Lyapunov backward
+    gcp.covariance, gcp.triu_vec                       # covariance pooling helpers
+    gcp.GCPError and subclasses                        # typed errors (all ValueError)
+"""
+
+from .approximants import mpa_sqrtm, mtp_sqrtm
+from ._validation import finite_checks, set_finite_checks
+from .backward import BACKWARDS, get_backward, register_backward
+from .covariance import covariance, triu_vec
+from .errors import (
+    DTypeError,
+    GCPError,
+    InvalidOptionError,
+    NonFiniteError,
+    NonSquareError,
+    ShapeError,
+    UnknownBackwardError,
+)
+from .lyapunov import lyap_sign_solve
+from .newton_schulz import isqrtm
+from .spectral import eigh, inv_sqrtm, powm, sqrtm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKWARDS",
+    "DTypeError",
+    "GCPError",
+    "InvalidOptionError",
+    "NonFiniteError",
+    "NonSquareError",
+    "ShapeError",
+    "UnknownBackwardError",
+    "covariance",
+    "eigh",
+    "finite_checks",
+    "get_backward",
+    "inv_sqrtm",
+    "isqrtm",
+    "lyap_sign_solve",
+    "mpa_sqrtm",
+    "mtp_sqrtm",
+    "powm",
+    "register_backward",
+    "set_finite_checks",
+    "sqrtm",
+    "triu_vec",
+]

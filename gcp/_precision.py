@@ -1,0 +1,28 @@
+"""Compute-dtype policy: spectral work runs in high precision, outside autocast, then casts back."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import torch
+
+from .errors import DTypeError
+
+
+def resolve_compute_dtype(
+    dtype: torch.dtype, requested: Optional[torch.dtype], minimum: torch.dtype
+) -> torch.dtype:
+    """The dtype to compute in: ``requested`` if given, else the wider of ``dtype`` and ``minimum``."""
+    if requested is not None:
+        if not requested.is_floating_point:
+            raise DTypeError(f"compute_dtype must be a floating dtype, got {requested}")
+        return requested
+    return dtype if torch.finfo(dtype).bits >= torch.finfo(minimum).bits else minimum
+
+
+@contextlib.contextmanager
+def autocast_off(device: torch.device) -> Iterator[None]:
+    """Disable autocast for ``device`` so eigh/matmuls see the dtype we chose, not fp16/bf16."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield

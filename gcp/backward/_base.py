@@ -1,0 +1,176 @@
+"""Shared machinery of the backward modes of the eigendecomposition forward.
+
+Notation (ascending eigenvalues, as ``torch.linalg.eigh`` returns them):
+``X = V diag(λ) Vᵀ``, ``Ω = Vᵀ (∂L/∂V)`` and ``M = Vᵀ sym(G) V`` for a matrix function with
+incoming gradient ``G``.
+
+Every mode that replaces the eigenvector coupling ``1/(λ_b − λ_a)`` by something else is a
+:class:`CouplingMode`: it returns a matrix ``K`` (``K[a, b]`` multiplies ``Ω[a, b]``) and the
+gradient is
+
+    ∂L/∂X = V (sym(K ∘ Ω) + diag(∂L/∂λ)) Vᵀ.
+
+For ``F = V diag(f(λ)) Vᵀ`` the eigen-gradients are ``∂L/∂V = 2 sym(G) V diag(f)`` and
+``∂L/∂λ = f'(λ) ∘ diag(M)``, so ``Ω = 2 M diag(f)``; four batched matmuls in all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidOptionError
+
+
+@dataclass(frozen=True)
+class SpectralState:
+    """What the forward pass saved for the backward pass (all in the compute dtype).
+
+    ``lam`` are the eigenvalues the forward used (clamped to ``floor`` for matrix functions),
+    ``vecs`` the eigenvectors, ``x`` the input matrix (modes that iterate on ``X`` need it) and
+    ``floor`` the per-matrix clamp level ``eps · λ_max`` with shape ``(..., 1)``. ``x`` is only
+    kept for modes that set ``needs_input``.
+    """
+
+    lam: Tensor
+    vecs: Tensor
+    floor: Tensor
+    x: Optional[Tensor] = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base class of the per-mode option dataclasses; subclasses validate in ``__post_init__``."""
+
+
+def _fail(mode: str, message: str) -> None:
+    raise InvalidOptionError(f"backward {mode!r}: {message}")
+
+
+def check_int(mode: str, name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(mode, f"option {name!r} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_positive(mode: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        _fail(mode, f"option {name!r} must be a positive number, got {value!r}")
+
+
+class BackwardMode:
+    """A way to differentiate ``powm`` (and, where it makes sense, ``eigh``)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    options: ClassVar[type[Options]] = Options
+    supports_eigh: ClassVar[bool] = True
+    needs_input: ClassVar[bool] = False
+
+    def parse_options(self, opts: Mapping[str, Any]) -> Options:
+        fields = [f.name for f in dataclasses.fields(self.options)]
+        unknown = sorted(set(opts) - set(fields))
+        if unknown:
+            valid = ", ".join(fields) if fields else "none"
+            _fail(self.name, f"unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+        return self.options(**opts)
+
+    def check_power(self, p: float) -> None:
+        """Raise if this mode cannot differentiate ``X^p``; every ``p`` is fine by default."""
+
+    def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: Options) -> Tensor:
+        raise NotImplementedError
+
+    def eigh_grad(
+        self, state: SpectralState, grad_lam: Tensor, grad_vecs: Tensor, opts: Options
+    ) -> Tensor:
+        raise NotImplementedError
+
+
+def sym(a: Tensor) -> Tensor:
+    return 0.5 * (a + a.transpose(-1, -2))
+
+
+def conjugate(vecs: Tensor, inner: Tensor) -> Tensor:
+    """``V inner Vᵀ``."""
+    return vecs @ inner @ vecs.transpose(-1, -2)
+
+
+def rotate_in(vecs: Tensor, a: Tensor) -> Tensor:
+    """``Vᵀ a V``."""
+    return vecs.transpose(-1, -2) @ a @ vecs
+
+
+def power_values(lam: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """``(λ^p, p λ^(p-1))`` for positive ``λ``."""
+    return lam.pow(p), p * lam.pow(p - 1.0)
+
+
+def pairs(lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per pair ``(a, b)``: the larger eigenvalue, the smaller one, and the mask ``b > a``.
+
+    With ascending eigenvalues ``b > a`` means ``λ_b >= λ_a``; the mask breaks ties by index, so
+    exactly repeated eigenvalues still get a definite orientation.
+    """
+    la = lam.unsqueeze(-1)
+    lb = lam.unsqueeze(-2)
+    d = lam.shape[-1]
+    upper = torch.ones(d, d, dtype=torch.bool, device=lam.device).triu(1)
+    return torch.maximum(la, lb), torch.minimum(la, lb), upper
+
+
+def geometric_partial_sum(hi: Tensor, lo: Tensor, degree: int) -> Tensor:
+    """``(1/hi) Σ_{k=0}^{degree} (lo/hi)^k`` for ``0 < lo <= hi``, elementwise.
+
+    Evaluated as ``(1 − r^{K+1}) / (hi − lo)`` through ``expm1``/``log1p`` of the relative gap, so
+    it is accurate to round-off for every ratio, including ``r → 1`` where the limit is
+    ``(K+1)/hi``, at a cost independent of ``degree``.
+    """
+    delta = (hi - lo) / hi
+    log_r = torch.log1p(-delta)
+    num = -torch.expm1((degree + 1) * log_r)
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    return torch.where(delta > 0, num / (hi * safe), (degree + 1) / hi)
+
+
+class CouplingMode(BackwardMode):
+    """A mode defined by its eigenvector coupling matrix ``K`` (see the module docstring)."""
+
+    def coupling(self, state: SpectralState, opts: Options) -> Tensor:
+        raise NotImplementedError
+
+    def eigh_grad(
+        self, state: SpectralState, grad_lam: Tensor, grad_vecs: Tensor, opts: Options
+    ) -> Tensor:
+        vecs = state.vecs
+        omega = vecs.transpose(-1, -2) @ grad_vecs
+        inner = sym(self.coupling(state, opts) * omega)
+        inner = inner + torch.diag_embed(grad_lam)
+        return conjugate(vecs, inner)
+
+    def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: Options) -> Tensor:
+        m = rotate_in(state.vecs, sym(grad))
+        f, df = power_values(state.lam, p)
+        omega = 2.0 * m * f.unsqueeze(-2)
+        inner = sym(self.coupling(state, opts) * omega)
+        inner = inner + torch.diag_embed(df * torch.diagonal(m, dim1=-2, dim2=-1))
+        return conjugate(state.vecs, inner)
+
+
+def clamp_to_floor(lam: Tensor, floor: Tensor) -> Tensor:
+    """Eigenvalues raised to the per-matrix floor, for couplings that divide by ``λ``."""
+    return torch.maximum(lam, floor)
+
+
+def zero_diagonal(k: Tensor) -> Tensor:
+    """``k`` with its diagonal set to 0 (an eigenvector has no coupling to itself)."""
+    d = k.shape[-1]
+    return k.masked_fill(torch.eye(d, dtype=torch.bool, device=k.device), 0.0)
+
+
+def oriented(upper: Tensor, above: Tensor, below: Tensor) -> Tensor:
+    """``above`` where ``b > a`` (``λ_b >= λ_a``), ``below`` elsewhere, 0 on the diagonal."""
+    return zero_diagonal(torch.where(upper, above, below))

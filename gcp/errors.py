@@ -1,0 +1,45 @@
+"""Typed exceptions raised by :mod:`gcp`.
+
+Every error is a :class:`GCPError`, itself a :class:`ValueError`, so callers can catch the
+whole family or one precise case (geotorch's habit).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GCPError",
+    "ShapeError",
+    "NonSquareError",
+    "DTypeError",
+    "NonFiniteError",
+    "UnknownBackwardError",
+    "InvalidOptionError",
+]
+
+
+class GCPError(ValueError):
+    """Base class of every error raised by :mod:`gcp`."""
+
+
+class ShapeError(GCPError):
+    """A tensor does not have the shape an operation needs."""
+
+
+class NonSquareError(ShapeError):
+    """A batch of matrices ``(..., m, n)`` with ``m != n`` was given where square ones are needed."""
+
+
+class DTypeError(GCPError):
+    """A tensor has a dtype the operation cannot work with (e.g. an integer tensor)."""
+
+
+class NonFiniteError(GCPError):
+    """A tensor holds NaN or Inf entries."""
+
+
+class UnknownBackwardError(GCPError):
+    """The requested backward mode is not registered."""
+
+
+class InvalidOptionError(GCPError):
+    """An option has an unknown name, a value out of range, or does not apply to this call."""

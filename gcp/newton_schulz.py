@@ -1,0 +1,84 @@
+"""iSQRT-COV: matrix square root by coupled Newton–Schulz iterations (Li et al., CVPR 2018)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ._precision import autocast_off, resolve_compute_dtype
+from ._validation import check_square_batch
+from .errors import InvalidOptionError
+
+
+def _eye_like(x: Tensor) -> Tensor:
+    return torch.eye(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(x)
+
+
+def newton_schulz(a: Tensor, iters: int, inverse: bool = False) -> Tensor:
+    """``iters`` coupled Newton–Schulz steps on ``a`` (spectrum in ``(0, 1]``).
+
+    ``Y₀ = a``, ``Z₀ = I``; ``T = ½(3I − Z Y)``, ``Y ← Y T``, ``Z ← T Z``. Returns
+    ``Y ≈ a^{1/2}`` (or ``Z ≈ a^{-1/2}`` when ``inverse``). The first step uses ``Z₀ = I`` and the
+    last computes only the output, saving three matmuls as fast-MPN-COV does.
+    """
+    eye3 = 3.0 * _eye_like(a)
+    t = 0.5 * (eye3 - a)
+    if iters == 1:
+        return t if inverse else a @ t
+    y, z = a @ t, t
+    for _ in range(iters - 2):
+        t = 0.5 * (eye3 - z @ y)
+        y, z = y @ t, t @ z
+    t = 0.5 * (eye3 - z @ y)
+    return t @ z if inverse else y @ t
+
+
+def ns_power(x: Tensor, iters: int, inverse: bool = False) -> Tensor:
+    """iSQRT-COV on a batch: trace pre-normalisation, Newton–Schulz, ``√tr`` post-compensation."""
+    trace = torch.diagonal(x, dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
+    trace = trace[..., None, None]
+    out = newton_schulz(x / trace, iters, inverse)
+    return out / trace.sqrt() if inverse else out * trace.sqrt()
+
+
+def isqrtm(
+    x: Tensor,
+    iters: int = 5,
+    *,
+    inverse: bool = False,
+    compute_dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    r"""Matrix square root of SPD matrices by iSQRT-COV (Li et al., CVPR 2018).
+
+    .. math::
+        A = X/\operatorname{tr}X,\quad Y_0 = A,\ Z_0 = I,\quad
+        T_k = \tfrac12(3I - Z_kY_k),\ Y_{k+1} = Y_kT_k,\ Z_{k+1} = T_kZ_k,\quad
+        X^{1/2} \approx \sqrt{\operatorname{tr}X}\,Y_N .
+
+    Matmul-only and differentiable by autograd through the iterations (the hand-written
+    backward of the paper computes the same numbers). Few iterations give a *regularised* root,
+    not the exact one: at ``iters=5`` the relative error is ~0.3 for d = 256 covariances;
+    ``iters=20`` reaches the square root to ~1e-8 or better on well-conditioned input.
+
+    Args:
+        x: ``(..., d, d)`` symmetric positive semi-definite matrices.
+        iters: number of Newton–Schulz iterations (paper: 5).
+        inverse: return ``X^{-1/2}`` (the ``Z`` iterate divided by ``√tr X``) instead.
+        compute_dtype: dtype of the iterations; default the input's, at least float32.
+
+    Returns:
+        ``(..., d, d)`` tensor in the dtype of ``x``.
+
+    Example:
+        >>> x = gcp.covariance(torch.randn(8, 64, 196))
+        >>> gcp.isqrtm(x, iters=5).shape
+        torch.Size([8, 64, 64])
+    """
+    check_square_batch(x)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise InvalidOptionError(f"isqrtm: iters must be an integer >= 1, got {iters!r}")
+    cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
+    with autocast_off(x.device):
+        return ns_power(x.to(cdt), iters, inverse).to(x.dtype)

@@ -1,0 +1,183 @@
+"""Matrix functions of SPD matrices from an eigendecomposition, with a selectable backward."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from ._precision import autocast_off, resolve_compute_dtype
+from ._validation import check_square_batch
+from .backward import BackwardMode, Options, SpectralState, get_backward
+from .errors import InvalidOptionError
+
+DEFAULT_EPS = 1e-10
+
+
+def _eigh_state(x: Tensor, cdt: torch.dtype, eps: float, keep_input: bool) -> SpectralState:
+    xc = x.to(cdt)
+    lam, vecs = torch.linalg.eigh(xc)
+    lam_max = lam[..., -1:].clamp_min(torch.finfo(cdt).tiny)
+    return SpectralState(lam=lam, vecs=vecs, floor=eps * lam_max, x=xc if keep_input else None)
+
+
+def _save(ctx: Any, state: SpectralState) -> None:
+    ctx.save_for_backward(state.lam, state.vecs, state.floor, state.x)
+
+
+def _load(ctx: Any) -> SpectralState:
+    lam, vecs, floor, x = ctx.saved_tensors
+    return SpectralState(lam=lam, vecs=vecs, floor=floor, x=x)
+
+
+class _PowM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p, mode, opts, eps, cdt):  # type: ignore[override]
+        with autocast_off(x.device):
+            state = _eigh_state(x, cdt, eps, mode.needs_input)
+            lam = torch.maximum(state.lam, state.floor)
+            state = SpectralState(lam=lam, vecs=state.vecs, floor=state.floor, x=state.x)
+            out = (state.vecs * lam.pow(p).unsqueeze(-2)) @ state.vecs.transpose(-1, -2)
+        _save(ctx, state)
+        ctx.p, ctx.mode, ctx.opts = p, mode, opts
+        return out.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        state = _load(ctx)
+        with autocast_off(grad.device):
+            gx = ctx.mode.powm_grad(state, ctx.p, grad.to(state.lam.dtype), ctx.opts)
+        return gx.to(grad.dtype), None, None, None, None, None
+
+
+class _Eigh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, mode, opts, eps, cdt):  # type: ignore[override]
+        with autocast_off(x.device):
+            state = _eigh_state(x, cdt, eps, False)
+        _save(ctx, state)
+        ctx.mode, ctx.opts, ctx.in_dtype = mode, opts, x.dtype
+        return state.lam.to(x.dtype), state.vecs.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_lam, grad_vecs):  # type: ignore[override]
+        state = _load(ctx)
+        cdt = state.lam.dtype
+        grad_lam = torch.zeros_like(state.lam) if grad_lam is None else grad_lam.to(cdt)
+        grad_vecs = torch.zeros_like(state.vecs) if grad_vecs is None else grad_vecs.to(cdt)
+        with autocast_off(state.lam.device):
+            gx = ctx.mode.eigh_grad(state, grad_lam, grad_vecs, ctx.opts)
+        return gx.to(ctx.in_dtype), None, None, None, None
+
+
+def _prepare(
+    x: Tensor, backward: str, eps: float, compute_dtype: Optional[torch.dtype], opts: dict
+) -> tuple[BackwardMode, Options, torch.dtype]:
+    check_square_batch(x)
+    mode = get_backward(backward)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise InvalidOptionError(f"eps must be a number in (0, 1), got {eps!r}")
+    cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float64)
+    return mode, mode.parse_options(opts), cdt
+
+
+def powm(
+    x: Tensor,
+    p: float,
+    backward: str = "exact",
+    *,
+    eps: float = DEFAULT_EPS,
+    compute_dtype: Optional[torch.dtype] = None,
+    **opts: Any,
+) -> Tensor:
+    r"""Matrix power ``X^p = V diag(λ^p) Vᵀ`` of symmetric PSD matrices, via ``eigh``.
+
+    The forward runs ``torch.linalg.eigh`` in ``compute_dtype`` (default float64 for float32
+    and lower inputs) with autocast disabled, and casts the result back to ``x.dtype``.
+    Eigenvalues below ``eps · λ_max`` (per matrix) are raised to that floor, which keeps
+    ``p < 0`` finite on rank-deficient input; the backward differentiates the function at the
+    clamped matrix. ``backward`` picks how gradients flow (see :data:`gcp.BACKWARDS`); extra
+    keyword arguments are that mode's options, e.g. ``powm(x, 0.5, "taylor", degree=9)``.
+
+    Args:
+        x: ``(..., d, d)`` symmetric positive semi-definite matrices (only the lower triangle
+            is read, as by ``torch.linalg.eigh``).
+        p: the power, any real number (``p <= 0`` needs positive definite input or the floor).
+        backward: name of the backward mode.
+        eps: relative eigenvalue floor, in ``(0, 1)``.
+        compute_dtype: dtype of the eigendecomposition and of the backward.
+
+    Returns:
+        ``(..., d, d)`` tensor in the dtype of ``x``; its gradient is symmetric.
+
+    Example:
+        >>> x = gcp.covariance(torch.randn(4, 16, 100))
+        >>> y = gcp.powm(x, 0.5, backward="pi", iters=19)
+        >>> torch.allclose(y @ y, x, atol=1e-5)
+        True
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
+        raise InvalidOptionError(f"p must be a finite real number, got {p!r}")
+    mode, options, cdt = _prepare(x, backward, eps, compute_dtype, opts)
+    mode.check_power(float(p))
+    return _PowM.apply(x, float(p), mode, options, float(eps), cdt)
+
+
+def sqrtm(x: Tensor, backward: str = "exact", **kwargs: Any) -> Tensor:
+    """Matrix square root ``X^{1/2}``; :func:`powm` with ``p = 0.5`` (same arguments)."""
+    return powm(x, 0.5, backward, **kwargs)
+
+
+def inv_sqrtm(x: Tensor, backward: str = "exact", **kwargs: Any) -> Tensor:
+    """Inverse matrix square root ``X^{-1/2}``; :func:`powm` with ``p = -0.5`` (same arguments)."""
+    return powm(x, -0.5, backward, **kwargs)
+
+
+def eigh(
+    x: Tensor,
+    backward: str = "exact",
+    *,
+    eps: float = DEFAULT_EPS,
+    compute_dtype: Optional[torch.dtype] = None,
+    **opts: Any,
+) -> tuple[Tensor, Tensor]:
+    r"""Eigendecomposition ``(λ ascending, V)`` whose gradient uses the chosen backward.
+
+    ``∂L/∂X = V (sym(K ∘ Vᵀ ∂L/∂V) + diag(∂L/∂λ)) Vᵀ`` with the mode's coupling ``K`` in place of
+    ``1/(λ_b − λ_a)``. Eigenvectors of a repeated eigenvalue are not unique, so no eigenvector
+    gradient is exact there: ``"exact"`` is the standard gradient with the coupling set to zero
+    where two eigenvalues coincide within ``rtol · max|λ|`` (option ``rtol``, default 1e-8);
+    ``"ed"`` is the same without that guard. Modes that only differentiate square roots
+    (``"ns"``, ``"lyap"``) are refused. The eigenvalues are returned unclamped; ``eps`` only sets
+    the floor the Taylor/Padé/PI couplings divide by.
+
+    Args:
+        x: ``(..., d, d)`` symmetric matrices.
+        backward: name of the backward mode.
+
+    Returns:
+        ``(eigenvalues (..., d), eigenvectors (..., d, d))`` in the dtype of ``x``; the loss must
+        not depend on the eigenvectors' signs.
+
+    Example:
+        >>> lam, v = gcp.eigh(gcp.covariance(torch.randn(2, 8, 50)), backward="pi")
+        >>> lam.shape, v.shape
+        (torch.Size([2, 8]), torch.Size([2, 8, 8]))
+    """
+    mode, options, cdt = _prepare(x, backward, eps, compute_dtype, opts)
+    if not mode.supports_eigh:
+        raise InvalidOptionError(
+            f"backward {backward!r} differentiates matrix square roots, not eigenvectors; "
+            "use one of: " + ", ".join(n for n in _eigh_modes())
+        )
+    return _Eigh.apply(x, mode, options, float(eps), cdt)
+
+
+def _eigh_modes() -> list[str]:
+    from .backward import BACKWARDS
+
+    return [n for n in BACKWARDS if get_backward(n).supports_eigh]
