@@ -122,18 +122,24 @@ def pairs(lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return torch.maximum(la, lb), torch.minimum(la, lb), upper
 
 
+def log_ratio(hi: Tensor, lo: Tensor) -> Tensor:
+    """``log(lo/hi)`` accurate to round-off: ``log1p`` of the relative gap when the ratio is
+    near 1, the plain log of the (then well-conditioned) ratio otherwise."""
+    r = lo / hi
+    return torch.where(r < 0.5, torch.log(r), torch.log1p(-(hi - lo) / hi))
+
+
 def geometric_partial_sum(hi: Tensor, lo: Tensor, degree: int) -> Tensor:
     """``(1/hi) Σ_{k=0}^{degree} (lo/hi)^k`` for ``0 < lo <= hi``, elementwise.
 
-    Evaluated as ``(1 − r^{K+1}) / (hi − lo)`` through ``expm1``/``log1p`` of the relative gap, so
+    Evaluated as ``(1 − r^{K+1}) / (hi − lo)`` with ``r^{K+1}`` from :func:`log_ratio`, so
     it is accurate to round-off for every ratio, including ``r → 1`` where the limit is
     ``(K+1)/hi``, at a cost independent of ``degree``.
     """
-    delta = (hi - lo) / hi
-    log_r = torch.log1p(-delta)
-    num = -torch.expm1((degree + 1) * log_r)
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    return torch.where(delta > 0, num / (hi * safe), (degree + 1) / hi)
+    gap = hi - lo
+    num = -torch.expm1((degree + 1) * log_ratio(hi, lo))
+    safe = torch.where(gap > 0, gap, torch.ones_like(gap))
+    return torch.where(gap > 0, num / safe, (degree + 1) / hi)
 
 
 class CouplingMode(BackwardMode):

@@ -5,7 +5,8 @@ For ``F = V diag(f(λ)) Vᵀ``::
     ∂L/∂X = V (K ∘ (Vᵀ sym(G) V)) Vᵀ,  K_ab = (f(λ_a) − f(λ_b)) / (λ_a − λ_b),  K_aa = f'(λ_a).
 
 For ``f = λ^p`` the divided difference is evaluated without cancellation: with
-``hi = max(λ_a, λ_b)``, ``log r = log1p(−(hi − lo)/hi)``::
+``hi = max(λ_a, λ_b)`` and ``log r`` from ``log1p`` of the relative gap (near 1) or the log of
+the ratio (far from 1)::
 
     K_ab = hi^{p−1} · expm1(p log r) / expm1(log r)
 
@@ -31,6 +32,7 @@ from ._base import (
     SpectralState,
     check_positive,
     conjugate,
+    log_ratio,
     pairs,
     rotate_in,
     sym,
@@ -49,7 +51,7 @@ class ExactOptions(Options):
 def power_divided_difference(lam: Tensor, p: float) -> Tensor:
     """``K_ab = (λ_a^p − λ_b^p)/(λ_a − λ_b)``, ``K_aa = p λ_a^{p−1}``, for positive ``λ``."""
     hi, lo, _ = pairs(lam)
-    log_r = torch.log1p(-(hi - lo) / hi)
+    log_r = log_ratio(hi, lo)
     distinct = log_r != 0
     denom = torch.expm1(torch.where(distinct, log_r, torch.ones_like(log_r)))
     ratio = torch.where(distinct, torch.expm1(p * log_r) / denom, torch.full_like(log_r, p))

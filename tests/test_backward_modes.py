@@ -1,0 +1,219 @@
+"""Every backward mode against the float64 "exact" reference, and on the degenerate suite."""
+
+import math
+
+import pytest
+import torch
+
+import gcp
+from gcp.backward import SpectralState
+from _reference import power_iteration_eigh, spd_with_spectrum
+
+F64 = torch.float64
+APPROX = [m for m in gcp.BACKWARDS if m not in ("exact", "ed")]
+EIGH_MODES = [m for m in gcp.BACKWARDS if gcp.get_backward(m).supports_eigh]
+
+
+def _separated(b=3, d=16, seed=1):
+    """Well-separated spectra: geometric spacing, ratio λ_{i}/λ_{i+1} = 0.8, spanning ~1/30."""
+    lam = 0.8 ** torch.arange(d, dtype=F64).flip(0)
+    return spd_with_spectrum(lam.expand(b, d), seed=seed)
+
+
+def _grad(fn, x, g):
+    xi = x.clone().requires_grad_()
+    out = fn(xi)
+    out.backward(g)
+    return xi.grad
+
+
+def _cos(a, b):
+    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("p", [0.5, -0.5])
+@pytest.mark.parametrize("mode", APPROX)
+def test_matrix_function_grad_close_to_exact(mode, p):
+    x = _separated()
+    g = torch.randn_like(x)
+    ref = _grad(lambda a: gcp.powm(a, p), x, g)
+    got = _grad(lambda a: gcp.powm(a, p, mode), x, g)
+    assert _cos(got, ref) >= 0.99
+
+
+# Measured relative gradient error vs "exact" (p = ½, the spectra above, seed 0):
+# trunc 1.2e-15, pade 1.2e-15, taylor 6.0e-11, pi 4.8e-3, ns 3.9e-8, lyap 2.1e-6. The bounds
+# leave ~10× headroom so a regression of an order of magnitude fails.
+ERROR_BOUNDS = {"trunc": 1e-13, "pade": 1e-13, "taylor": 1e-9, "pi": 5e-2, "ns": 1e-6, "lyap": 3e-5}
+
+
+@pytest.mark.parametrize("mode", sorted(ERROR_BOUNDS))
+def test_measured_error_bound(mode):
+    x = _separated()
+    g = torch.randn_like(x)
+    ref = _grad(gcp.sqrtm, x, g)
+    got = _grad(lambda a: gcp.sqrtm(a, mode), x, g)
+    assert _rel(got, ref) <= ERROR_BOUNDS[mode]
+
+
+@pytest.mark.parametrize("mode", [m for m in EIGH_MODES if m != "exact"])
+def test_eigh_grad_close_to_exact(mode):
+    x = _separated(b=2, d=10)
+    w = torch.randn(10, 10, dtype=F64)
+    wl = torch.randn(10, dtype=F64)
+
+    def loss(a, m):
+        lam, v = gcp.eigh(a, m)
+        return (lam * wl).sum() + ((v * v) * w).sum()
+
+    grads = {}
+    for m in ("exact", mode):
+        xi = x.clone().requires_grad_()
+        loss(xi, m).backward()
+        grads[m] = xi.grad
+    assert _cos(grads[mode], grads["exact"]) >= 0.99
+
+
+@pytest.mark.parametrize("iters", [1, 3, 19])
+def test_pi_equals_literal_deflation_loop(iters):
+    x = _separated(b=1, d=7, seed=4)[0]
+    wl = torch.randn(7, dtype=F64)
+    wv = torch.randn(7, 7, dtype=F64)
+
+    def loss(lam, v):
+        return (lam * wl).sum() + ((v * v) * wv).sum()
+
+    xa = x.clone().requires_grad_()
+    loss(*power_iteration_eigh(xa, iters)).backward()
+    literal = 0.5 * (xa.grad + xa.grad.T)
+    xb = x.clone().requires_grad_()
+    loss(*gcp.eigh(xb, "pi", iters=iters)).backward()
+    assert _rel(xb.grad, literal) < 1e-10
+
+
+def test_pi_gradient_is_meaningful_and_converges():
+    """More power-iteration steps approach the exact gradient (not round-off, unlike SVD_PI)."""
+    x = _separated(b=1, d=8)
+    g = torch.randn_like(x)
+    ref = _grad(gcp.sqrtm, x, g)
+    errs = [_rel(_grad(lambda a: gcp.sqrtm(a, "pi", iters=k), x, g), ref) for k in (5, 19, 200)]
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 1e-10
+    assert _grad(lambda a: gcp.sqrtm(a, "pi"), x, g).norm() > 0.5 * ref.norm()
+
+
+def test_taylor_coupling_equals_explicit_series():
+    lam = torch.tensor([[0.01, 0.3, 0.9, 0.9 + 1e-13, 1.0]], dtype=F64)
+    state = SpectralState(lam=lam, vecs=None, floor=torch.full((1, 1), 1e-12, dtype=F64))  # type: ignore[arg-type]
+    mode = gcp.get_backward("taylor")
+    for degree in (0, 9, 100):
+        k = mode.coupling(state, mode.parse_options({"degree": degree}))[0]
+        for a in range(5):
+            for b in range(a + 1, 5):
+                hi, lo = lam[0, b], lam[0, a]
+                series = sum((lo / hi) ** j for j in range(degree + 1)) / hi
+                assert math.isclose(k[a, b].item(), series.item(), rel_tol=1e-12)
+                assert math.isclose(k[b, a].item(), -series.item(), rel_tol=1e-12)
+
+
+def test_taylor_error_follows_truncation():
+    """Error at r = 0.9 for degree 100 is r^101/(1−r)-sized relative to 1/(λi−λj) (paper: ~2e-4)."""
+    lam = torch.tensor([[0.9, 1.0]], dtype=F64)
+    state = SpectralState(lam=lam, vecs=None, floor=torch.full((1, 1), 1e-12, dtype=F64))  # type: ignore[arg-type]
+    mode = gcp.get_backward("taylor")
+    k = mode.coupling(state, mode.parse_options({}))[0, 0, 1].item()
+    rel = abs(k - 1 / 0.1) * 0.1
+    assert math.isclose(rel, 0.9**101, rel_tol=1e-6)
+
+
+def test_pade_coefficients_and_pole():
+    from gcp._series import pade_coefficients
+
+    p, q = pade_coefficients("geometric", 50, 50)
+    assert p[0] == 1.0 and q[0] == 1.0
+    assert all(math.isclose(p[k], 1 - k / 50, abs_tol=1e-15) for k in range(51))
+    assert all(math.isclose(c, -1 / 50, rel_tol=1e-14) for c in q[1:])
+    # the published property: Q(x) ≈ (1 − x) P(x)
+    for x in (0.3, 0.9, 0.999):
+        px = sum(c * x**k for k, c in enumerate(p))
+        qx = sum(c * x**k for k, c in enumerate(q))
+        assert abs(qx - (1 - x) * px) < 1e-13
+    mp, mq = pade_coefficients("sqrt1m", 5, 5)
+    assert mp[1] < 0 and mp[2] > 0  # p_1 negative: the paper's sign typo is not reproduced
+    assert math.isclose(mp[1], -2.75, rel_tol=1e-14) and math.isclose(mq[1], -2.25, rel_tol=1e-14)
+
+
+def _degenerate_suite():
+    d = 12
+    eye = torch.eye(d, dtype=F64)
+    rep = torch.tensor([1.0] * 4 + [3.0] * 4 + [0.5] * 2 + [7.0, 9.0], dtype=F64)
+    g = torch.Generator().manual_seed(5)
+    few = torch.randn(2, 64, 16, generator=g, dtype=F64)
+    many = torch.randn(1, 256, 196, generator=g, dtype=F64)
+    suite = {
+        "identity": eye.expand(2, d, d).clone(),
+        "repeated_rotated": spd_with_spectrum(rep.expand(2, d), seed=6),
+        "rank_deficient_n16_d64": gcp.covariance(few),
+        "rank_deficient_n196_d256": gcp.covariance(many),
+    }
+    base = spd_with_spectrum(torch.logspace(-2, 0, d, dtype=F64).expand(2, d), seed=7)
+    for s in (1e-6, 1e6):
+        suite[f"scale_{s:g}"] = base * s
+    return suite
+
+
+DEGENERATE = _degenerate_suite()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("p", [0.5, -0.5])
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_degenerate_suite_finite_and_bounded(case, p, dtype):
+    x = DEGENERATE[case].to(dtype)
+    g = torch.randn(x.shape, dtype=F64).to(dtype)
+    # bound: |K_ab| <= max f'(λ̂) for exact; approximate modes may exceed it by their own
+    # coupling bound, e.g. (K+1)/λ̂_floor for the series, so use a per-mode bound below.
+    lam = torch.linalg.eigvalsh(x.to(F64))
+    floor = 1e-10 * lam[..., -1:]
+    lam_hat = torch.maximum(lam, floor)
+    fprime = (abs(p) * lam_hat.pow(p - 1)).max().item()
+    fmax = lam_hat.pow(p).max().item()
+    gnorm = g.to(F64).norm().item()
+    for mode in APPROX + ["exact"]:
+        grad = _grad(lambda a: gcp.powm(a, p, mode), x, g)
+        assert torch.isfinite(grad).all(), f"{mode} on {case}"
+        if mode == "exact":
+            bound = fprime * gnorm
+        elif mode in ("ns", "lyap"):
+            bound = 10 * fprime * gnorm
+        else:
+            opts = gcp.get_backward(mode).parse_options({})
+            state = SpectralState(lam=lam_hat, vecs=None, floor=floor)  # type: ignore[arg-type]
+            kmax = gcp.get_backward(mode).coupling(state, opts).abs().max().item()
+            bound = (2 * kmax * fmax + fprime) * gnorm
+        assert grad.to(F64).norm().item() <= bound * (1 + 1e-3) + 1e-30, f"{mode} on {case}"
+
+
+@pytest.mark.parametrize("case", ["identity", "repeated_rotated", "rank_deficient_n16_d64"])
+@pytest.mark.parametrize("mode", [m for m in EIGH_MODES if m != "ed"])
+def test_eigh_degenerate_finite(case, mode):
+    x = DEGENERATE[case].clone().requires_grad_()
+    lam, v = gcp.eigh(x, mode)
+    w = torch.randn(v.shape[-1], v.shape[-1], dtype=F64)
+    ((v * v) * w).sum().add(lam.sum()).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_ed_control_fails_on_identity():
+    """The unguarded standard gradient is non-finite on repeated eigenvalues, as reported."""
+    x = DEGENERATE["identity"].clone().requires_grad_()
+    lam, v = gcp.eigh(x, "ed")
+    ((v * v) * torch.randn(12, 12, dtype=F64)).sum().backward()
+    assert not torch.isfinite(x.grad).all()
+    y = DEGENERATE["identity"].clone().requires_grad_()
+    gcp.sqrtm(y, "ed").backward(torch.randn(2, 12, 12, dtype=F64))
+    assert not torch.isfinite(y.grad).all()
