@@ -81,4 +81,8 @@ def isqrtm(
         raise InvalidOptionError(f"isqrtm: iters must be an integer >= 1, got {iters!r}")
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
-        return ns_power(x.to(cdt), iters, inverse).to(x.dtype)
+        xc = x.to(cdt)
+        # iterate on sym(X): same forward for symmetric input, and autograd then returns the
+        # symmetric gradient every other gcp square root returns
+        xc = 0.5 * (xc + xc.transpose(-1, -2))
+        return ns_power(xc, iters, inverse).to(x.dtype)

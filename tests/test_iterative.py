@@ -140,3 +140,14 @@ def test_iterative_finite_on_rank_deficient():
         xi = x.clone().requires_grad_()
         fn(xi).backward(torch.randn_like(x))
         assert torch.isfinite(xi.grad).all()
+
+
+def test_isqrtm_gradient_is_symmetric_and_converges_to_exact():
+    x = _well_conditioned()
+    g = torch.randn_like(x)  # not symmetric on purpose
+    xe = x.clone().requires_grad_()
+    gcp.sqrtm(xe).backward(g)
+    xi = x.clone().requires_grad_()
+    gcp.isqrtm(xi, iters=20).backward(g)
+    assert torch.equal(xi.grad, xi.grad.transpose(-1, -2))
+    assert ((xi.grad - xe.grad).norm() / xe.grad.norm()) < 1e-8

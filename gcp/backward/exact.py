@@ -4,15 +4,15 @@ For ``F = V diag(f(λ)) Vᵀ``::
 
     ∂L/∂X = V (K ∘ (Vᵀ sym(G) V)) Vᵀ,  K_ab = (f(λ_a) − f(λ_b)) / (λ_a − λ_b),  K_aa = f'(λ_a).
 
-For ``f = λ^p`` the divided difference is evaluated without cancellation: with
-``hi = max(λ_a, λ_b)`` and ``log r`` from ``log1p`` of the relative gap (near 1) or the log of
-the ratio (far from 1)::
+For ``f = λ^p`` the divided difference is evaluated without cancellation: ``1/(√λ_a + √λ_b)`` for
+p = ½, ``−1/(√λ_a √λ_b (√λ_a + √λ_b))`` for p = −½, ``λ_a + λ_b`` for p = 2, and in general, with
+``hi = max(λ_a, λ_b)`` and ``log r`` from ``log1p`` of the relative gap (ratio near 1) or the log
+of the ratio (far from 1)::
 
-    K_ab = hi^{p−1} · expm1(p log r) / expm1(log r)
+    K_ab = hi^{p−1} · expm1(p log r) / expm1(log r),
 
-(``= 1/(√λ_a + √λ_b)`` for p = ½), whose limit at ``λ_a = λ_b`` is ``f'(λ)``. The gradient is
-therefore exact and finite on repeated eigenvalues; the only large values come from ``f'`` near
-the eigenvalue floor when ``p < 1``.
+whose limit at ``λ_a = λ_b`` is ``f'(λ)``. The gradient is therefore exact and finite on repeated
+eigenvalues; the only large values come from ``f'`` near the eigenvalue floor when ``p < 1``.
 
 For :func:`gcp.eigh` the eigenvectors of a repeated eigenvalue are not unique, so no eigenvector
 gradient is exact there: ``"exact"`` uses the standard coupling ``1/(λ_b − λ_a)`` and sets it to
@@ -49,7 +49,22 @@ class ExactOptions(Options):
 
 
 def power_divided_difference(lam: Tensor, p: float) -> Tensor:
-    """``K_ab = (λ_a^p − λ_b^p)/(λ_a − λ_b)``, ``K_aa = p λ_a^{p−1}``, for positive ``λ``."""
+    """``K_ab = (λ_a^p − λ_b^p)/(λ_a − λ_b)``, ``K_aa = p λ_a^{p−1}``, for positive ``λ``.
+
+    The square root, inverse square root and integer powers 1 and 2 have cheap exact forms
+    (two or three passes over ``d × d``); other powers use the ``expm1`` form.
+    """
+    if p == 0.5:
+        s = lam.sqrt()
+        return (s.unsqueeze(-1) + s.unsqueeze(-2)).reciprocal_()
+    if p == -0.5:
+        s = lam.sqrt()
+        si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
+        return ((si + sj) * (si * sj)).reciprocal_().neg_()
+    if p == 1.0:
+        return torch.ones(lam.shape + lam.shape[-1:], dtype=lam.dtype, device=lam.device)
+    if p == 2.0:
+        return lam.unsqueeze(-1) + lam.unsqueeze(-2)
     hi, lo, _ = pairs(lam)
     log_r = log_ratio(hi, lo)
     distinct = log_r != 0
@@ -72,5 +87,5 @@ class Exact(CouplingMode):
         return zero_diagonal(k)
 
     def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: ExactOptions) -> Tensor:
-        m = rotate_in(state.vecs, sym(grad))
-        return conjugate(state.vecs, power_divided_difference(state.lam, p) * m)
+        inner = sym(rotate_in(state.vecs, grad)).mul_(power_divided_difference(state.lam, p))
+        return conjugate(state.vecs, inner)

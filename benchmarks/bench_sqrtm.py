@@ -1,0 +1,107 @@
+"""Speed of every square-root route, as ratios to ``torch.linalg.eigh`` measured in the same run.
+
+For a batch of B covariance matrices (n = 196 samples, as a 14×14 feature map) and each d and
+dtype, times the forward and the forward+backward of ``gcp.sqrtm`` with every backward mode,
+``gcp.isqrtm``, ``gcp.mpa_sqrtm`` and ``gcp.mtp_sqrtm``, and reports them as ratios to
+(a) ``torch.linalg.eigh`` forward alone and (b) a naive square root through ``eigh`` + autograd.
+
+    python benchmarks/bench_sqrtm.py                      # B=32, d=64,128,256, float32+float64
+    python benchmarks/bench_sqrtm.py --sizes 64 --repeats 3 --csv out.csv
+    python benchmarks/bench_sqrtm.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gcp  # noqa: E402
+from _timing import markdown_table, median_ms  # noqa: E402
+
+
+def naive_sqrtm(x: torch.Tensor) -> torch.Tensor:
+    lam, v = torch.linalg.eigh(x)
+    return (v * lam.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
+
+
+def routes() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    r: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"naive eigh+autograd": naive_sqrtm}
+    for mode in gcp.BACKWARDS:
+        r[f"sqrtm[{mode}]"] = lambda x, m=mode: gcp.sqrtm(x, m)
+    r["isqrtm(5)"] = lambda x: gcp.isqrtm(x, 5)
+    r["mpa_sqrtm(5,5)"] = gcp.mpa_sqrtm
+    r["mtp_sqrtm(10)"] = gcp.mtp_sqrtm
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    ap.add_argument("--samples", type=int, default=196, help="feature positions per covariance")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--csv", default=None, help="also write the raw timings here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    gcp.set_finite_checks(False)  # time the maths, not the input check
+    rows, records = [], []
+    configs = [(d, dt) for dt in args.dtypes for d in args.sizes]
+    table = routes()
+    bar = tqdm(total=len(configs) * (len(table) * 2 + 1), desc="bench_sqrtm", file=sys.stderr)
+    for d, dtname in configs:
+        dtype = getattr(torch, dtname)
+        g = torch.Generator().manual_seed(0)
+        feats = torch.randn(args.batch, d, args.samples, generator=g, dtype=dtype)
+        x = gcp.covariance(feats).to(dtype).to(device)
+        grad = torch.randn(x.shape, generator=g, dtype=dtype).to(device)
+        eigh_ms = median_ms(lambda: torch.linalg.eigh(x), device, args.repeats)
+        bar.update()
+        naive_fb = None
+        for name, fn in table.items():
+            fwd = median_ms(lambda: fn(x), device, args.repeats)
+            bar.update()
+
+            def fwd_bwd(fn=fn):
+                xi = x.detach().requires_grad_()
+                fn(xi).backward(grad)
+
+            fb = median_ms(fwd_bwd, device, args.repeats)
+            bar.update()
+            if naive_fb is None:
+                naive_fb = fb
+            records.append(dict(d=d, dtype=dtname, route=name, eigh_ms=eigh_ms, fwd_ms=fwd, fwd_bwd_ms=fb))
+            rows.append([
+                str(d), dtname, name, f"{fwd:.1f}", f"{fb:.1f}",
+                f"{fwd / eigh_ms:.2f}", f"{fb / eigh_ms:.2f}", f"{fb / naive_fb:.2f}",
+            ])
+    bar.close()
+    threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    print(f"\nB={args.batch}, n={args.samples}, device={device}, threads={threads}, "
+          f"median of {args.repeats}; ratios are to eigh forward / naive eigh+autograd fwd+bwd "
+          "in the same run and dtype\n")
+    print(markdown_table(
+        ["d", "dtype", "route", "fwd ms", "fwd+bwd ms", "fwd/eigh", "fwd+bwd/eigh", "fwd+bwd/naive"], rows))
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
