@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import sys
 from typing import Callable
 
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gcp  # noqa: E402
-from _timing import markdown_table, median_ms  # noqa: E402
+from _timing import interleaved_ms, markdown_table, median_ratio  # noqa: E402
 
 
 def naive_sqrtm(x: torch.Tensor) -> torch.Tensor:
@@ -33,10 +34,12 @@ def naive_sqrtm(x: torch.Tensor) -> torch.Tensor:
     return (v * lam.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
 
 
-def routes() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def routes(dtype: torch.dtype) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     r: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"naive eigh+autograd": naive_sqrtm}
     for mode in gcp.BACKWARDS:
         r[f"sqrtm[{mode}]"] = lambda x, m=mode: gcp.sqrtm(x, m)
+    if dtype != torch.float64:  # the cost of the default float64 compute dtype
+        r["sqrtm[exact], compute f32"] = lambda x: gcp.sqrtm(x, compute_dtype=torch.float32)
     r["isqrtm(5)"] = lambda x: gcp.isqrtm(x, 5)
     r["mpa_sqrtm(5,5)"] = gcp.mpa_sqrtm
     r["mtp_sqrtm(10)"] = gcp.mtp_sqrtm
@@ -60,41 +63,50 @@ def main(argv: list[str] | None = None) -> int:
     gcp.set_finite_checks(False)  # time the maths, not the input check
     rows, records = [], []
     configs = [(d, dt) for dt in args.dtypes for d in args.sizes]
-    table = routes()
-    bar = tqdm(total=len(configs) * (len(table) * 2 + 1), desc="bench_sqrtm", file=sys.stderr)
+    bar = tqdm(total=sum(len(routes(getattr(torch, dt))) for _, dt in configs), desc="bench_sqrtm", file=sys.stderr)
     for d, dtname in configs:
         dtype = getattr(torch, dtname)
         g = torch.Generator().manual_seed(0)
         feats = torch.randn(args.batch, d, args.samples, generator=g, dtype=dtype)
         x = gcp.covariance(feats).to(dtype).to(device)
         grad = torch.randn(x.shape, generator=g, dtype=dtype).to(device)
-        eigh_ms = median_ms(lambda: torch.linalg.eigh(x), device, args.repeats)
-        bar.update()
-        naive_fb = None
-        for name, fn in table.items():
-            fwd = median_ms(lambda: fn(x), device, args.repeats)
-            bar.update()
 
-            def fwd_bwd(fn=fn):
-                xi = x.detach().requires_grad_()
-                fn(xi).backward(grad)
+        def fwd_bwd(fn):
+            xi = x.detach().requires_grad_()
+            fn(xi).backward(grad)
 
-            fb = median_ms(fwd_bwd, device, args.repeats)
+        for name, fn in routes(dtype).items():
+            t = interleaved_ms(
+                {
+                    "eigh": lambda: torch.linalg.eigh(x),
+                    "naive": lambda: fwd_bwd(naive_sqrtm),
+                    "fwd": lambda fn=fn: fn(x),
+                    "fb": lambda fn=fn: fwd_bwd(fn),
+                },
+                device,
+                args.repeats,
+            )
             bar.update()
-            if naive_fb is None:
-                naive_fb = fb
-            records.append(dict(d=d, dtype=dtname, route=name, eigh_ms=eigh_ms, fwd_ms=fwd, fwd_bwd_ms=fb))
+            med = {k: statistics.median(v) for k, v in t.items()}
+            rec = dict(
+                d=d, dtype=dtname, route=name, eigh_ms=med["eigh"], fwd_ms=med["fwd"], fwd_bwd_ms=med["fb"],
+                fwd_over_eigh=median_ratio(t["fwd"], t["eigh"]),
+                fwd_bwd_over_eigh=median_ratio(t["fb"], t["eigh"]),
+                fwd_bwd_over_naive=median_ratio(t["fb"], t["naive"]),
+            )
+            records.append(rec)
             rows.append([
-                str(d), dtname, name, f"{fwd:.1f}", f"{fb:.1f}",
-                f"{fwd / eigh_ms:.2f}", f"{fb / eigh_ms:.2f}", f"{fb / naive_fb:.2f}",
+                str(d), dtname, name, f"{rec['eigh_ms']:.1f}", f"{rec['fwd_ms']:.1f}", f"{rec['fwd_bwd_ms']:.1f}",
+                f"{rec['fwd_over_eigh']:.2f}", f"{rec['fwd_bwd_over_eigh']:.2f}", f"{rec['fwd_bwd_over_naive']:.2f}",
             ])
     bar.close()
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"\nB={args.batch}, n={args.samples}, device={device}, threads={threads}, "
-          f"median of {args.repeats}; ratios are to eigh forward / naive eigh+autograd fwd+bwd "
-          "in the same run and dtype\n")
+    print(f"\nB={args.batch}, n={args.samples}, device={device}, threads={threads}; median of "
+          f"{args.repeats} interleaved rounds; ratios are medians of per-round ratios to eigh forward "
+          "and to the naive eigh+autograd fwd+bwd, same dtype\n")
     print(markdown_table(
-        ["d", "dtype", "route", "fwd ms", "fwd+bwd ms", "fwd/eigh", "fwd+bwd/eigh", "fwd+bwd/naive"], rows))
+        ["d", "dtype", "route", "eigh ms", "fwd ms", "fwd+bwd ms", "fwd/eigh", "fwd+bwd/eigh", "fwd+bwd/naive"],
+        rows))
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(records[0]))

@@ -129,17 +129,20 @@ def log_ratio(hi: Tensor, lo: Tensor) -> Tensor:
     return torch.where(r < 0.5, torch.log(r), torch.log1p(-(hi - lo) / hi))
 
 
-def geometric_partial_sum(hi: Tensor, lo: Tensor, degree: int) -> Tensor:
-    """``(1/hi) Σ_{k=0}^{degree} (lo/hi)^k`` for ``0 < lo <= hi``, elementwise.
+def geometric_partial_sums(hi: Tensor, lo: Tensor, degrees: tuple[int, ...]) -> list[Tensor]:
+    """``(1/hi) Σ_{k=0}^{K} (lo/hi)^k`` for each ``K`` in ``degrees``, for ``0 < lo <= hi``.
 
-    Evaluated as ``(1 − r^{K+1}) / (hi − lo)`` with ``r^{K+1}`` from :func:`log_ratio`, so
-    it is accurate to round-off for every ratio, including ``r → 1`` where the limit is
-    ``(K+1)/hi``, at a cost independent of ``degree``.
+    Evaluated as ``(1 − r^{K+1}) / (hi − lo)`` with ``r^{K+1}`` from :func:`log_ratio`, so it is
+    accurate to round-off for every ratio, including ``r → 1`` where the limit is ``(K+1)/hi``,
+    at a cost independent of ``K`` (the log-ratio is shared between the degrees).
     """
     gap = hi - lo
-    num = -torch.expm1((degree + 1) * log_ratio(hi, lo))
-    safe = torch.where(gap > 0, gap, torch.ones_like(gap))
-    return torch.where(gap > 0, num / safe, (degree + 1) / hi)
+    log_r = log_ratio(hi, lo)
+    distinct = gap > 0
+    safe = torch.where(distinct, gap, torch.ones_like(gap))
+    return [
+        torch.where(distinct, -torch.expm1((k + 1) * log_r) / safe, (k + 1) / hi) for k in degrees
+    ]
 
 
 class CouplingMode(BackwardMode):

@@ -29,7 +29,7 @@ from ._base import (
     SpectralState,
     check_int,
     clamp_to_floor,
-    geometric_partial_sum,
+    geometric_partial_sums,
     oriented,
     pairs,
 )
@@ -50,8 +50,5 @@ class PowerIteration(CouplingMode):
 
     def coupling(self, state: SpectralState, opts: PowerIterationOptions) -> Tensor:
         hi, lo, upper = pairs(clamp_to_floor(state.lam, state.floor))
-        return oriented(
-            upper,
-            geometric_partial_sum(hi, lo, opts.iters),
-            -geometric_partial_sum(hi, lo, opts.iters - 1),
-        )
+        above, below = geometric_partial_sums(hi, lo, (opts.iters, opts.iters - 1))
+        return oriented(upper, above, -below)

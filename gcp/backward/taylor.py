@@ -20,7 +20,7 @@ from ._base import (
     SpectralState,
     check_int,
     clamp_to_floor,
-    geometric_partial_sum,
+    geometric_partial_sums,
     oriented,
     pairs,
 )
@@ -41,5 +41,5 @@ class Taylor(CouplingMode):
 
     def coupling(self, state: SpectralState, opts: TaylorOptions) -> Tensor:
         hi, lo, upper = pairs(clamp_to_floor(state.lam, state.floor))
-        t = geometric_partial_sum(hi, lo, opts.degree)
+        (t,) = geometric_partial_sums(hi, lo, (opts.degree,))
         return oriented(upper, t, -t)
