@@ -23,10 +23,9 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gcp  # noqa: E402
-from _timing import interleaved_ms, markdown_table, median_ratio  # noqa: E402
+from gcp._timing import interleaved_ms, markdown_table, median_ratio  # noqa: E402
 
 
 def naive_sqrtm(x: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,13 @@ import csv
 import os
 import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 import gcp
+from gcp._timing import interleaved_ms, median_ratio
 
 F64 = torch.float64
 Route = Callable[[torch.Tensor], torch.Tensor]
@@ -74,17 +74,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def run(batch: int = 32, d: int = 64, repeats: int = 3) -> list[dict]:
+def run(batch: int = 32, d: int = 64, repeats: int = 5) -> list[dict]:
     routes = _routes()
     x = _spd((0.8 ** torch.arange(16, dtype=F64).flip(0)).expand(4, 16), seed=1)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
@@ -93,7 +83,7 @@ def run(batch: int = 32, d: int = 64, repeats: int = 3) -> list[dict]:
     feats = torch.randn(batch, d, 196, generator=torch.Generator().manual_seed(3), dtype=F64)
     cov = gcp.covariance(feats)
     cov_grad = torch.randn(cov.shape, dtype=F64)
-    eigh_ms = _median_ms(lambda: torch.linalg.eigh(cov), repeats)
+    cpu = torch.device("cpu")
     rows = []
     for name, fn in tqdm(routes.items(), desc="selfcheck", file=sys.stderr):
         out, grad = _grad(fn, x, g)
@@ -104,15 +94,17 @@ def run(batch: int = 32, d: int = 64, repeats: int = 3) -> list[dict]:
                 _, gc = _grad(fn, xc, torch.ones_like(xc))
                 finite += int(torch.isfinite(gc).all())
                 total += 1
-        fb_ms = _median_ms(lambda: _grad(fn, cov, cov_grad), repeats)
+        t = interleaved_ms(
+            {"eigh": lambda: torch.linalg.eigh(cov), "fb": lambda fn=fn: _grad(fn, cov, cov_grad)}, cpu, repeats
+        )
         rows.append(dict(
             route=name,
             forward_rel_err=_rel(out, ref_out),
             grad_rel_err=_rel(grad, ref_grad),
             grad_cosine=torch.nn.functional.cosine_similarity(grad.flatten(), ref_grad.flatten(), dim=0).item(),
             degenerate_finite=f"{finite}/{total}",
-            fwd_bwd_ms=fb_ms,
-            fwd_bwd_over_eigh=fb_ms / eigh_ms,
+            fwd_bwd_ms=statistics.median(t["fb"]),
+            fwd_bwd_over_eigh=median_ratio(t["fb"], t["eigh"]),
         ))
     return rows
 
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--dim", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None, help="directory for selfcheck.md and selfcheck.csv")
     args = ap.parse_args(argv)
     if args.batch < 1 or args.dim < 2 or args.repeats < 1:
