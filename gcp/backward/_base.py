@@ -145,6 +145,19 @@ def geometric_partial_sums(hi: Tensor, lo: Tensor, degrees: tuple[int, ...]) -> 
     ]
 
 
+def series_coupling(state: SpectralState, degree_above: int, degree_below: int) -> Tensor:
+    """Coupling from truncated geometric series of ``1/(λ_b − λ_a)``, on floored eigenvalues.
+
+    ``K[a, b] = T_{degree_above}`` where ``λ_b >= λ_a`` and ``−T_{degree_below}`` on the other side,
+    ``T_K = (1/λ_hi) Σ_{k=0}^{K} (λ_lo/λ_hi)^k``: Taylor uses one degree on both sides, power
+    iteration with deflation ``K`` and ``K − 1``.
+    """
+    hi, lo, upper = pairs(clamp_to_floor(state.lam, state.floor))
+    degrees = (degree_above,) if degree_above == degree_below else (degree_above, degree_below)
+    sums = geometric_partial_sums(hi, lo, degrees)
+    return oriented(upper, sums[0], -sums[-1])
+
+
 class CouplingMode(BackwardMode):
     """A mode defined by its eigenvector coupling matrix ``K`` (see the module docstring)."""
 

@@ -23,16 +23,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ._base import (
-    CouplingMode,
-    Options,
-    SpectralState,
-    check_int,
-    clamp_to_floor,
-    geometric_partial_sums,
-    oriented,
-    pairs,
-)
+from ._base import CouplingMode, Options, SpectralState, check_int, series_coupling
 
 
 @dataclass(frozen=True)
@@ -49,6 +40,4 @@ class PowerIteration(CouplingMode):
     options = PowerIterationOptions
 
     def coupling(self, state: SpectralState, opts: PowerIterationOptions) -> Tensor:
-        hi, lo, upper = pairs(clamp_to_floor(state.lam, state.floor))
-        above, below = geometric_partial_sums(hi, lo, (opts.iters, opts.iters - 1))
-        return oriented(upper, above, -below)
+        return series_coupling(state, opts.iters, opts.iters - 1)

@@ -14,16 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ._base import (
-    CouplingMode,
-    Options,
-    SpectralState,
-    check_int,
-    clamp_to_floor,
-    geometric_partial_sums,
-    oriented,
-    pairs,
-)
+from ._base import CouplingMode, Options, SpectralState, check_int, series_coupling
 
 
 @dataclass(frozen=True)
@@ -40,6 +31,4 @@ class Taylor(CouplingMode):
     options = TaylorOptions
 
     def coupling(self, state: SpectralState, opts: TaylorOptions) -> Tensor:
-        hi, lo, upper = pairs(clamp_to_floor(state.lam, state.floor))
-        (t,) = geometric_partial_sums(hi, lo, (opts.degree,))
-        return oriented(upper, t, -t)
+        return series_coupling(state, opts.degree, opts.degree)
