@@ -7,6 +7,9 @@ Public API::
     gcp.isqrtm                                         # iSQRT-COV Newton–Schulz
     gcp.mpa_sqrtm, gcp.mtp_sqrtm                       # Padé / Taylor approximants, Lyapunov backward
     gcp.covariance, gcp.triu_vec                       # covariance pooling helpers
+    gcp.GCPHead, gcp.covariance_pool                   # global covariance pooling head / function
+    gcp.ZCAWhitening, gcp.zca_whiten                   # ZCA whitening (BatchNorm replacement)
+    gcp.PCADenoising, gcp.pca_denoise                  # PCA denoising
     gcp.GCPError and subclasses                        # typed errors (all ValueError)
 """
 
@@ -25,12 +28,24 @@ from .errors import (
 )
 from .lyapunov import lyap_sign_solve
 from .newton_schulz import isqrtm
+from .pca import PCADenoising, pca_denoise
+from .pooling import METHODS, GCPHead, covariance_pool, normalize_covariance
 from .spectral import eigh, inv_sqrtm, powm, sqrtm
+from .whitening import ZCAWhitening, replace_batchnorm, zca_whiten
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKWARDS",
+    "GCPHead",
+    "METHODS",
+    "PCADenoising",
+    "ZCAWhitening",
+    "covariance_pool",
+    "normalize_covariance",
+    "pca_denoise",
+    "replace_batchnorm",
+    "zca_whiten",
     "DTypeError",
     "GCPError",
     "InvalidOptionError",

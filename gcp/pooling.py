@@ -1,0 +1,223 @@
+"""Global covariance pooling: the functional ``covariance_pool`` and the ``GCPHead`` module."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .approximants import mpa_sqrtm, mtp_sqrtm
+from .covariance import covariance, triu_vec
+from .errors import InvalidOptionError, ShapeError
+from .newton_schulz import isqrtm
+from .spectral import DEFAULT_EPS, powm
+
+METHODS: tuple[str, ...] = ("svd", "isqrt", "mpa", "mtp", "none")
+
+
+def normalize_covariance(
+    cov: Tensor,
+    method: str = "svd",
+    backward: str = "exact",
+    *,
+    iters: int = 5,
+    alpha: float = 0.5,
+    eps: float = DEFAULT_EPS,
+    **opts: Any,
+) -> Tensor:
+    """Matrix normalisation of ``(B, d, d)`` covariances by ``method`` (see :func:`covariance_pool`)."""
+    if method not in METHODS:
+        raise InvalidOptionError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    if method != "svd" and alpha != 0.5:
+        raise InvalidOptionError(
+            f"method {method!r} computes the square root only (alpha=0.5); use method='svd' for alpha={alpha}"
+        )
+    if method == "svd":
+        return powm(cov, alpha, backward, eps=eps, **opts)
+    if method == "isqrt":
+        if opts:
+            raise InvalidOptionError(f"method 'isqrt' takes no option(s) {', '.join(sorted(opts))}")
+        return isqrtm(cov, iters)
+    if method == "mpa":
+        return mpa_sqrtm(cov, **opts)
+    if method == "mtp":
+        return mtp_sqrtm(cov, **opts)
+    if opts:
+        raise InvalidOptionError(f"method 'none' takes no option(s) {', '.join(sorted(opts))}")
+    return cov
+
+
+def covariance_pool(
+    x: Tensor,
+    method: str = "svd",
+    backward: str = "exact",
+    *,
+    iters: int = 5,
+    alpha: float = 0.5,
+    eps: float = DEFAULT_EPS,
+    **opts: Any,
+) -> Tensor:
+    r"""Covariance pooling followed by matrix normalisation.
+
+    .. math::
+        \Sigma = X \hat I X^\top \in \mathbb R^{C\times C},\qquad
+        Y = \begin{cases}
+        \Sigma^{\alpha} & \text{svd (eigh forward, selectable backward)}\\
+        \text{Newton–Schulz } \Sigma^{1/2} & \text{isqrt (iSQRT-COV, ``iters`` steps)}\\
+        \text{Padé / Taylor } \Sigma^{1/2} & \text{mpa / mtp (Lyapunov backward)}\\
+        \Sigma & \text{none}
+        \end{cases}
+
+    Args:
+        x: ``(B, C, H, W)`` feature maps or ``(B, C, N)`` feature sets.
+        method: one of :data:`METHODS`.
+        backward: backward mode of ``method="svd"`` (one of :data:`gcp.BACKWARDS`).
+        iters: Newton–Schulz iterations of ``method="isqrt"``.
+        alpha: matrix power of ``method="svd"`` (0.5 = square root).
+        eps: relative eigenvalue floor of ``method="svd"``.
+        **opts: options of the backward mode (svd) or of ``mpa_sqrtm``/``mtp_sqrtm``.
+
+    Returns:
+        ``(B, C, C)`` normalised covariances in float32 (float64 for float64 input), computed
+        outside autocast.
+
+    Example:
+        >>> y = gcp.covariance_pool(torch.randn(2, 64, 7, 7), method="svd", backward="pade")
+        >>> y.shape
+        torch.Size([2, 64, 64])
+    """
+    return normalize_covariance(covariance(x), method, backward, iters=iters, alpha=alpha, eps=eps, **opts)
+
+
+class GCPHead(nn.Module):
+    r"""Global covariance pooling head: reduction, covariance pooling, normalisation, classifier.
+
+    ``(B, C, H, W)`` → 1×1 conv (no bias) + BN + ReLU to ``reduced_dim`` (``None``: no reduction,
+    ``d = C``) → :func:`covariance_pool` → upper triangle ``d(d+1)/2`` (32896 for d = 256) →
+    dropout → linear classifier; as in iSQRT-COV (Li et al., CVPR 2018) and SVD-Padé
+    (Song et al., ICCV 2021). The covariance and the matrix function run in float32/float64
+    even under ``torch.autocast``; the normalised matrix is cast back to the features' dtype.
+
+    ``method``/``backward`` (and their options) can be changed on a live module with
+    :meth:`set_method`, without touching parameters — the hybrid protocol (Newton–Schulz until
+    the last learning-rate stage, then SVD) relies on it.
+
+    Args:
+        in_channels: ``C`` of the input feature maps.
+        num_classes: classifier outputs; 0 gives the pooled representation.
+        reduced_dim: channels after the 1×1 reduction, or ``None`` to skip it.
+        method, backward, iters, alpha, eps, **opts: see :func:`covariance_pool`.
+        drop_rate: dropout before the classifier.
+
+    Example:
+        >>> head = gcp.GCPHead(2048, 1000, reduced_dim=256, method="isqrt")
+        >>> head(torch.randn(2, 2048, 14, 14)).shape
+        torch.Size([2, 1000])
+        >>> head.set_method("svd", backward="pade")
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        reduced_dim: Optional[int] = 256,
+        method: str = "svd",
+        backward: str = "exact",
+        iters: int = 5,
+        alpha: float = 0.5,
+        eps: float = DEFAULT_EPS,
+        drop_rate: float = 0.0,
+        **opts: Any,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (name == "in_channels" and value == 0):
+                raise InvalidOptionError(f"GCPHead: {name} must be a positive integer, got {value!r}")
+        if reduced_dim is not None and (isinstance(reduced_dim, bool) or not isinstance(reduced_dim, int) or reduced_dim < 1):
+            raise InvalidOptionError(f"GCPHead: reduced_dim must be a positive integer or None, got {reduced_dim!r}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise InvalidOptionError(f"GCPHead: drop_rate must be in [0, 1), got {drop_rate!r}")
+        self.in_channels = in_channels
+        self.reduced_dim = reduced_dim
+        self.dim = reduced_dim if reduced_dim is not None else in_channels
+        self.num_features = self.dim * (self.dim + 1) // 2
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.method, self.backward, self.iters, self.alpha, self.eps, self.opts = "svd", "exact", 5, 0.5, eps, {}
+        self.set_method(method, backward, iters=iters, alpha=alpha, eps=eps, **opts)
+        if reduced_dim is None:
+            self.reduce: nn.Module = nn.Identity()
+        else:
+            self.reduce = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(in_channels, reduced_dim, kernel_size=1, bias=False),
+                bn=nn.BatchNorm2d(reduced_dim),
+                act=nn.ReLU(inplace=True),
+            ))
+            nn.init.kaiming_normal_(self.reduce.conv.weight, mode="fan_out", nonlinearity="relu")
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def set_method(
+        self,
+        method: Optional[str] = None,
+        backward: Optional[str] = None,
+        *,
+        iters: Optional[int] = None,
+        alpha: Optional[float] = None,
+        eps: Optional[float] = None,
+        **opts: Any,
+    ) -> None:
+        """Switch the normalisation in place; arguments left ``None`` keep their value.
+
+        Mode options (``**opts``) replace the previous ones; they are reset when ``method`` or
+        ``backward`` changes and none are given. The new configuration is validated on a tiny
+        matrix before it is applied, so a bad switch raises and leaves the head unchanged.
+        """
+        method = self.method if method is None else method
+        backward = self.backward if backward is None else backward
+        if not opts and method == self.method and backward == self.backward:
+            opts = dict(self.opts)
+        config = dict(
+            method=method,
+            backward=backward,
+            iters=self.iters if iters is None else iters,
+            alpha=self.alpha if alpha is None else alpha,
+            eps=self.eps if eps is None else eps,
+        )
+        probe = torch.eye(2, dtype=torch.float64).unsqueeze(0)
+        normalize_covariance(probe, config.pop("method"), config.pop("backward"), **config, **opts)
+        self.method, self.backward = method, backward
+        self.iters = config["iters"]
+        self.alpha = config["alpha"]
+        self.eps = config["eps"]
+        self.opts = dict(opts)
+
+    def extra_repr(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.opts.items())
+        return (f"in_channels={self.in_channels}, reduced_dim={self.reduced_dim}, method={self.method!r}, "
+                f"backward={self.backward!r}, iters={self.iters}, alpha={self.alpha}{extra}")
+
+    def pool(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` → normalised ``(B, d, d)`` matrices, in the dtype of the features."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ShapeError(
+                f"GCPHead expects (B, {self.in_channels}, H, W) feature maps; got shape {tuple(x.shape)}"
+            )
+        feats = self.reduce(x)
+        y = covariance_pool(feats, self.method, self.backward, iters=self.iters, alpha=self.alpha,
+                            eps=self.eps, **self.opts)
+        return y.to(feats.dtype)
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        rep = self.head_drop(triu_vec(self.pool(x)))
+        return rep if pre_logits else self.fc(rep)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: identity)."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
