@@ -17,3 +17,4 @@ test-all: bootstrap
 
 bench: bootstrap
 	$(PY) benchmarks/bench_sqrtm.py
+	$(PY) benchmarks/bench_head.py
