@@ -69,12 +69,6 @@ class GCPNet(nn.Module):
         """Switch the head's normalisation in place (see :meth:`gcp.GCPHead.set_method`)."""
         self.head.set_method(*args, **kwargs)
 
-    def load_pretrained(self, path: str) -> None:
-        """timm's ``custom_load`` hook: verified, strict loading (see :mod:`zoo._pretrained`)."""
-        from ._pretrained import load_weights_file
-
-        load_weights_file(self, path)
-
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r"^backbone\.(conv1|bn1|stem|features\.0|conv_stem|bn1)", blocks=r"^backbone\.")

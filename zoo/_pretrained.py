@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import urllib.parse
 from typing import Any, Mapping, Optional
 
 import torch
@@ -104,7 +105,12 @@ def check_metadata(model: nn.Module, path: str) -> None:
         return
     saved = json.loads(meta["gcp_config"]).get("arch_args", {})
     mine = getattr(model, "arch_args", {})
-    for key in ("last_stride", "reduced_dim", "backbone"):
+    if saved.get("backbone", mine.get("backbone")) != mine.get("backbone"):
+        raise CheckpointError(
+            f"{path} holds weights of {saved.get('architecture', saved['backbone'])} but the model is "
+            f"{mine.get('architecture', mine.get('backbone'))}"
+        )
+    for key in ("last_stride", "reduced_dim"):
         if key in saved and key in mine and saved[key] != mine[key]:
             raise CheckpointError(
                 f"{path} was saved for {key}={saved[key]!r} but the model has {key}={mine[key]!r}; "
@@ -117,14 +123,42 @@ def load_weights_file(model: nn.Module, location: str) -> None:
     path, expected = split_hash(location)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if expected is None:
-        expected = split_hash(str((getattr(model, "pretrained_cfg", {}) or {}).get("url") or ""))[1]
     if expected is not None:
         actual = sha256_of(path)
         if actual != expected:
             raise CheckpointError(f"SHA-256 of {path} is {actual}, expected {expected}: refusing to load")
+    state = read_state_dict(path)
     check_metadata(model, path)
-    load_into(model, read_state_dict(path), path)
+    load_into(model, state, path)
+
+
+def fetch(url: str) -> str:
+    """Local path of ``url`` (``#sha256=`` fragment kept), downloading it into torch's hub cache."""
+    base, expected = split_hash(url)
+    filename = os.path.basename(urllib.parse.urlparse(base).path) or "weights"
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    if not os.path.isfile(cached):
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(base, cached, progress=True)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot download {base}: {exc}") from exc
+    return f"{cached}#sha256={expected}" if expected else cached
+
+
+def load_pretrained_weights(model: nn.Module, cfg: Mapping[str, Any]) -> None:
+    """Load the weights a timm pretrained cfg points at (``file``, ``url`` or ``hf_hub_id``)."""
+    if cfg.get("file"):
+        location = str(cfg["file"])
+    elif cfg.get("url"):
+        location = fetch(str(cfg["url"]))
+    elif cfg.get("hf_hub_id"):
+        from huggingface_hub import hf_hub_download
+
+        location = hf_hub_download(cfg["hf_hub_id"], cfg.get("hf_hub_filename") or WEIGHTS_NAME)
+    else:
+        raise CheckpointError("the pretrained config names no weight file, url or hf_hub_id")
+    load_weights_file(model, location)
 
 
 def atomic_write(path: str, write: Any) -> None:

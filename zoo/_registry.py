@@ -14,6 +14,7 @@ from gcp import GCPHead
 
 from . import _backbones
 from ._gcpnet import GCPNet
+from ._pretrained import load_pretrained_weights
 from .errors import CheckpointError, UnknownModelError
 
 ISQRT_REPO = "https://github.com/jiangtaoxie/fast-MPN-COV"
@@ -45,7 +46,7 @@ class GCPWeights:
             url=self.url, num_classes=self.num_classes, input_size=(3, 224, 224), pool_size=None,
             crop_pct=0.875, interpolation=self.interpolation, mean=(0.485, 0.456, 0.406),
             std=(0.229, 0.224, 0.225), first_conv="backbone.conv1", classifier="head.fc",
-            custom_load=True, origin_url=self.origin_url, paper_name=self.paper_name,
+            origin_url=self.origin_url, paper_name=self.paper_name,
             notes=self.notes or None,
         )
 
@@ -141,7 +142,11 @@ def _create(spec: ModelSpec, pretrained: bool = False, **kwargs: Any) -> GCPNet:
             "pretrained_cfg_overlay=dict(file=DST), or use backbone_pretrained=True for ImageNet "
             "backbone weights with a fresh head"
         )
-    return build_model_with_cfg(lambda **kw: _build(spec, **kw), spec.name, pretrained, **kwargs)
+    # weights are loaded here rather than by timm, so every source is hash-checked and strict
+    model = build_model_with_cfg(lambda **kw: _build(spec, **kw), spec.name, False, **kwargs)
+    if pretrained:
+        load_pretrained_weights(model, model.pretrained_cfg)
+    return model
 
 
 def _entrypoint(spec: ModelSpec) -> Callable[..., GCPNet]:
