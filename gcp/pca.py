@@ -101,7 +101,7 @@ class PCADenoising(CovarianceNorm):
         self.k = k
         self.backward = backward
         self.opts = dict(opts)
-        _pca_matrix(torch.eye(2, dtype=torch.float64).unsqueeze(0), 1, eps, backward, self.opts)  # validate
+        _pca_matrix(torch.eye(2, dtype=torch.float64, device="cpu").unsqueeze(0), 1, eps, backward, self.opts)  # validate
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", k={self.k}, backward={self.backward!r}"

@@ -186,7 +186,7 @@ class GCPHead(nn.Module):
             alpha=self.alpha if alpha is None else alpha,
             eps=self.eps if eps is None else eps,
         )
-        probe = torch.eye(2, dtype=torch.float64).unsqueeze(0)
+        probe = torch.eye(2, dtype=torch.float64, device="cpu").unsqueeze(0)
         normalize_covariance(probe, config.pop("method"), config.pop("backward"), **config, **opts)
         self.method, self.backward = method, backward
         self.iters = config["iters"]

@@ -97,7 +97,7 @@ class ZCAWhitening(CovarianceNorm):
         super().__init__(num_features, groups, eps, momentum, affine)
         self.backward = backward
         self.opts = dict(opts)
-        _zca_matrix(torch.eye(2, dtype=torch.float64).unsqueeze(0), eps, backward, self.opts)  # validate
+        _zca_matrix(torch.eye(2, dtype=torch.float64, device="cpu").unsqueeze(0), eps, backward, self.opts)  # validate
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", backward={self.backward!r}"

@@ -157,3 +157,14 @@ def test_save_pretrained_rebuilds_options_and_never_overwrites(tmp_path):
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
     with pytest.raises(zoo.CheckpointError, match="no config.json"):
         zoo.load_pretrained(str(tmp_path))
+
+
+def test_model_table_lists_every_model_with_published_numbers(capsys):
+    from zoo.__main__ import main, model_rows
+
+    rows = {r["name"]: r for r in model_rows()}
+    assert set(rows) == set(zoo.list_models())
+    assert rows["gcp_resnet50"]["representation"] == 32896
+    assert abs(rows["gcp_resnet50"]["params_m"] - 56.9) < 0.1  # iSQRT-COV paper: 56.9 M
+    assert "77.86" in rows["gcp_resnet50"]["published_top1"]
+    assert main() == 0 and "| `gcp_vgg16_bn` |" in capsys.readouterr().out
