@@ -8,7 +8,6 @@ from typing import Any, Callable, Optional
 
 import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
-from timm.models._registry import split_model_name_tag
 
 from gcp import GCPHead
 
@@ -177,7 +176,7 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> GC
     method="svd", backward="pade", num_classes=200)``; ``backbone_pretrained=True`` (or a file)
     loads the timm backbone's ImageNet weights and leaves the head freshly initialised.
     """
-    name, _ = split_model_name_tag(model_name)
+    name = model_name.partition(".")[0]
     if name not in SPECS:
         close = difflib.get_close_matches(name, list(SPECS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
