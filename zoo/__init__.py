@@ -6,12 +6,13 @@ Importing this package registers the GCP models with timm, so both ``zoo.create_
 
 from ._gcpnet import GCPNet
 from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models
-from .errors import CheckpointError, UnknownModelError
+from .errors import CheckpointError, DatasetError, UnknownModelError
 from .hub import load_pretrained, save_pretrained
 
 __all__ = [
     "SPECS",
     "CheckpointError",
+    "DatasetError",
     "GCPNet",
     "GCPWeights",
     "ModelSpec",

@@ -9,3 +9,7 @@ class UnknownModelError(GCPError):
 
 class CheckpointError(GCPError):
     """A checkpoint is missing, corrupt, has the wrong hash, or does not fit the model."""
+
+
+class DatasetError(GCPError):
+    """A dataset folder or annotation file is missing or malformed."""

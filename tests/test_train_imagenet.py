@@ -1,0 +1,151 @@
+"""train_imagenet.py on a tiny ImageFolder: epochs, checkpoints, resume, hybrid switch, torchrun."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_imagenet
+import zoo
+from _fixtures import image_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "4",
+        "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "1"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return image_folder(str(tmp_path_factory.mktemp("imagenet")))
+
+
+def _run(dataset, out, *extra):
+    return train_imagenet.main(["--data-dir", dataset, "--output", str(out), *BASE, *extra])
+
+
+def _summary(out):
+    with open(os.path.join(out, "summary.csv")) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_one_epoch_writes_summary_and_checkpoints(dataset, tmp_path):
+    out = tmp_path / "run"
+    assert _run(dataset, out, "--epochs", "1") == 0
+    rows = _summary(out)
+    assert len(rows) == 1 and rows[0]["epoch"] == "0" and rows[0]["method"] == "isqrt"
+    for key in ("train_loss", "eval_loss", "top1", "top5", "lr", "epoch_time_s", "images_per_s"):
+        assert float(rows[0][key]) >= 0, key
+    assert float(rows[0]["images_per_s"]) > 0
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "args", "metrics", "history"} <= set(ckpt)
+    assert (out / "best.pth").exists()
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _run(dataset, straight, "--epochs", "2") == 0
+    assert _run(dataset, split, "--epochs", "1") == 0
+    first = torch.load(split / "last.pth", weights_only=True)
+    # a fresh run in the same folder is refused rather than overwriting it
+    with pytest.raises(zoo.CheckpointError, match="already holds a run"):
+        _run(dataset, split, "--epochs", "2")
+    assert _run(dataset, split, "--epochs", "2", "--resume", str(split / "last.pth")) == 0
+    a = torch.load(straight / "last.pth", weights_only=True)
+    b = torch.load(split / "last.pth", weights_only=True)
+    assert b["epoch"] == 1 and len(b["history"]) == 2
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    for pid, st in a["optimizer"]["state"].items():
+        assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][pid]["momentum_buffer"])
+    assert first["epoch"] == 0
+    rows = _summary(split)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.01, 0.001])  # milestone 1: decayed from epoch 1
+    assert rows == _summary(straight) or [r["train_loss"] for r in rows] == [r["train_loss"] for r in _summary(straight)]
+
+
+def test_hybrid_switch_changes_the_head_at_the_right_epoch(dataset, tmp_path):
+    out = tmp_path / "hybrid"
+    assert _run(dataset, out, "--epochs", "2", "--method", "isqrt", "--hybrid-switch-epoch", "1",
+                "--hybrid-method", "svd", "--hybrid-backward", "pade") == 0
+    rows = _summary(out)
+    assert [(r["method"], r["backward"]) for r in rows] == [("isqrt", "exact"), ("svd", "pade")]
+
+
+def test_classifier_multiplier_and_recipe(dataset, tmp_path):
+    args = train_imagenet.parse_args(["--data-dir", dataset, "--recipe", "isqrt-cov-r50", "--epochs", "3"])
+    assert (args.batch_size, args.lr, args.decay_milestones, args.epochs) == (160, 0.1, [30, 45, 60], 3)
+    args = train_imagenet.parse_args(["--data-dir", dataset, "--recipe", "svd-pade-r50"])
+    assert (args.batch_size, args.lr, args.method, args.backward, args.last_stride) == (256, 0.0794, "svd", "pade", 2)
+    out = tmp_path / "mult"
+    assert _run(dataset, out, "--epochs", "1", "--classifier-lr-mult", "5", "--reduction-lr-mult", "2") == 0
+    groups = {g["name"]: g for g in torch.load(out / "last.pth", weights_only=True)["optimizer"]["param_groups"]}
+    assert groups["classifier"]["lr"] == pytest.approx(5 * groups["features"]["lr"])
+    assert groups["reduction"]["lr"] == pytest.approx(2 * groups["features"]["lr"])
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(dataset, tmp_path):
+    out = tmp_path / "corrupt"
+    out.mkdir()
+    (out / "last.pth").write_bytes(b"garbage")
+    (out / "summary.csv").write_text("keep")
+    with pytest.raises(zoo.CheckpointError, match="cannot read checkpoint"):
+        _run(dataset, out, "--epochs", "1", "--resume", str(out / "last.pth"))
+    assert (out / "last.pth").read_bytes() == b"garbage" and (out / "summary.csv").read_text() == "keep"
+    other = tmp_path / "other"
+    assert _run(dataset, other, "--epochs", "1") == 0
+    with pytest.raises(zoo.CheckpointError, match="does not fit GCPNet"):
+        _run(dataset, tmp_path / "x", "--epochs", "1", "--reduced-dim", "4", "--resume", str(other / "last.pth"))
+
+
+def test_missing_data_and_empty_class(tmp_path, dataset):
+    with pytest.raises(zoo.DatasetError, match="dataset folder not found"):
+        _run(str(tmp_path / "nope"), tmp_path / "o", "--epochs", "1")
+    bad = tmp_path / "bad"
+    image_folder(str(bad), classes=2)
+    os.makedirs(bad / "train" / "class_empty")
+    with pytest.raises(zoo.DatasetError, match="without images.*class_empty"):
+        _run(str(bad), tmp_path / "o2", "--epochs", "1")
+
+
+def test_evaluate_only(dataset, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert _run(dataset, out, "--epochs", "1") == 0
+    capsys.readouterr()
+    assert _run(dataset, tmp_path / "ev2", "--evaluate-only", "--resume", str(out / "last.pth")) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["evaluate"]
+    assert metrics["images"] == 6 and 0 <= metrics["top1"] <= 100
+
+
+def test_torchrun_two_processes_agree(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           os.path.join(ROOT, "train_imagenet.py"), "--data-dir", dataset, "--output", str(out), *BASE,
+           "--epochs", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finals = {}
+    for line in proc.stdout.splitlines():
+        if " final: " in line:
+            rank, payload = line.split(" final: ")
+            finals[rank] = json.loads(payload)
+    assert set(finals) == {"rank 0", "rank 1"}
+    timing = {"epoch_time_s", "images_per_s"}  # wall-clock figures are per rank
+    same = {k: v for k, v in finals["rank 0"].items() if k not in timing}
+    assert same == {k: v for k, v in finals["rank 1"].items() if k not in timing}
+    assert len(_summary(out)) == 1
+    # the metrics cover the whole validation split once (6 images), not one rank's shard
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["metrics"]["images"] == 6
+
+
+def test_sync_bn_on_cpu_is_refused(dataset, tmp_path):
+    with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
+        _run(dataset, tmp_path / "s", "--epochs", "1", "--sync-bn")
