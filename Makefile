@@ -18,3 +18,4 @@ test-all: bootstrap
 bench: bootstrap
 	$(PY) benchmarks/bench_sqrtm.py
 	$(PY) benchmarks/bench_head.py
+	$(PY) benchmarks/bench_train.py

@@ -149,3 +149,13 @@ def test_torchrun_two_processes_agree(dataset, tmp_path):
 def test_sync_bn_on_cpu_is_refused(dataset, tmp_path):
     with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
         _run(dataset, tmp_path / "s", "--epochs", "1", "--sync-bn")
+
+
+def test_bf16_amp_ema_channels_last(dataset, tmp_path):
+    out = tmp_path / "amp"
+    assert _run(dataset, out, "--epochs", "1", "--amp", "bf16", "--model-ema", "--channels-last",
+                "--method", "svd", "--backward", "taylor", "--head-opt", "degree=9") == 0
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["ema"] is not None and ckpt["args"]["head_opt"] == [["degree", 9]]
+    row = _summary(out)[0]
+    assert row["nonfinite_steps"] == "0" and float(row["train_loss"]) > 0
