@@ -15,19 +15,15 @@ global batch, split over the processes. Checkpoints (``last.pth``, ``best.pth``)
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
 import sys
 from typing import Any, Optional
 
 import torch
-from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 import zoo
 from zoo import data, training
-from zoo.errors import CheckpointError
 
 RECIPES: dict[str, dict[str, Any]] = {
     # Li et al., CVPR 2018 (fast-MPN-COV): iSQRT-COV ResNet-50
@@ -37,16 +33,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "svd-pade-r50": dict(model="gcp_resnet50", method="svd", backward="pade", last_stride=2, batch_size=256,
                          epochs=60, lr=0.0794, sched="step", decay_milestones=[30, 45], weight_decay=1e-4),
 }
-
-
-def head_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reduced-dim", type=int, default=None)
     g.add_argument("--last-stride", type=int, default=None, choices=(1, 2))
     g.add_argument("--drop-rate", type=float, default=0.0)
-    g.add_argument("--head-opt", type=head_option, action="append", default=[], metavar="KEY=VALUE",
+    g.add_argument("--head-opt", type=training.parse_head_option, action="append", default=[], metavar="KEY=VALUE",
                    help="backward-mode option, e.g. --head-opt degree=9 (repeatable)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--recipe", choices=sorted(RECIPES), default=None, help="paper presets; flags override them")
@@ -133,10 +119,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     info = training.init_distributed(args.device)
     resume = training.load_checkpoint(args.resume) if args.resume else None
-    last = os.path.join(args.output, "last.pth")
-    if not args.evaluate_only and resume is None and os.path.exists(last):
-        raise CheckpointError(f"{args.output} already holds a run ({last}); pass --resume {last} to continue "
-                              "it or choose another --output")
+    if not args.evaluate_only:
+        training.check_output(args.output, resume is not None)
 
     train_set = None if args.evaluate_only else data.image_folder(
         args.data_dir, args.train_split, data.train_transform(args.img_size))
@@ -170,13 +154,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if info.distributed:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    optimizer = torch.optim.SGD(training.param_groups(model, args.classifier_lr_mult, args.reduction_lr_mult),
-                                lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched="multistep" if args.sched == "step" else "cosine", num_epochs=args.epochs,
-        # timm's multistep decays at t + 1 >= milestone; ours are 0-based epochs, as torch's MultiStepLR
-        decay_milestones=[m + 1 for m in args.decay_milestones], decay_rate=args.decay_rate, warmup_epochs=args.warmup_epochs,
-        warmup_lr=args.warmup_lr, min_lr=args.min_lr)
+    optimizer = training.make_optimizer(model, args.lr, args.momentum, args.weight_decay,
+                                        args.classifier_lr_mult, args.reduction_lr_mult)
+    scheduler = training.make_scheduler(optimizer, args.epochs, args.sched, args.decay_milestones, args.decay_rate,
+                                        args.warmup_epochs, args.warmup_lr, args.min_lr)
     scaler = torch.amp.GradScaler(info.device.type) if args.amp == "fp16" else None
     state = None
     if resume is not None:

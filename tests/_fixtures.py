@@ -26,3 +26,94 @@ def image_folder(root: str, classes: int = 3, train_per_class: int = 4, val_per_
                 write_image(os.path.join(root, split, f"class_{c}", f"{i}.jpg"), seed, size, tint=c)
                 seed += 1
     return root
+
+
+def cub(root: str, classes: int = 3, train: int = 3, test: int = 2, size: int = 40) -> str:
+    """CUB_200_2011 in its native layout (1-based ids and labels, boxes inside the images)."""
+    base = os.path.join(root, "CUB_200_2011")
+    lines = {k: [] for k in ("images", "split", "labels", "boxes")}
+    image_id = 0
+    for c in range(classes):
+        folder = f"{c + 1:03d}.Class_{c}"
+        for i in range(train + test):
+            image_id += 1
+            rel = f"{folder}/img_{i}.jpg"
+            write_image(os.path.join(base, "images", rel), image_id, size, tint=c)
+            lines["images"].append(f"{image_id} {rel}")
+            lines["split"].append(f"{image_id} {1 if i < train else 0}")
+            lines["labels"].append(f"{image_id} {c + 1}")
+            lines["boxes"].append(f"{image_id} 4.0 6.0 20.0 16.0")
+    files = {"images.txt": "images", "train_test_split.txt": "split", "image_class_labels.txt": "labels",
+             "bounding_boxes.txt": "boxes"}
+    for name, key in files.items():
+        with open(os.path.join(base, name), "w") as fh:
+            fh.write("\n".join(lines[key]) + "\n")
+    with open(os.path.join(base, "classes.txt"), "w") as fh:
+        fh.write("\n".join(f"{c + 1} {c + 1:03d}.Class_{c}" for c in range(classes)) + "\n")
+    return root
+
+
+def stanford_cars(root: str, classes: int = 3, train: int = 3, test: int = 2, size: int = 40) -> str:
+    import scipy.io as sio
+
+    base = os.path.join(root, "stanford_cars")
+    os.makedirs(os.path.join(base, "devkit"), exist_ok=True)
+    sio.savemat(os.path.join(base, "devkit", "cars_meta.mat"),
+                {"class_names": np.array([f"Car {c}" for c in range(classes)], dtype=object)})
+    for split, n, mat in (("train", train, os.path.join(base, "devkit", "cars_train_annos.mat")),
+                          ("test", test, os.path.join(base, "cars_test_annos_withlabels.mat"))):
+        recs = []
+        for c in range(classes):
+            for i in range(n):
+                fname = f"{split}_{c}_{i}.jpg"
+                write_image(os.path.join(base, f"cars_{split}", fname), c * 100 + i, size, tint=c)
+                recs.append((fname, c + 1))
+        sio.savemat(mat, {"annotations": np.array(recs, dtype=[("fname", "O"), ("class", "O")])})
+    return root
+
+
+def fgvc_aircraft(root: str, train: int = 2, val: int = 1, test: int = 2, size: int = 40) -> str:
+    """Three variants in two families of two manufacturers."""
+    data = os.path.join(root, "fgvc-aircraft-2013b", "data")
+    variants = ["707-320", "A320", "A380"]
+    family = {"707-320": "Boeing 707", "A320": "A320", "A380": "A380"}
+    maker = {"707-320": "Boeing", "A320": "Airbus", "A380": "Airbus"}
+    levels = {"variant": lambda v: v, "family": family.get, "manufacturer": maker.get}
+    for name, values in (("variants.txt", variants), ("families.txt", sorted(set(family.values()))),
+                         ("manufacturers.txt", sorted(set(maker.values())))):
+        os.makedirs(data, exist_ok=True)
+        with open(os.path.join(data, name), "w") as fh:
+            fh.write("\n".join(values) + "\n")
+    ids: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
+    n = 1000
+    for v_index, v in enumerate(variants):
+        for split, count in (("train", train), ("val", val), ("test", test)):
+            for _ in range(count):
+                n += 1
+                write_image(os.path.join(data, "images", f"{n:07d}.jpg"), n, size, tint=v_index)
+                ids[split].append((f"{n:07d}", v))
+    ids["trainval"] = ids["train"] + ids["val"]
+    for level, fn in levels.items():
+        for split, rows in ids.items():
+            with open(os.path.join(data, f"images_{level}_{split}.txt"), "w") as fh:
+                fh.write("\n".join(f"{i} {fn(v)}" for i, v in rows) + "\n")
+    return root
+
+
+def stanford_dogs(root: str, classes: int = 3, train: int = 3, test: int = 2, size: int = 40) -> str:
+    import scipy.io as sio
+
+    lists: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
+    for c in range(classes):
+        folder = f"n0200{c}-breed_{c}"
+        for i in range(train + test):
+            rel = f"{folder}/{folder}_{i}.jpg"
+            write_image(os.path.join(root, "Images", rel), c * 50 + i, size, tint=c)
+            split = "train" if i < train else "test"
+            lists[split][0].append(rel)
+            lists[split][1].append(c + 1)
+    for split, (files, labels) in lists.items():
+        sio.savemat(os.path.join(root, f"{split}_list.mat"),
+                    {"file_list": np.array(files, dtype=object).reshape(-1, 1),
+                     "labels": np.array(labels).reshape(-1, 1)})
+    return root

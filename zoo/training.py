@@ -90,6 +90,44 @@ def param_groups(model: nn.Module, classifier_lr_mult: float = 1.0, reduction_lr
     return [dict(params=ps, lr_scale=scale[k], name=k) for k, ps in groups.items() if ps]
 
 
+def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
+                   classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0) -> torch.optim.SGD:
+    """SGD with momentum over :func:`param_groups` (the papers' optimiser)."""
+    return torch.optim.SGD(param_groups(model, classifier_lr_mult, reduction_lr_mult), lr=lr, momentum=momentum,
+                           weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, epochs: int, sched: str = "step",
+                   milestones: tuple[int, ...] | list[int] = (), decay_rate: float = 0.1, warmup_epochs: int = 0,
+                   warmup_lr: float = 1e-4, min_lr: float = 0.0) -> Any:
+    """timm scheduler stepped per epoch. ``milestones`` are 0-based epochs from which the lr is
+    multiplied by ``decay_rate`` (torch's MultiStepLR convention; timm's multistep decays at
+    ``t + 1 >= milestone``, hence the shift). No milestones: a constant lr."""
+    from timm.scheduler import create_scheduler_v2
+
+    if sched not in ("step", "cosine"):
+        raise ValueError(f"sched must be 'step' or 'cosine', got {sched!r}")
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="multistep" if sched == "step" else "cosine", num_epochs=epochs,
+        decay_milestones=[m + 1 for m in milestones] or [epochs + 1], decay_rate=decay_rate,
+        warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr)
+    return scheduler
+
+
+def parse_head_option(text: str) -> tuple[str, Any]:
+    """``"degree=9"`` → ``("degree", 9)`` for ``--head-opt`` (values parsed as Python literals)."""
+    import argparse
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def amp_dtype(name: str) -> Optional[torch.dtype]:
     table = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if name not in table:
@@ -379,6 +417,14 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(row)
     return state
+
+
+def check_output(output: str, resuming: bool) -> None:
+    """Refuse to start a fresh run in a folder that already holds one (nothing is overwritten)."""
+    last = os.path.join(output, "last.pth")
+    if not resuming and os.path.exists(last):
+        raise CheckpointError(f"{output} already holds a run ({last}); pass --resume {last} to continue "
+                              "it or choose another --output")
 
 
 def resume_state(ckpt: dict[str, Any]) -> FitState:
