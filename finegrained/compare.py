@@ -71,6 +71,7 @@ def plot_accuracy(results: dict[str, list[list[dict[str, Any]]]], path: str, tit
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     colours = plt.get_cmap("tab10")
@@ -81,8 +82,10 @@ def plot_accuracy(results: dict[str, list[list[dict[str, Any]]]], path: str, tit
         mean = [statistics.fmean(v) for v in per_epoch]
         ax.plot(xs, mean, marker="o", ms=3, color=colours(i % 10), label=f"{mode} ({len(runs)} seed{'s' * (len(runs) > 1)})")
         if len(runs) > 1:
-            ax.fill_between(xs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=colours(i % 10), alpha=0.15)
-    ax.set_xlabel("epoch")
+            ax.fill_between(xs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=colours(i % 10),
+                            alpha=0.15, lw=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (lines: mean over seeds, bands: min–max)")
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_title(f"Top-1 per epoch by backward mode — {title}")
     ax.grid(True, alpha=0.3)
