@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gcp  # noqa: E402
 from gcp._timing import interleaved_ms, markdown_table, median_ratio  # noqa: E402
+from gcp.compare.routes import ALL_ROUTES, route  # noqa: E402
 
 
 def naive_sqrtm(x: torch.Tensor) -> torch.Tensor:
@@ -35,13 +36,10 @@ def naive_sqrtm(x: torch.Tensor) -> torch.Tensor:
 
 def routes(dtype: torch.dtype) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     r: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"naive eigh+autograd": naive_sqrtm}
-    for mode in gcp.BACKWARDS:
-        r[f"sqrtm[{mode}]"] = lambda x, m=mode: gcp.sqrtm(x, m)
+    for name in ALL_ROUTES:
+        r[f"sqrtm[{name}]" if name in gcp.BACKWARDS else f"{name} (default options)"] = route(name)
     if dtype != torch.float64:  # the cost of the default float64 compute dtype
         r["sqrtm[exact], compute f32"] = lambda x: gcp.sqrtm(x, compute_dtype=torch.float32)
-    r["isqrtm(5)"] = lambda x: gcp.isqrtm(x, 5)
-    r["mpa_sqrtm(5,5)"] = gcp.mpa_sqrtm
-    r["mtp_sqrtm(10)"] = gcp.mtp_sqrtm
     return r
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 import timm
@@ -59,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         ips = args.batch / (ms / 1e3)
         base = base or ips
         rows.append([name, f"{ms:.0f}", f"{ips:.1f}", f"{ips / base:.2f}"])
-        del model, opt
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     print(f"\nbatch {args.batch} × {args.img_size}², SGD step, device={device}, threads={threads}, amp={args.amp}, "
           f"median of {args.steps} steps\n")

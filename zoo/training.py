@@ -158,8 +158,8 @@ class EpochStats:
     lr: float = 0.0
 
 
-def _progress(iterable: Any, info: DistInfo, desc: str) -> Any:
-    return tqdm(iterable, desc=desc, disable=not info.is_main, leave=False, dynamic_ncols=True)
+def _progress(iterable: Any, info: DistInfo, desc: str, show: bool = True) -> Any:
+    return tqdm(iterable, desc=desc, disable=not (show and info.is_main), leave=False, dynamic_ncols=True)
 
 
 def train_one_epoch(
@@ -175,6 +175,7 @@ def train_one_epoch(
     channels_last: bool = False,
     max_steps: Optional[int] = None,
     desc: str = "train",
+    progress: bool = True,
 ) -> EpochStats:
     """One pass over ``loader``. A step whose gradient norm is not finite is skipped (counted in
     ``nonfinite_steps``) instead of poisoning the weights: that count is how unstable backward
@@ -183,7 +184,7 @@ def train_one_epoch(
     criterion = nn.CrossEntropyLoss()
     total_loss, seen, finite_seen, skipped = 0.0, 0, 0, 0
     start = time.perf_counter()
-    for step, (images, targets) in enumerate(_progress(loader, info, desc)):
+    for step, (images, targets) in enumerate(_progress(loader, info, desc, progress)):
         if max_steps is not None and step >= max_steps:
             break
         images = images.to(info.device, non_blocking=True)
@@ -238,6 +239,7 @@ def evaluate(
     flip_average: bool = False,
     channels_last: bool = False,
     desc: str = "eval",
+    progress: bool = True,
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 (percent) over ``loader``, reduced across ranks. With
     ``flip_average`` the logits of each image and its horizontal flip are averaged (fast-MPN-COV's
@@ -245,7 +247,7 @@ def evaluate(
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     loss_sum = top1 = top5 = count = 0.0
-    for images, targets in _progress(loader, info, desc):
+    for images, targets in _progress(loader, info, desc, progress):
         images = images.to(info.device, non_blocking=True)
         targets = targets.to(info.device, non_blocking=True)
         if channels_last:

@@ -1,0 +1,46 @@
+"""The square-root routes the comparison measures, by name."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from ..approximants import mpa_sqrtm, mtp_sqrtm
+from ..backward import BACKWARDS, get_backward
+from ..errors import UnknownBackwardError
+from ..newton_schulz import isqrtm
+from ..spectral import sqrtm
+
+Route = Callable[[Tensor], Tensor]
+
+#: iterative routes next to the eigendecomposition backward modes
+ITERATIVE: dict[str, Route] = {
+    "isqrt": lambda x: isqrtm(x, 5),
+    "mpa": lambda x: mpa_sqrtm(x, (5, 5)),
+    "mtp": lambda x: mtp_sqrtm(x, 10),
+}
+ALL_ROUTES: tuple[str, ...] = BACKWARDS + tuple(ITERATIVE)
+
+#: how each route maps onto a GCPHead configuration (method, backward)
+HEAD_CONFIG: dict[str, tuple[str, str]] = {**{m: ("svd", m) for m in BACKWARDS},
+                                           "isqrt": ("isqrt", "exact"), "mpa": ("mpa", "exact"),
+                                           "mtp": ("mtp", "exact")}
+
+
+def route(name: str) -> Route:
+    """``sqrtm`` with backward ``name``, or one of the iterative routes."""
+    if name in ITERATIVE:
+        return ITERATIVE[name]
+    get_backward(name)  # raises UnknownBackwardError listing the modes
+    return lambda x: sqrtm(x, name)
+
+
+def parse_routes(text: str) -> list[str]:
+    """``"all"`` or a comma-separated list of route names, validated."""
+    names = list(ALL_ROUTES) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_ROUTES]
+    if unknown or not names:
+        raise UnknownBackwardError(
+            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(ALL_ROUTES)}, or 'all'")
+    return names
