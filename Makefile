@@ -7,7 +7,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 demo: bootstrap
-	$(PY) -m gcp.compare --quick --out runs/compare-quick
+	$(PY) -m gcp.compare --quick
 
 test: bootstrap
 	$(PY) -m pytest -q

@@ -68,6 +68,15 @@ def test_numbers_match_direct_calls(report):
     assert all(v > 0 for v in _get(rows, section="speed", metric="fwd_bwd_over_eigh"))
 
 
+def test_existing_report_is_not_overwritten(report, capsys):
+    out, _ = report
+    before = (out / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        main(ARGS + ["--out", str(out)])
+    assert "already holds a report" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == before
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--modes", "exact,padé"], "unknown mode"),
     (["--sections", "accuracy,nope"], "unknown section"),

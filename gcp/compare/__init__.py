@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="device of the speed section (cpu, cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report already in --out")
     return p
 
 
@@ -83,6 +84,8 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
     args.out = args.out or os.path.join("runs", time.strftime("compare-%Y%m%d-%H%M%S"))
+    if os.path.exists(os.path.join(args.out, "report.md")) and not args.overwrite:
+        parser.error(f"{args.out} already holds a report; pass --overwrite or choose another --out")
     return args
 
 
