@@ -20,10 +20,9 @@ import sys
 from typing import Any, Optional
 
 import torch
-from timm.utils import ModelEmaV3
 
 import zoo
-from zoo import data, training
+from zoo import data, runner, training
 
 RECIPES: dict[str, dict[str, Any]] = {
     # Li et al., CVPR 2018 (fast-MPN-COV): iSQRT-COV ResNet-50
@@ -132,8 +131,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = zoo.create_model(args.model, num_classes=num_classes, pretrained=args.pretrained or bool(overlay),
                              backbone_pretrained=args.backbone_pretrained, **head_kwargs(args), **overlay)
     model.to(info.device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
     if args.sync_bn and info.device.type != "cuda":
         raise ValueError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
     if args.sync_bn and info.distributed:
@@ -149,35 +146,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(json.dumps(dict(evaluate=metrics)))
         return 0
 
-    ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
-    train_model: torch.nn.Module = model
-    if info.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    optimizer = training.make_optimizer(model, args.lr, args.momentum, args.weight_decay,
-                                        args.classifier_lr_mult, args.reduction_lr_mult)
-    scheduler = training.make_scheduler(optimizer, args.epochs, args.sched, args.decay_milestones, args.decay_rate,
-                                        args.warmup_epochs, args.warmup_lr, args.min_lr)
-    scaler = torch.amp.GradScaler(info.device.type) if args.amp == "fp16" else None
-    state = None
-    if resume is not None:
-        training.restore(resume, model, optimizer, scheduler, scaler, ema, source=args.resume)
-        state = training.resume_state(resume)
-        if info.is_main:
-            print(f"resumed {args.resume} at epoch {state.start_epoch}")
-    scheduler.step(state.start_epoch if state is not None else 0)
-
-    train_loader, set_epoch = data.make_loader(train_set, args.batch_size, args.workers, info, train=True,
-                                               seed=args.seed)
-    val_loader, _ = data.make_loader(val_set, args.batch_size, args.workers, info, train=False)
-    head = model.head
-    schedule = training.Schedule(head.method, head.backward, args.hybrid_switch_epoch, args.hybrid_method,
-                                 args.hybrid_backward)
-    state = training.fit(
-        train_model, train_loader, val_loader, optimizer, scheduler, info, epochs=args.epochs,
-        output=args.output, schedule=schedule, args=vars(args) | dict(head_opt=[list(o) for o in args.head_opt]),
-        seed=args.seed, state=state, amp=amp, scaler=scaler, grad_clip=args.grad_clip, ema=ema,
-        channels_last=args.channels_last, set_epoch=set_epoch, max_steps=args.max_steps_per_epoch)
+    stored = vars(args) | dict(head_opt=[list(o) for o in args.head_opt])
+    state = runner.run(model, train_set, val_set, info, runner.config_from_args(args, args=stored),
+                       resume=resume, resume_source=args.resume or "")
     final = state.history[-1] if state.history else {}
     print(f"rank {info.rank} final: {json.dumps(final, sort_keys=True)}", flush=True)
     if info.distributed:

@@ -22,7 +22,7 @@ import torch
 
 import gcp
 import zoo
-from zoo import data, training
+from zoo import runner, training
 from zoo.errors import CheckpointError, DatasetError
 
 from .compare import write_comparison
@@ -116,30 +116,14 @@ def run_one(args: argparse.Namespace, backward: Optional[str], seed: int, output
 
     torch.manual_seed(seed)
     model = build_model(args, len(train_set.classes), backward).to(info.device)
-    optimizer = training.make_optimizer(
-        model, args.lr or recipe.lr, args.momentum,
-        recipe.weight_decay if args.weight_decay is None else args.weight_decay,
-        args.classifier_lr_mult or recipe.classifier_lr_mult)
-    milestones = recipe.decay_milestones if args.decay_milestones is None else args.decay_milestones
-    scheduler = training.make_scheduler(optimizer, epochs, "step", milestones)
-    amp = training.amp_dtype(args.amp)
-    scaler = torch.amp.GradScaler(info.device.type) if args.amp == "fp16" else None
-    state = None
-    if resume is not None:
-        training.restore(resume, model, optimizer, scheduler, scaler, source=resume_path)
-        state = training.resume_state(resume)
-    scheduler.step(state.start_epoch if state is not None else 0)
-    train_loader, set_epoch = data.make_loader(train_set, batch, args.workers, info, train=True, seed=seed)
-    test_loader, _ = data.make_loader(test_set, batch, args.workers, info, train=False)
-    train_model: torch.nn.Module = model
-    if info.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    schedule = training.Schedule(model.head.method, model.head.backward)
-    saved_args = vars(args) | dict(head_opt=[list(o) for o in args.head_opt], backward=backward, seed=seed)
-    return training.fit(train_model, train_loader, test_loader, optimizer, scheduler, info, epochs=epochs,
-                        output=output, schedule=schedule, args=saved_args, seed=seed, state=state, amp=amp,
-                        scaler=scaler, flip_average=True, set_epoch=set_epoch, max_steps=args.max_steps_per_epoch)
+    cfg = runner.RunConfig(
+        output=output, epochs=epochs, batch_size=batch, lr=args.lr or recipe.lr, workers=args.workers,
+        momentum=args.momentum, weight_decay=recipe.weight_decay if args.weight_decay is None else args.weight_decay,
+        classifier_lr_mult=args.classifier_lr_mult or recipe.classifier_lr_mult,
+        decay_milestones=recipe.decay_milestones if args.decay_milestones is None else args.decay_milestones,
+        amp=args.amp, seed=seed, max_steps_per_epoch=args.max_steps_per_epoch, flip_average=True,
+        args=vars(args) | dict(head_opt=[list(o) for o in args.head_opt], backward=backward, seed=seed))
+    return runner.run(model, train_set, test_set, info, cfg, resume=resume, resume_source=resume_path or "")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

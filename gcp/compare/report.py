@@ -155,6 +155,17 @@ def terminal_summary(records: list[Record]) -> str:
                    "digits top-1 (%)"], rows)
 
 
+def _finish(fig: Any, ax: Any, path: str) -> str:
+    """Legend, layout, save, close; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plots(records: list[Record], out: str) -> list[str]:
     import matplotlib
 
@@ -206,12 +217,7 @@ def plots(records: list[Record], out: str) -> list[str]:
         ax.set_title("Time vs matrix size")
         ax.set_xticks(ds)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = os.path.join(out, "time_vs_d.png")
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(fig, ax, os.path.join(out, "time_vs_d.png")))
 
     summary = training_summary(records)
     if summary:
@@ -223,12 +229,7 @@ def plots(records: list[Record], out: str) -> list[str]:
         ax.set_title("GCP network on load_digits: accuracy per epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = os.path.join(out, "training_accuracy.png")
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(fig, ax, os.path.join(out, "training_accuracy.png")))
     return written
 
 
