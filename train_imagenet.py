@@ -138,6 +138,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     amp = training.amp_dtype(args.amp)
 
     if args.evaluate_only:
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
         if resume is not None:
             training.restore(resume, model, source=args.resume)
         loader, _ = data.make_loader(val_set, args.batch_size, args.workers, info, train=False)
