@@ -91,10 +91,13 @@ def param_groups(model: nn.Module, classifier_lr_mult: float = 1.0, reduction_lr
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
-                   classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0) -> torch.optim.SGD:
-    """SGD with momentum over :func:`param_groups` (the papers' optimiser)."""
-    return torch.optim.SGD(param_groups(model, classifier_lr_mult, reduction_lr_mult), lr=lr, momentum=momentum,
-                           weight_decay=weight_decay)
+                   classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """SGD with (non-Nesterov) momentum over :func:`param_groups`, the papers' optimiser, built by
+    timm's factory (``opt="momentum"``; timm's ``"sgd"`` would be Nesterov)."""
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(param_groups(model, classifier_lr_mult, reduction_lr_mult), opt="momentum", lr=lr,
+                               momentum=momentum, weight_decay=weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, epochs: int, sched: str = "step",
