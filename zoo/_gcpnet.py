@@ -71,4 +71,5 @@ class GCPNet(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^backbone\.(conv1|bn1|stem|features\.0|conv_stem|bn1)", blocks=r"^backbone\.")
+        """timm's layer-decay hook: the backbone stem, then everything else as one block group."""
+        return dict(stem=r"^backbone\.(conv1|bn1|stem|conv_stem|features\.0)\.", blocks=r"^(backbone|head)\.")

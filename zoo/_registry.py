@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
-from gcp import GCPHead
+from gcp import GCPHead, InvalidOptionError
 
 from . import _backbones
 from ._gcpnet import GCPNet
@@ -111,17 +111,15 @@ default_cfgs = generate_default_cfgs(_default_cfgs())
 
 
 def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backbone_pretrained: Any = False,
-           last_stride: Optional[int] = None, drop_path_rate: Optional[float] = None, **kwargs: Any) -> GCPNet:
+           last_stride: Optional[int] = None, **kwargs: Any) -> GCPNet:
     if spec.family == "resnet":
         backbone = _backbones.resnet(spec.backbone, in_chans, backbone_pretrained, last_stride or 1)
     elif last_stride is not None:
-        raise UnknownModelError(f"{spec.name} has no option last_stride (ResNets only)")
+        raise InvalidOptionError(f"{spec.name} has no option last_stride (ResNets only)")
     elif spec.family == "vgg":
         backbone = _backbones.vgg(spec.backbone, in_chans, backbone_pretrained)
     else:
         backbone = _backbones.plain(spec.backbone, in_chans, backbone_pretrained)
-    if drop_path_rate:
-        raise UnknownModelError("drop_path_rate is not supported by the GCP backbones yet")
     head_args = dict(reduced_dim=spec.reduced_dim, method=spec.method, iters=spec.iters)
     head_args.update(kwargs)
     head = GCPHead(backbone.num_features, num_classes, **head_args)
