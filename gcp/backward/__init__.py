@@ -23,7 +23,11 @@ _REGISTRY: dict[str, BackwardMode] = {}
 
 
 def register_backward(mode: BackwardMode) -> BackwardMode:
-    """Add a mode instance to the registry under ``mode.name`` (names are unique)."""
+    """Add a mode instance to the registry under ``mode.name`` (names are unique).
+
+    A registered mode is accepted by name everywhere (``sqrtm(x, "mine")``, ``GCPHead``);
+    :data:`BACKWARDS` keeps listing the built-in modes only.
+    """
     if mode.name in _REGISTRY:
         raise ValueError(f"backward mode {mode.name!r} is already registered")
     _REGISTRY[mode.name] = mode
