@@ -115,7 +115,9 @@ def replace_batchnorm(model: nn.Module, name: str, layer: type[CovarianceNorm] =
 
     Example:
         >>> model = timm.create_model("resnet18")
-        >>> gcp.replace_batchnorm(model, "bn1", groups=8)
+        >>> zca = gcp.replace_batchnorm(model, "bn1", groups=8)
+        >>> model.bn1 is zca
+        True
     """
     parent_name, _, child = name.rpartition(".")
     try:
