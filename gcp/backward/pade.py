@@ -23,15 +23,7 @@ import torch
 from torch import Tensor
 
 from .._series import pade_coefficients
-from ._base import (
-    CouplingMode,
-    Options,
-    SpectralState,
-    _fail,
-    clamp_to_floor,
-    oriented,
-    pairs,
-)
+from ._base import CouplingMode, Options, SpectralState, _fail, clamp_to_floor
 
 
 @dataclass(frozen=True)
@@ -66,7 +58,11 @@ class Pade(CouplingMode):
 
     def coupling(self, state: SpectralState, opts: PadeOptions) -> Tensor:
         p, q = pade_coefficients("geometric", *opts.degree)
-        hi, lo, upper = pairs(clamp_to_floor(state.lam, state.floor))
+        lam = clamp_to_floor(state.lam, state.floor)
+        d = lam.shape[-1]
+        rows, cols = torch.triu_indices(d, d, 1, device=lam.device)
+        # only the pairs b > a (λ_b >= λ_a): the coupling is antisymmetric, so half the Horner work
+        hi, lo = lam[..., cols], lam[..., rows]
         r = lo / hi
         num = horner(p, r)
         den = horner(q, r)
@@ -74,4 +70,7 @@ class Pade(CouplingMode):
         noise = 2 * len(q) * torch.finfo(r.dtype).eps * sum(abs(c) for c in q)
         degenerate = den.abs() <= noise
         value = torch.where(degenerate, torch.zeros_like(num), num / (hi * torch.where(degenerate, 1.0, den)))
-        return oriented(upper, value, -value)
+        k = lam.new_zeros(lam.shape + (d,))
+        k[..., rows, cols] = value
+        k[..., cols, rows] = -value
+        return k
