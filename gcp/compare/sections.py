@@ -36,7 +36,7 @@ def _grad(fn: Callable[[Tensor], Tensor], x: Tensor, g: Tensor) -> tuple[Tensor,
 
 
 def _rel(a: Tensor, b: Tensor) -> float:
-    err = ((a.double() - b) .norm() / b.norm()).item()
+    err = ((a.double() - b).norm() / b.norm()).item()
     return err if math.isfinite(err) else float("inf")
 
 
@@ -155,6 +155,8 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs
            lr: float = 0.05, batch: int = 64) -> list[dict[str, float]]:
     from torch.utils.data import DataLoader, TensorDataset
 
+    # the one training loop of the project (zoo.training, same distribution); imported here so the
+    # numerical core itself never depends on the model zoo
     from zoo.training import DistInfo, evaluate, seed_epoch, train_one_epoch
 
     xtr, ytr, xte, yte = data
