@@ -125,7 +125,7 @@ def test_evaluate_only(dataset, tmp_path, capsys):
 
 def test_torchrun_two_processes_agree(dataset, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            os.path.join(ROOT, "train_imagenet.py"), "--data-dir", dataset, "--output", str(out), *BASE,
            "--epochs", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
