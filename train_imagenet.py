@@ -104,16 +104,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def head_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw = dict(args.head_opt)
-    for name in ("method", "backward", "iters", "alpha", "reduced_dim", "last_stride"):
-        value = getattr(args, name, None)
-        if value is not None:
-            kw[name] = value
-    kw["drop_rate"] = args.drop_rate
-    return kw
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     info = training.init_distributed(args.device)
@@ -129,7 +119,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.manual_seed(args.seed)  # identical initialisation on every rank and every run
     overlay = dict(pretrained_cfg_overlay=dict(file=args.pretrained_file)) if args.pretrained_file else {}
     model = zoo.create_model(args.model, num_classes=num_classes, pretrained=args.pretrained or bool(overlay),
-                             backbone_pretrained=args.backbone_pretrained, **head_kwargs(args), **overlay)
+                             backbone_pretrained=args.backbone_pretrained, **training.head_options(args), **overlay)
     model.to(info.device)
     if args.sync_bn and info.device.type != "cuda":
         raise ValueError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")

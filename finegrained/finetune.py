@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -79,10 +79,8 @@ def backward_modes(text: Optional[str]) -> list[Optional[str]]:
 
 
 def build_model(args: argparse.Namespace, num_classes: int, backward: Optional[str]) -> torch.nn.Module:
-    kw: dict[str, Any] = dict(args.head_opt)
-    for name in ("method", "iters", "alpha", "reduced_dim"):
-        if getattr(args, name) is not None:
-            kw[name] = getattr(args, name)
+    kw = training.head_options(args)
+    kw.pop("backward", None)  # finetune's --backward may list several modes: one per run
     if backward is not None:
         kw["backward"] = backward
         kw.setdefault("method", "svd")

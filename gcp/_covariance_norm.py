@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._precision import autocast_off
-from .covariance import covariance
+from .covariance import centred_moments
 from .errors import InvalidOptionError, ShapeError
 
 
@@ -116,21 +116,19 @@ class CovarianceNorm(nn.Module):
         feats = grouped_features(x, self.groups)
         if self.training:
             check_features(x, self.num_features, name)
-            cov = covariance(feats)
-            mean = feats.mean(-1, dtype=cov.dtype)
+            mean, centred, cov = centred_moments(feats)
             t = self.transform(cov)
             with torch.no_grad():
                 self._update_running(mean.detach(), cov.detach())
         else:
-            mean = self.running_mean.view(self.groups, self.group_dim)
             if self._eval_transform is None:
                 with torch.no_grad():
                     self._eval_transform = self.transform(self.running_cov)
             t = self._eval_transform
-        return apply_transform(t, feats, mean, x)
+            centred = feats.to(t.dtype) - self.running_mean.view(self.groups, self.group_dim, 1).to(t.dtype)
+        return apply_transform(t, centred, x)
 
 
-def apply_transform(t: Tensor, feats: Tensor, mean: Tensor, like: Tensor) -> Tensor:
+def apply_transform(t: Tensor, centred: Tensor, like: Tensor) -> Tensor:
     """``T (x − μ)`` in the dtype of ``T``, ungrouped and cast back to ``like``'s dtype."""
-    centred = feats.to(t.dtype) - mean.to(t.dtype).unsqueeze(-1)
-    return ungroup(t @ centred, like).to(like.dtype)
+    return ungroup(t @ centred.to(t.dtype), like).to(like.dtype)

@@ -34,6 +34,13 @@ def covariance(x: Tensor, *, compute_dtype: Optional[torch.dtype] = None) -> Ten
         >>> gcp.covariance(torch.randn(2, 256, 14, 14)).shape
         torch.Size([2, 256, 256])
     """
+    return centred_moments(x, compute_dtype=compute_dtype)[2]
+
+
+def centred_moments(x: Tensor, *, compute_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(mean (B, C), centred features (B, C, M), covariance (B, C, C))`` of :func:`covariance`,
+    for callers that also apply a transform to the centred features (ZCA, PCA) and would
+    otherwise centre them a second time."""
     check_floating(x)
     if x.dim() not in (3, 4):
         raise ShapeError(
@@ -46,8 +53,9 @@ def covariance(x: Tensor, *, compute_dtype: Optional[torch.dtype] = None) -> Ten
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
         feats = feats.to(cdt)
-        centred = feats - feats.mean(-1, keepdim=True)
-        return centred @ centred.transpose(-1, -2) / feats.shape[-1]
+        mean = feats.mean(-1)
+        centred = feats - mean.unsqueeze(-1)
+        return mean, centred, centred @ centred.transpose(-1, -2) / feats.shape[-1]
 
 
 @functools.lru_cache(maxsize=32)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ._covariance_norm import CovarianceNorm, apply_transform, check_features, grouped_features
 from ._precision import autocast_off
-from .covariance import covariance
+from .covariance import centred_moments
 from .errors import InvalidOptionError
 from .spectral import eigh
 
@@ -58,8 +58,8 @@ def pca_denoise(x: Tensor, k: int = 16, eps: float = 1e-5, backward: str = "pi",
     check_features(x, x.shape[1], "pca_denoise")
     with autocast_off(x.device):
         feats = grouped_features(x, 1)
-        cov = covariance(feats)
-        return apply_transform(_pca_matrix(cov, k, eps, backward, opts), feats, feats.mean(-1, dtype=cov.dtype), x)
+        _, centred, cov = centred_moments(feats)
+        return apply_transform(_pca_matrix(cov, k, eps, backward, opts), centred, x)
 
 
 class PCADenoising(CovarianceNorm):

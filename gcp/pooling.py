@@ -27,7 +27,12 @@ def normalize_covariance(
     eps: float = DEFAULT_EPS,
     **opts: Any,
 ) -> Tensor:
-    """Matrix normalisation of ``(B, d, d)`` covariances by ``method`` (see :func:`covariance_pool`)."""
+    """Matrix normalisation of ``(B, d, d)`` covariances by ``method`` (see :func:`covariance_pool`).
+
+    ``iters``: Newton–Schulz iterations of ``"isqrt"``; ``alpha``: matrix power of ``"svd"``
+    (0.5 = square root); ``eps``: relative eigenvalue floor of ``"svd"``; ``**opts``: options of the
+    backward mode (svd) or of ``mpa_sqrtm``/``mtp_sqrtm``.
+    """
     if method not in METHODS:
         raise InvalidOptionError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     if method != "svd" and alpha != 0.5:
@@ -49,16 +54,7 @@ def normalize_covariance(
     return cov
 
 
-def covariance_pool(
-    x: Tensor,
-    method: str = "svd",
-    backward: str = "exact",
-    *,
-    iters: int = 5,
-    alpha: float = 0.5,
-    eps: float = DEFAULT_EPS,
-    **opts: Any,
-) -> Tensor:
+def covariance_pool(x: Tensor, method: str = "svd", backward: str = "exact", **kwargs: Any) -> Tensor:
     r"""Covariance pooling followed by matrix normalisation.
 
     .. math::
@@ -74,10 +70,8 @@ def covariance_pool(
         x: ``(B, C, H, W)`` feature maps or ``(B, C, N)`` feature sets.
         method: one of :data:`METHODS`.
         backward: backward mode of ``method="svd"`` (one of :data:`gcp.BACKWARDS`).
-        iters: Newton–Schulz iterations of ``method="isqrt"``.
-        alpha: matrix power of ``method="svd"`` (0.5 = square root).
-        eps: relative eigenvalue floor of ``method="svd"``.
-        **opts: options of the backward mode (svd) or of ``mpa_sqrtm``/``mtp_sqrtm``.
+        **kwargs: ``iters`` (5), ``alpha`` (0.5), ``eps`` (1e-10) and the options of the backward mode
+            (svd) or of ``mpa_sqrtm``/``mtp_sqrtm``, as in :func:`normalize_covariance`.
 
     Returns:
         ``(B, C, C)`` normalised covariances in float32 (float64 for float64 input), computed
@@ -88,7 +82,7 @@ def covariance_pool(
         >>> y.shape
         torch.Size([2, 64, 64])
     """
-    return normalize_covariance(covariance(x), method, backward, iters=iters, alpha=alpha, eps=eps, **opts)
+    return normalize_covariance(covariance(x), method, backward, **kwargs)
 
 
 class GCPHead(nn.Module):

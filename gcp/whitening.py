@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ._covariance_norm import CovarianceNorm, apply_transform, check_features, grouped_features
 from ._precision import autocast_off
-from .covariance import covariance
+from .covariance import centred_moments
 from .errors import InvalidOptionError
 from .spectral import inv_sqrtm
 
@@ -51,8 +51,8 @@ def zca_whiten(x: Tensor, groups: int = 1, eps: float = 1e-4, backward: str = "e
     check_features(x, c, "zca_whiten")
     with autocast_off(x.device):
         feats = grouped_features(x, groups)
-        cov = covariance(feats)
-        return apply_transform(_zca_matrix(cov, eps, backward, opts), feats, feats.mean(-1, dtype=cov.dtype), x)
+        _, centred, cov = centred_moments(feats)
+        return apply_transform(_zca_matrix(cov, eps, backward, opts), centred, x)
 
 
 class ZCAWhitening(CovarianceNorm):

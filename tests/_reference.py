@@ -6,6 +6,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gcp.compare.suites import spd_with_spectrum
+
+__all__ = ["newton_schulz_numpy", "power_iteration_eigh", "spd_with_spectrum"]
+
 
 class _PowerIterationVector(torch.autograd.Function):
     """One eigenvector ``v`` of ``M`` as the fixed point of ``K`` power-iteration steps.
@@ -61,13 +65,3 @@ def newton_schulz_numpy(x: np.ndarray, iters: int) -> np.ndarray:
         t = 0.5 * (3 * eye - z @ y)
         y, z = y @ t, t @ z
     return y * np.sqrt(tr)
-
-
-def spd_with_spectrum(lam: Tensor, seed: int = 0) -> Tensor:
-    """``Q diag(lam) Qᵀ`` with a random orthogonal ``Q`` (batched over leading dims of ``lam``)."""
-    g = torch.Generator().manual_seed(seed)
-    d = lam.shape[-1]
-    a = torch.randn(*lam.shape[:-1], d, d, generator=g, dtype=torch.float64)
-    q, _ = torch.linalg.qr(a)
-    x = (q * lam.unsqueeze(-2).to(torch.float64)) @ q.transpose(-1, -2)
-    return 0.5 * (x + x.transpose(-1, -2))

@@ -20,11 +20,14 @@ pretrained_cfg_overlay=dict(file=DST))`` loads it and refuses a mismatching stri
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import sys
 from typing import Any, Optional
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ._pretrained import atomic_write, read_state_dict
@@ -107,9 +110,6 @@ def _infer_arch(state: dict[str, Tensor], fmt: str) -> dict[str, Any]:
 
 def convert_file(src: str, dst: str, fmt: str) -> dict[str, Any]:
     """Convert ``src`` to a safetensors file ``dst`` (written atomically); returns the arch dict."""
-    from safetensors.torch import save_file
-    import json
-
     state, arch = convert_state_dict(read_state_dict(src), fmt)
     config = dict(architecture=arch["architecture"], arch_args=dict(arch), num_classes=arch["num_classes"],
                   source=src, format=fmt)
@@ -127,8 +127,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--format", required=True, choices=FORMATS)
     ap.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     args = ap.parse_args(argv)
-    import os
-
     if not args.dst.endswith(".safetensors"):
         ap.error("DST must end with .safetensors")
     if os.path.exists(args.dst) and not args.overwrite:

@@ -131,6 +131,20 @@ def parse_head_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+HEAD_FLAGS = ("method", "backward", "iters", "alpha", "reduced_dim", "last_stride", "drop_rate")
+
+
+def head_options(namespace: Any) -> dict[str, Any]:
+    """Model keyword arguments from a CLI namespace: ``--head-opt`` pairs plus every head flag
+    the command has and the user set (``None`` means: keep the model's default)."""
+    kw = dict(getattr(namespace, "head_opt", []))
+    for name in HEAD_FLAGS:
+        value = getattr(namespace, name, None)
+        if value is not None:
+            kw[name] = value
+    return kw
+
+
 def amp_dtype(name: str) -> Optional[torch.dtype]:
     table = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if name not in table:
