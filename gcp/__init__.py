@@ -20,6 +20,7 @@ from .covariance import covariance, triu_vec
 from .errors import (
     DTypeError,
     GCPError,
+    IndefiniteError,
     InvalidOptionError,
     NonFiniteError,
     NonSquareError,
@@ -48,6 +49,7 @@ __all__ = [
     "zca_whiten",
     "DTypeError",
     "GCPError",
+    "IndefiniteError",
     "InvalidOptionError",
     "NonFiniteError",
     "NonSquareError",

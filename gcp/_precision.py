@@ -23,6 +23,12 @@ def resolve_compute_dtype(
 
 @contextlib.contextmanager
 def autocast_off(device: torch.device) -> Iterator[None]:
-    """Disable autocast for ``device`` so eigh/matmuls see the dtype we chose, not fp16/bf16."""
+    """Disable autocast for ``device`` so eigh/matmuls see the dtype we chose, not fp16/bf16.
+
+    Devices without autocast (``meta``, used for shape propagation) have nothing to disable.
+    """
+    if not torch.amp.is_autocast_available(device.type):
+        yield
+        return
     with torch.autocast(device_type=device.type, enabled=False):
         yield

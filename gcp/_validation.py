@@ -1,22 +1,32 @@
-"""Input checks shared by every public function: cheap, early and with readable messages."""
+"""Input checks shared by every public function: cheap, early and with readable messages.
+
+Checks that read tensor *values* (NaN/Inf, definiteness) need the value on the host, which a
+traced graph cannot do. In eager mode they raise a typed :class:`~gcp.GCPError`; under
+``torch.compile`` / ``torch.export`` they become ``torch._assert_async`` assertions, which stay
+inside the graph (a ``RuntimeError`` carrying the same message when they fail); under FX or
+TorchScript tracing and on ``meta`` tensors there are no values and they are skipped.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
 
-from .errors import DTypeError, NonFiniteError, NonSquareError, ShapeError
+from .errors import DTypeError, IndefiniteError, NonFiniteError, NonSquareError, ShapeError
 
 _FINITE_CHECKS = True
 
 
 def set_finite_checks(enabled: bool) -> None:
-    """Turn the NaN/Inf input check of every :mod:`gcp` function on or off globally.
+    """Turn the value checks of every :mod:`gcp` function on or off globally.
 
-    The check costs one reduction (and, on a GPU, one host synchronisation) per call; switch it
-    off in a tuned training loop once the pipeline is known to be clean.
+    These are the NaN/Inf input check and the definiteness check of the matrix functions
+    (:class:`~gcp.IndefiniteError`). Each costs one reduction (and, on a GPU, one host
+    synchronisation) per call; switch them off in a tuned training loop once the pipeline is
+    known to be clean. Under ``torch.compile`` they never synchronise (see the module docstring).
     """
     global _FINITE_CHECKS
     _FINITE_CHECKS = bool(enabled)
@@ -41,12 +51,96 @@ def check_floating(x: torch.Tensor, name: str = "input") -> None:
         raise DTypeError(f"{name} must have a floating dtype, got {x.dtype}")
 
 
+def _no_values(x: torch.Tensor) -> bool:
+    """True where a tensor's values cannot be read: meta tensors, FX symbolic and JIT tracing."""
+    return (
+        x.device.type == "meta"
+        or torch.jit.is_scripting()
+        or torch.jit.is_tracing()
+        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    )
+
+
+def _value_check(ok: torch.Tensor) -> bool:
+    """Whether an eager check must look at ``ok`` (a 0-d bool tensor) and raise on False.
+
+    Under ``torch.compile``/``torch.export`` the check is emitted as an in-graph assertion and
+    ``False`` is returned (the caller then has nothing more to do); with checks disabled, or
+    where values do not exist, nothing is checked.
+    """
+    if not _FINITE_CHECKS or _no_values(ok):
+        return False
+    if torch.compiler.is_compiling():
+        torch._assert_async(ok, "gcp: input check failed (NaN/Inf or not positive semi-definite)")
+        return False
+    return not bool(ok)
+
+
 def check_finite(x: torch.Tensor, name: str = "input") -> None:
-    if _FINITE_CHECKS and x.device.type != "meta" and not bool(torch.isfinite(x).all()):
+    if not _FINITE_CHECKS or _no_values(x):
+        return
+    if _value_check(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise NonFiniteError(
             f"{name} holds {bad} non-finite (NaN/Inf) entr{'y' if bad == 1 else 'ies'}; "
             "disable this check with gcp.set_finite_checks(False)"
+        )
+
+
+INDEFINITE_RTOL = 1e-3
+
+
+def indefinite_tolerance(dtype: torch.dtype, d: int) -> float:
+    """Relative size ``max(1e-3, √d · ε_dtype)`` of a negative eigenvalue that counts as round-off.
+
+    Rounding ``X`` to ``dtype`` perturbs each eigenvalue by at most ``‖E‖_F <= (ε/2)√d·max|λ|``
+    (Weyl), so ``√d·ε`` covers storage in a 16-bit dtype; the floor ``1e-3`` covers the
+    accumulation error of a float32 covariance (``Σ`` over ``n`` positions of products).
+    """
+    return max(INDEFINITE_RTOL, math.sqrt(d) * torch.finfo(dtype).eps)
+
+
+def check_definite(lam: torch.Tensor, dtype: torch.dtype, name: str = "input") -> None:
+    """Refuse matrices that are clearly not positive semi-definite, from their eigenvalues.
+
+    ``lam`` are ascending eigenvalues ``(..., d)`` of matrices given in ``dtype``. A matrix fails
+    when ``λ_min < −tol · max|λ|`` with ``tol`` from :func:`indefinite_tolerance`; smaller
+    negatives are round-off of a rank-deficient covariance and are accepted.
+    """
+    if not _FINITE_CHECKS or _no_values(lam):
+        return
+    tol = indefinite_tolerance(dtype, lam.shape[-1])
+    scale = lam.abs().amax(-1)
+    bad = lam[..., 0] < -tol * scale
+    if _value_check(~bad.any()):
+        worst = float((lam[..., 0] / scale.clamp_min(torch.finfo(lam.dtype).tiny)).min())
+        raise IndefiniteError(
+            f"{name}: {int(bad.sum())} of {bad.numel()} matrices are not positive semi-definite "
+            f"(most negative eigenvalue {worst:.3g} × max|λ|, tolerance {tol:.1e}); square roots "
+            "need symmetric PSD matrices such as covariances"
+        )
+
+
+def check_trace_normalisable(x: torch.Tensor, name: str = "input") -> None:
+    """The cheap definiteness check of the matmul-only routes (iSQRT, MPA, MTP).
+
+    A PSD matrix has a non-negative diagonal, and a positive trace unless it is zero. Matrices
+    whose diagonal has an entry below ``−tol · max|diag|`` or whose trace is not positive (while
+    the matrix is not zero) are refused. Indefinite matrices with a positive diagonal pass: telling
+    them apart needs an eigendecomposition, which these routes exist to avoid.
+    """
+    if not _FINITE_CHECKS or _no_values(x):
+        return
+    diag = torch.diagonal(x, dim1=-2, dim2=-1)
+    tol = indefinite_tolerance(x.dtype, x.shape[-1])
+    scale = diag.abs().amax(-1)
+    nonzero = x.detach().abs().flatten(-2).amax(-1) > 0
+    bad = (diag.amin(-1) < -tol * scale) | ((diag.sum(-1) <= 0) & nonzero)
+    if _value_check(~bad.any()):
+        raise IndefiniteError(
+            f"{name}: {int(bad.sum())} of {bad.numel()} matrices have a negative diagonal entry or a "
+            "non-positive trace, so they are not positive semi-definite; square roots need "
+            "symmetric PSD matrices such as covariances"
         )
 
 

@@ -2,35 +2,104 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ._precision import autocast_off, resolve_compute_dtype
 from ._series import pade_coefficients, taylor_coefficients
-from ._validation import check_square_batch
+from ._validation import check_square_batch, check_trace_normalisable
 from .errors import InvalidOptionError
 from .lyapunov import lyap_sign_solve
 from .newton_schulz import _eye_like
 
 
-def _matrix_polynomial(coefs: Sequence[float], z: Tensor) -> Tensor:
-    """``Σ_k coefs[k] Z^k`` by Horner's rule (``len(coefs) − 1`` matmuls)."""
-    eye = _eye_like(z)
-    acc = coefs[-1] * eye
-    for c in reversed(coefs[:-1]):
-        acc = z @ acc + c * eye
+def _block_size(degree: int, count: int) -> int:
+    """Paterson–Stockmeyer block size ``s`` with the fewest matmuls for ``count`` polynomials.
+
+    Powers ``Z² … Z^s`` cost ``s − 1`` matmuls, shared; each polynomial then costs one matmul per
+    block of ``s`` coefficients after the first, less one when the top block is a single
+    coefficient (folded in as ``c · Z^s``). Ties go to the smaller ``s`` (fewer element-wise passes).
+    """
+    def cost(s: int) -> int:
+        blocks = -(-(degree + 1) // s)
+        folded = 1 if blocks > 1 and (degree + 1) % s == 1 else 0
+        return (s - 1) + count * (blocks - 1 - folded)
+
+    return min(range(1, max(degree, 1) + 1), key=lambda s: (cost(s), s))
+
+
+def _linear_combination(coefs: Sequence[float], powers: Sequence[Tensor]) -> Tensor:
+    """``Σ_i coefs[i] Z^i`` for ``i < len(coefs) <= len(powers)``; the ``Z⁰ = I`` term on the diagonal."""
+    acc = torch.zeros_like(powers[1]) if len(coefs) == 1 else coefs[1] * powers[1]
+    for c, zi in zip(coefs[2:], powers[2:]):
+        acc.add_(zi, alpha=c)
+    acc.diagonal(dim1=-2, dim2=-1).add_(coefs[0])
     return acc
 
 
+def _matrix_polynomials(coef_sets: Sequence[Sequence[float]], z: Tensor) -> list[Tensor]:
+    """``Σ_k c_k Z^k`` for each coefficient list, by the Paterson–Stockmeyer scheme.
+
+    ``P(Z) = Σ_j (Z^s)^j B_j(Z)`` with blocks ``B_j`` of ``s`` coefficients, evaluated by Horner's
+    rule in ``Z^s`` on the shared powers ``Z … Z^s``: about ``2√K`` matmuls for degree ``K``
+    instead of ``K`` (5 instead of 10 for the degree-10 Taylor polynomial; 4 instead of 10 for the
+    ``[5/5]`` Padé pair). For ``Z`` with spectrum in ``[0, 1]`` every power is bounded, so the
+    scheme is as accurate as Horner's. Runs inside an autograd ``Function`` (no graph), so it
+    updates in place.
+    """
+    degree = max(len(c) for c in coef_sets) - 1
+    s = _block_size(degree, len(coef_sets))
+    powers = [z, z]  # index 0 (the identity) is never read as a matrix
+    for _ in range(2, s + 1):
+        powers.append(powers[-1] @ z)
+    results = []
+    for coefs in coef_sets:
+        blocks = [list(coefs[i : i + s]) for i in range(0, len(coefs), s)]
+        if len(blocks) == 1:
+            results.append(_linear_combination(blocks[0], powers))
+            continue
+        top = blocks.pop()
+        if len(top) == 1:  # c · (Z^s)^r: fold into the next block, saving one matmul
+            acc = _linear_combination(blocks.pop(), powers).add_(powers[s], alpha=top[0])
+        else:
+            acc = _linear_combination(top, powers)
+        for block in reversed(blocks):
+            acc = (powers[s] @ acc).add_(_linear_combination(block, powers))
+        results.append(acc)
+    return results
+
+
 def _mtp(z: Tensor, degree: int) -> Tensor:
-    return _matrix_polynomial(taylor_coefficients("sqrt1m", degree), z)
+    return _matrix_polynomials([taylor_coefficients("sqrt1m", degree)], z)[0]
 
 
 def _mpa(z: Tensor, degree: tuple[int, int]) -> Tensor:
     p, q = pade_coefficients("sqrt1m", *degree)
-    return torch.linalg.solve(_matrix_polynomial(q, z), _matrix_polynomial(p, z))
+    num, den = _matrix_polynomials([p, q], z)
+    # Q(Z) is symmetric positive definite: Z = I − X/‖X‖_F has its spectrum in [0, 1] for PSD X,
+    # and Q has no root in [0, 1] (checked per degree by _check_pade_denominator). So a Cholesky
+    # solve replaces the general LU solve, which is also cheaper, and avoids the batched-LU
+    # hang of some MKL builds (torch.linalg.solve on a batch of 256×256 matrices with 2 threads).
+    chol, _ = torch.linalg.cholesky_ex(den)
+    return torch.cholesky_solve(num, chol)
+
+
+@functools.lru_cache(maxsize=None)
+def _check_pade_denominator(m: int, n: int) -> None:
+    """Refuse ``[m/n]`` orders whose denominator ``Q`` vanishes on ``[0, 1]`` (none known do)."""
+    _, q = pade_coefficients("sqrt1m", m, n)
+    roots = np.roots(np.array(q[::-1]))
+    real = roots[np.abs(roots.imag) <= 1e-9 * np.abs(roots).max()].real
+    if np.any((real >= 0.0) & (real <= 1.0)):
+        raise InvalidOptionError(
+            f"mpa_sqrtm: the [{m}/{n}] Padé denominator of √(1−z) vanishes at z = "
+            f"{real[(real >= 0) & (real <= 1)].min():.4g} in [0, 1], so Q(Z) is singular there; "
+            "choose another degree (the paper uses (5, 5))"
+        )
 
 
 class _LyapunovSqrt(torch.autograd.Function):
@@ -86,6 +155,7 @@ def mtp_sqrtm(
         >>> y = gcp.mtp_sqrtm(gcp.covariance(torch.randn(4, 32, 196)))
     """
     check_square_batch(x)
+    check_trace_normalisable(x)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
         raise InvalidOptionError(f"mtp_sqrtm: degree must be an integer >= 1, got {degree!r}")
     return _run(x, lambda z: _mtp(z, degree), lyap_iters, compute_dtype)
@@ -103,8 +173,8 @@ def mpa_sqrtm(
     .. math::
         Z = I - X/\|X\|_F,\qquad X^{1/2} \approx \sqrt{\|X\|_F}\;Q_n(Z)^{-1} P_m(Z),
 
-    with ``P_m/Q_n`` the ``[m/n]`` Padé approximant of ``√(1−z)`` (``p_0 = q_0 = 1``; the ``k > 0``
-    coefficients of ``P`` are negative). One linear solve plus ``m + n`` matmuls; the backward
+    with ``P_m/Q_n`` the ``[m/n]`` Padé approximant of ``√(1−z)`` (``p_0 = q_0 = 1``; the
+    coefficients of ``P`` and ``Q`` alternate in sign). One Cholesky solve plus about ``2√max(m, n)`` matmuls; the backward
     is the Lyapunov sign iteration as in :func:`mtp_sqrtm`.
 
     Args:
@@ -117,6 +187,7 @@ def mpa_sqrtm(
         >>> y = gcp.mpa_sqrtm(gcp.covariance(torch.randn(4, 32, 196)), degree=(5, 5))
     """
     check_square_batch(x)
+    check_trace_normalisable(x)
     if (
         not isinstance(degree, (tuple, list))
         or len(degree) != 2
@@ -124,6 +195,7 @@ def mpa_sqrtm(
     ):
         raise InvalidOptionError(f"mpa_sqrtm: degree must be a pair (m, n) of integers >= 1, got {degree!r}")
     deg = (int(degree[0]), int(degree[1]))
+    _check_pade_denominator(*deg)
     return _run(x, lambda z: _mpa(z, deg), lyap_iters, compute_dtype)
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "NonSquareError",
     "DTypeError",
     "NonFiniteError",
+    "IndefiniteError",
     "UnknownBackwardError",
     "InvalidOptionError",
 ]
@@ -35,6 +36,15 @@ class DTypeError(GCPError):
 
 class NonFiniteError(GCPError):
     """A tensor holds NaN or Inf entries."""
+
+
+class IndefiniteError(GCPError):
+    """A matrix that must be symmetric positive semi-definite clearly is not.
+
+    Raised by the square-root routes for negative eigenvalues beyond round-off (see
+    :func:`gcp._validation.indefinite_tolerance`), or, for the matmul-only routes, a negative
+    diagonal entry or a non-positive trace.
+    """
 
 
 class UnknownBackwardError(GCPError):

@@ -5,7 +5,7 @@ iteration ``H ← ½ H (3I − H²)`` on that block matrix splits into (Song et 
 
     C_{k+1} = ½ (C_k (3I − B_k²) − B_k² C_k + B_k C_k B_k),   B_{k+1} = ½ B_k (3I − B_k²),
 
-and ``X = ½ C_N``. Matmul-only (six per step). It converges for spectra of ``B`` in
+and ``X = ½ C_N``. Matmul-only (five per step). It converges for spectra of ``B`` in
 ``(0, √3)``; an eigenvalue ``b`` of ``B`` grows by ~1.5× a step until it nears 1, so small ones
 need more steps and are otherwise under-resolved (a smoothed gradient).
 """
@@ -14,14 +14,26 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .newton_schulz import _eye_like
 
 
 def lyap_sign_solve(b: Tensor, c: Tensor, iters: int) -> Tensor:
-    """Solve ``b X + X b = c`` for ``b`` SPD with spectrum in ``(0, 1]`` (normalise first)."""
-    eye3 = 3.0 * _eye_like(b)
-    for _ in range(iters):
-        b2 = b @ b
-        c = 0.5 * (c @ (eye3 - b2) - b2 @ c + b @ c @ b)
-        b = 0.5 * b @ (eye3 - b2)
+    """Solve ``b X + X b = sym(c)`` for ``b`` SPD with spectrum in ``(0, 1]`` (normalise first).
+
+    Only the symmetric part of ``c`` is solved for, which is all a gradient of a symmetric matrix
+    function needs (its solution is the symmetric part of the full one).
+
+    ``c`` is symmetrised first and the iterates are kept symmetric, so ``C B²`` is the transpose of
+    ``B² C`` (one product less), and the last step skips the unused ``B`` update: five matmuls a step
+    and three in the last, instead of six (38 instead of 48 for the paper's 8 steps).
+    """
+    c = 0.5 * (c + c.transpose(-1, -2))
+    for step in range(iters):
+        bc = b @ c
+        b2c = b @ bc
+        # ½(c(3I − b²) − b²c + bcb) = sym(1.5c − b²c + ½bcb) for symmetric c, since c b² = (b²c)ᵀ;
+        # taking the symmetric part also keeps round-off asymmetry from growing step by step
+        c = (1.5 * c).sub_(b2c).add_(bc @ b, alpha=0.5)
+        c = 0.5 * (c + c.transpose(-1, -2))
+        if step + 1 < iters:
+            b = (1.5 * b).sub_(b @ (b @ b), alpha=0.5)
     return 0.5 * c

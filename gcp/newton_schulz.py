@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._precision import autocast_off, resolve_compute_dtype
-from ._validation import check_square_batch
+from ._validation import check_square_batch, check_trace_normalisable
 from .errors import InvalidOptionError
 
 
@@ -77,6 +77,7 @@ def isqrtm(
         torch.Size([8, 64, 64])
     """
     check_square_batch(x)
+    check_trace_normalisable(x)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise InvalidOptionError(f"isqrtm: iters must be an integer >= 1, got {iters!r}")
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._precision import autocast_off, resolve_compute_dtype
-from ._validation import check_square_batch
+from ._validation import check_definite, check_square_batch
 from .backward import BackwardMode, Options, SpectralState, get_backward
 from .errors import InvalidOptionError
 
@@ -37,9 +37,15 @@ class _PowM(torch.autograd.Function):
     def forward(ctx, x, p, mode, opts, eps, cdt):  # type: ignore[override]
         with autocast_off(x.device):
             state = _eigh_state(x, cdt, eps, mode.needs_input)
-            lam = torch.maximum(state.lam, state.floor)
-            state = SpectralState(lam=lam, vecs=state.vecs, floor=state.floor, x=state.x)
-            out = (state.vecs * lam.pow(p).unsqueeze(-2)) @ state.vecs.transpose(-1, -2)
+            check_definite(state.lam, x.dtype)
+            floored = torch.maximum(state.lam, state.floor)
+            # The floor exists for λ^p with p <= 0 (infinite at 0) and for the backward's
+            # couplings, which divide by λ. λ^p with p > 0 is finite at 0, so its forward only
+            # clips round-off negatives: flooring it would cost ~√eps of accuracy on the
+            # rank-deficient covariances GCP produces (d channels > n positions).
+            values = floored.pow(p) if p <= 0 else state.lam.clamp_min(0.0).pow(p)
+            out = (state.vecs * values.unsqueeze(-2)) @ state.vecs.transpose(-1, -2)
+            state = SpectralState(lam=floored, vecs=state.vecs, floor=state.floor, x=state.x)
         _save(ctx, state)
         ctx.p, ctx.mode, ctx.opts = p, mode, opts
         return out.to(x.dtype)
@@ -98,9 +104,12 @@ def powm(
 
     The forward runs ``torch.linalg.eigh`` in ``compute_dtype`` (default float64 for float32
     and lower inputs) with autocast disabled, and casts the result back to ``x.dtype``.
-    Eigenvalues below ``eps · λ_max`` (per matrix) are raised to that floor, which keeps
-    ``p < 0`` finite on rank-deficient input; the backward differentiates the function at the
-    clamped matrix. ``backward`` picks how gradients flow (see :data:`gcp.BACKWARDS`); extra
+    For ``p <= 0`` eigenvalues below ``eps · λ_max`` (per matrix) are raised to that floor, which
+    keeps ``X^p`` finite on rank-deficient input; for ``p > 0`` only round-off negatives are set
+    to 0, so the forward is as accurate as the eigendecomposition. The backward differentiates
+    the function at the floored matrix (its couplings divide by ``λ``). Matrices that are clearly
+    not positive semi-definite raise :class:`~gcp.IndefiniteError` (tolerance in
+    :func:`gcp._validation.indefinite_tolerance`: ``λ_min < −max(1e-3, √d·ε)·max|λ|``). ``backward`` picks how gradients flow (see :data:`gcp.BACKWARDS`); extra
     keyword arguments are that mode's options, e.g. ``powm(x, 0.5, "taylor", degree=9)``.
 
     Args:

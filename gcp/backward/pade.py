@@ -9,9 +9,15 @@ solutions are ``P = S``, ``Q = (1−r) S``. The coefficients here are the minimu
 computed once in 50-digit arithmetic (``P_k = 1 − k/n``, ``Q = 1 − (1/n) Σ r^k`` for ``m >= n−1``),
 which share the published coefficients' property ``Q ≈ (1−r)P``. The Padé gradient is therefore
 the standard one up to the round-off of evaluating ``P`` and ``Q`` (the paper reports errors of
-3e-16 … 3e-10 at ``r`` = 0.9 … 0.999), whatever the order; it stays finite because pairs whose
-``Q(r)`` is below its own evaluation error (numerically repeated eigenvalues) are treated as
-degenerate and get a zero coupling, the rule ``"exact"`` uses for ``eigh``.
+3e-16 … 3e-10 at ``r`` = 0.9 … 0.999), whatever the order.
+
+Ties: pairs whose ``Q(r)`` is below its own evaluation error (numerically repeated eigenvalues)
+are *tied*. Their eigenvector coupling is undefined, so :func:`gcp.eigh` gets zero there (the rule
+``"exact"`` uses), but a matrix function has a well-defined limit: the divided difference
+``(f(λ_a) − f(λ_b))/(λ_a − λ_b)`` tends to ``f'(λ)``. :func:`gcp.powm` therefore gives tied pairs
+the exact divided difference of ``λ^p`` (the value ``"exact"`` uses), so the Padé gradient is
+correct on repeated spectra (the identity, block-identity covariances) instead of dropping those
+terms.
 """
 
 from __future__ import annotations
@@ -23,7 +29,18 @@ import torch
 from torch import Tensor
 
 from .._series import pade_coefficients
-from ._base import CouplingMode, Options, SpectralState, _fail, clamp_to_floor
+from ._base import (
+    CouplingMode,
+    Options,
+    SpectralState,
+    _fail,
+    clamp_to_floor,
+    conjugate,
+    power_values,
+    rotate_in,
+    sym,
+)
+from .exact import power_divided_difference
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,10 @@ class Pade(CouplingMode):
     options = PadeOptions
 
     def coupling(self, state: SpectralState, opts: PadeOptions) -> Tensor:
+        return self._coupling_and_ties(state, opts)[0]
+
+    def _coupling_and_ties(self, state: SpectralState, opts: PadeOptions) -> tuple[Tensor, Tensor]:
+        """``(K, tied)``: the Padé coupling (zero on tied pairs) and the ``(..., d, d)`` tie mask."""
         p, q = pade_coefficients("geometric", *opts.degree)
         lam = clamp_to_floor(state.lam, state.floor)
         d = lam.shape[-1]
@@ -73,4 +94,18 @@ class Pade(CouplingMode):
         k = lam.new_zeros(lam.shape + (d,))
         k[..., rows, cols] = value
         k[..., cols, rows] = -value
-        return k
+        tied = torch.zeros(k.shape, dtype=torch.bool, device=k.device)
+        tied[..., rows, cols] = degenerate
+        tied[..., cols, rows] = degenerate
+        return k, tied
+
+    def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: PadeOptions) -> Tensor:
+        lam = clamp_to_floor(state.lam, state.floor)
+        m = rotate_in(state.vecs, sym(grad))
+        f, df = power_values(lam, p)
+        k, tied = self._coupling_and_ties(state, opts)
+        inner = sym(k * (2.0 * m * f.unsqueeze(-2)))
+        # tied pairs: the limit of the divided difference, f'(λ), as "exact" computes it
+        inner = torch.where(tied, m * power_divided_difference(lam, p), inner)
+        inner = inner + torch.diag_embed(df * torch.diagonal(m, dim1=-2, dim2=-1))
+        return conjugate(state.vecs, inner)
