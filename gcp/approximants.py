@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -88,9 +87,13 @@ def _mpa(z: Tensor, degree: tuple[int, int]) -> Tensor:
     return torch.cholesky_solve(num, chol)
 
 
-@functools.lru_cache(maxsize=None)
+_CHECKED_DENOMINATORS: set[tuple[int, int]] = set()  # a set, not lru_cache: see gcp._series
+
+
 def _check_pade_denominator(m: int, n: int) -> None:
     """Refuse ``[m/n]`` orders whose denominator ``Q`` vanishes on ``[0, 1]`` (none known do)."""
+    if (m, n) in _CHECKED_DENOMINATORS:
+        return
     _, q = pade_coefficients("sqrt1m", m, n)
     roots = np.roots(np.array(q[::-1]))
     real = roots[np.abs(roots.imag) <= 1e-9 * np.abs(roots).max()].real
@@ -100,6 +103,10 @@ def _check_pade_denominator(m: int, n: int) -> None:
             f"{real[(real >= 0) & (real <= 1)].min():.4g} in [0, 1], so Q(Z) is singular there; "
             "choose another degree (the paper uses (5, 5))"
         )
+    _CHECKED_DENOMINATORS.add((m, n))
+
+
+_check_pade_denominator(5, 5)  # the paper's default, checked at import so traced calls skip it
 
 
 class _LyapunovSqrt(torch.autograd.Function):
@@ -158,6 +165,7 @@ def mtp_sqrtm(
     check_trace_normalisable(x)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
         raise InvalidOptionError(f"mtp_sqrtm: degree must be an integer >= 1, got {degree!r}")
+    taylor_coefficients("sqrt1m", degree)  # fill the cache in eager mode (see gcp._series)
     return _run(x, lambda z: _mtp(z, degree), lyap_iters, compute_dtype)
 
 

@@ -70,13 +70,17 @@ class BackwardMode:
     supports_eigh: ClassVar[bool] = True
     needs_input: ClassVar[bool] = False
 
+    def __init__(self) -> None:
+        # read once: torch.compile cannot trace dataclasses.fields() on every call
+        self.option_names: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(self.options))
+        self._default_options = self.options()
+
     def parse_options(self, opts: Mapping[str, Any]) -> Options:
-        fields = [f.name for f in dataclasses.fields(self.options)]
-        unknown = sorted(set(opts) - set(fields))
+        unknown = sorted(k for k in opts if k not in self.option_names)
         if unknown:
-            valid = ", ".join(fields) if fields else "none"
+            valid = ", ".join(self.option_names) if self.option_names else "none"
             _fail(self.name, f"unknown option(s) {', '.join(unknown)}; valid options: {valid}")
-        return self.options(**opts)
+        return self.options(**opts) if opts else self._default_options
 
     def check_power(self, p: float) -> None:
         """Raise if this mode cannot differentiate ``X^p``; every ``p`` is fine by default."""

@@ -58,6 +58,7 @@ class PadeOptions(Options):
         ):
             _fail("pade", f"option 'degree' must be a pair (m, n) with m >= 0, n >= 1, got {deg!r}")
         object.__setattr__(self, "degree", tuple(deg))
+        pade_coefficients("geometric", *self.degree)  # fill the cache in eager mode (see gcp._series)
 
 
 def horner(coefs: Sequence[float], r: Tensor) -> Tensor:
