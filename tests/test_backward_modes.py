@@ -217,3 +217,45 @@ def test_ed_control_fails_on_identity():
     y = DEGENERATE["identity"].clone().requires_grad_()
     gcp.sqrtm(y, "ed").backward(torch.randn(2, 12, 12, dtype=F64))
     assert not torch.isfinite(y.grad).all()
+
+
+# --- Padé on exact ties: the divided difference tends to f'(λ), not 0 --------------------------
+
+
+@pytest.mark.parametrize("p", [0.5, -0.5])
+def test_pade_gradient_at_identity_is_the_derivative(p):
+    """d(I + tE)^p/dt = p E at t = 0, so ∂⟨G, X^p⟩/∂X at I is p·sym(G) (no eigen-anything)."""
+    x = torch.eye(6, dtype=F64).unsqueeze(0)
+    g = torch.randn(1, 6, 6, dtype=F64)
+    got = _grad(lambda a: gcp.powm(a, p, "pade"), x, g)
+    assert _rel(got, p * 0.5 * (g + g.transpose(-1, -2))) < 1e-13
+
+
+def test_pade_gradient_on_diagonal_repeated_spectrum():
+    """X = diag(λ) with ties: Daleckii–Krein in the standard basis, K_ab = 1/(√λa + √λb)."""
+    lam = torch.tensor([1.0, 1.0, 1.0, 2.5, 2.5, 4.0], dtype=F64)
+    x = torch.diag(lam).unsqueeze(0)
+    g = torch.randn(1, 6, 6, dtype=F64)
+    s = lam.sqrt()
+    expect = 0.5 * (g + g.transpose(-1, -2)) / (s.unsqueeze(-1) + s.unsqueeze(-2))
+    assert _rel(_grad(lambda a: gcp.sqrtm(a, "pade"), x, g), expect) < 1e-13
+
+
+@pytest.mark.parametrize("p", [0.5, -0.5])
+def test_pade_gradcheck_on_rotated_repeated_spectrum(p):
+    from torch.autograd import gradcheck
+
+    lam = torch.tensor([[1.0, 1.0, 1.0, 2.5, 2.5, 4.0]], dtype=F64)
+    x = spd_with_spectrum(lam, seed=3).requires_grad_()
+    fn = lambda a: gcp.powm(0.5 * (a + a.transpose(-1, -2)), p, "pade")  # noqa: E731
+    assert gradcheck(fn, (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_pade_eigenvector_coupling_of_ties_stays_zero():
+    """For eigh the eigenvectors of a repeated eigenvalue are arbitrary: no gradient flows there."""
+    lam = torch.tensor([[1.0, 1.0, 3.0]], dtype=F64)
+    state = SpectralState(lam=lam, vecs=None, floor=torch.full((1, 1), 1e-12, dtype=F64))  # type: ignore[arg-type]
+    mode = gcp.get_backward("pade")
+    k = mode.coupling(state, mode.parse_options({}))[0]
+    assert k[0, 1] == 0 and k[1, 0] == 0
+    assert math.isclose(k[0, 2].item(), 1 / 2.0, rel_tol=1e-13)

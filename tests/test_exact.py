@@ -1,5 +1,6 @@
 """The "exact" backward: gradcheck in float64, repeated eigenvalues, agreement with "ed"."""
 
+import numpy as np
 import pytest
 import scipy.linalg
 import torch
@@ -117,3 +118,49 @@ def test_eigh_exact_zeroes_coupling_of_repeated_pairs_only():
     # pairs inside the clusters {0,1,2} and {3,4} are zeroed; the others are 1/(λ_b − λ_a)
     assert k[0, 1] == 0 and k[3, 4] == 0 and k[1, 2] == 0
     assert torch.isclose(k[0, 5], 1.0 / (state_lam[5] - state_lam[0]))
+
+
+# --- the eigenvalue floor: only where λ^p or a coupling would divide by zero -------------------
+
+
+def _rank_deficient(d: int, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return gcp.covariance(torch.randn(1, d, n, generator=g, dtype=F64))[0]
+
+
+@pytest.mark.parametrize("d", [64, 256])
+def test_sqrtm_of_rank_deficient_covariance_matches_scipy(d):
+    """GCP's normal case: d channels, n < d positions (rank n − 1). A zero eigenvalue perturbed by
+    round-off ε‖X‖ moves the root by √(ε‖X‖), so two correct methods agree to ~1e-8 relative
+    (measured 1.6e-8 / 2.1e-8 at d = 64 / 256); the old floor eps·λmax = 1e-10 cost √1e-10 = 1e-5."""
+    x = _rank_deficient(d, d * 196 // 256)
+    ref = np.real(scipy.linalg.sqrtm(x.numpy()))
+    got = gcp.sqrtm(x).numpy()
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 2e-7
+    assert np.linalg.norm(got @ got - x.numpy()) / np.linalg.norm(x.numpy()) < 1e-12
+
+
+def test_positive_powers_of_rank_deficient_input_are_not_floored():
+    """λ^p of a null eigenvalue perturbed by round-off δ ~ d·ε·λmax is δ^p: two correct methods
+    agree to ~(d·ε·λmax)^p there, far below the floor's (1e-10·λmax)^p."""
+    x = _rank_deficient(32, 12)
+    lam, v = np.linalg.eigh(x.numpy())
+    lam_max = lam[-1]
+    for p in (0.5, 0.75, 2.0):
+        ref = (v * np.clip(lam, 0, None) ** p) @ v.T  # independent: numpy, no floor
+        got = gcp.powm(x, p).numpy()
+        noise = 10 * (32 * np.finfo(np.float64).eps * lam_max) ** p + 1e-12 * lam_max**p
+        assert np.abs(got - ref).max() < noise, p
+        if p < 1:  # the bound is tight enough to catch the old floor
+            assert noise < 0.1 * (1e-10 * lam_max) ** p
+
+
+def test_non_positive_powers_keep_the_floor():
+    """X^{-1/2} of a singular matrix is infinite; the floor eps·λmax makes it finite and bounded."""
+    x = _rank_deficient(32, 12)
+    lam_max = torch.linalg.eigvalsh(x)[-1]
+    for eps in (1e-10, 1e-6):
+        y = gcp.inv_sqrtm(x, eps=eps)
+        assert torch.isfinite(y).all()
+        top = torch.linalg.eigvalsh(y)[-1]
+        assert torch.isclose(top, (eps * lam_max) ** -0.5, rtol=1e-6)

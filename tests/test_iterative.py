@@ -151,3 +151,91 @@ def test_isqrtm_gradient_is_symmetric_and_converges_to_exact():
     gcp.isqrtm(xi, iters=20).backward(g)
     assert torch.equal(xi.grad, xi.grad.transpose(-1, -2))
     assert ((xi.grad - xe.grad).norm() / xe.grad.norm()) < 1e-8
+
+
+# --- MPA without a batched LU; approximants against independently derived coefficients ---------
+
+
+def test_mpa_at_d256_with_two_threads_finishes():
+    """Some MKL builds hang (or fail in ?LASWP) in a batched LU of 256×256 matrices with 2 threads;
+    the Padé denominator is SPD, so MPA uses a Cholesky solve. Run in a fresh process with a
+    timeout so a regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, gcp; torch.set_num_threads(2)\n"
+        "x = gcp.covariance(torch.randn(32, 256, 196)).requires_grad_()\n"
+        "y = gcp.mpa_sqrtm(x); y.sum().backward()\n"
+        "head = gcp.GCPHead(64, 10, reduced_dim=256, method='mpa')\n"
+        "head(torch.randn(4, 64, 14, 14)).sum().backward()\n"
+        "assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_mtp_against_binomial_series():
+    """a_k = (−1)^k C(½, k) from scipy, applied on numpy eigenvalues: independent of gcp._series."""
+    from scipy.special import binom
+
+    x = _well_conditioned()
+    for degree in (1, 4, 10, 17):
+        a = [(-1) ** k * binom(0.5, k) for k in range(degree + 1)]
+        lam, v = np.linalg.eigh(x.numpy())
+        norm = np.linalg.norm(x.numpy(), axis=(-2, -1))[:, None]
+        z = 1 - lam / norm
+        vals = np.sqrt(norm) * sum(c * z**k for k, c in enumerate(a))
+        ref = (v * vals[:, None, :]) @ np.swapaxes(v, -1, -2)
+        assert np.abs(gcp.mtp_sqrtm(x, degree).numpy() - ref).max() < 1e-12 * np.abs(ref).max(), degree
+
+
+@pytest.mark.parametrize("degree", [(5, 5), (3, 4), (8, 8), (6, 2)])
+def test_mpa_against_mpmath_pade(degree):
+    """The [m/n] approximant from mpmath.pade (its own linear solve), on numpy eigenvalues."""
+    import mpmath
+
+    with mpmath.workdps(40):
+        taylor = [(-1) ** k * mpmath.binomial(mpmath.mpf(1) / 2, k) for k in range(sum(degree) + 1)]
+        p, q = mpmath.pade(taylor, *degree)
+        p, q = [float(c) for c in p], [float(c) for c in q]
+    x = _well_conditioned()
+    lam, v = np.linalg.eigh(x.numpy())
+    norm = np.linalg.norm(x.numpy(), axis=(-2, -1))[:, None]
+    z = 1 - lam / norm
+    vals = np.sqrt(norm) * np.polyval(p[::-1], z) / np.polyval(q[::-1], z)
+    ref = (v * vals[:, None, :]) @ np.swapaxes(v, -1, -2)
+    assert np.abs(gcp.mpa_sqrtm(x, degree).numpy() - ref).max() < 1e-12 * np.abs(ref).max()
+
+
+# --- "ns": the eigenbasis backward equals autograd through the matrix iterations ---------------
+
+
+def _plain_newton_schulz(x, iters, inverse):
+    """iSQRT-COV written plainly in torch (full coupled iteration) for autograd to differentiate."""
+    eye = torch.eye(x.shape[-1], dtype=x.dtype)
+    tr = torch.diagonal(x, dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    y, z = x / tr, eye.expand_as(x)
+    for _ in range(iters):
+        t = 0.5 * (3 * eye - z @ y)
+        y, z = y @ t, t @ z
+    return z / tr.sqrt() if inverse else y * tr.sqrt()
+
+
+@pytest.mark.parametrize("iters", [1, 5, 10])
+@pytest.mark.parametrize("p", [0.5, -0.5])
+@pytest.mark.parametrize("spectrum", ["separated", "repeated", "spread"])
+def test_ns_backward_equals_autograd_through_the_iterations(spectrum, p, iters):
+    lam = {
+        "separated": 0.8 ** torch.arange(12, dtype=F64),
+        "repeated": torch.tensor([1.0] * 4 + [2.5] * 4 + [0.3] * 2 + [4.0, 7.0], dtype=F64),
+        "spread": torch.logspace(-4, 0, 12, dtype=F64),
+    }[spectrum]
+    x = spd_with_spectrum(lam.expand(2, 12), seed=4)
+    g = torch.randn(2, 12, 12, dtype=F64)
+    xa = x.clone().requires_grad_()
+    _plain_newton_schulz(0.5 * (xa + xa.transpose(-1, -2)), iters, p < 0).backward(g)
+    xb = x.clone().requires_grad_()
+    gcp.powm(xb, p, "ns", iters=iters).backward(g)
+    assert ((xb.grad - xa.grad).norm() / xa.grad.norm()).item() < 1e-12
