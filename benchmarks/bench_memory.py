@@ -1,0 +1,120 @@
+"""Peak memory of forward+backward for every square-root route, each in a fresh process.
+
+For a batch of B float32 covariances (n = 196 samples, d channels), each route runs one
+forward and one backward in a new Python process; the figure is the process's peak resident
+memory (``ru_maxrss``) minus its resident memory just before the call, with the input already
+built. A fresh process per route keeps one route's freed buffers from hiding another's peak.
+Reported as median and min–max over ``--runs`` processes.
+
+    python benchmarks/bench_memory.py                       # B=32, d=256, 3 runs per route
+    python benchmarks/bench_memory.py --dim 128 --runs 5 --csv memory.csv
+    python benchmarks/bench_memory.py --device cuda         # peak CUDA memory instead of RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from tqdm import tqdm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# Baselines written the plain way, for scale: autograd through the iterations / through eigh.
+BASELINES = ("autograd NS-5", "naive eigh+autograd")
+
+_CHILD = r"""
+import json, resource, sys
+import torch
+sys.path.insert(0, {root!r})
+import gcp
+from gcp.compare.routes import route
+
+torch.set_num_threads({threads})
+name, device = {name!r}, torch.device({device!r})
+gcp.set_finite_checks(False)
+
+def autograd_ns(x, iters=5):
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    tr = torch.diagonal(x, dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    y, z = x / tr, eye.expand_as(x)
+    for _ in range(iters):
+        t = 0.5 * (3 * eye - z @ y)
+        y, z = y @ t, t @ z
+    return y * tr.sqrt()
+
+def naive(x):
+    lam, v = torch.linalg.eigh(x)
+    return (v * lam.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
+
+fn = {{"autograd NS-5": autograd_ns, "naive eigh+autograd": naive}}.get(name) or route(name)
+g = torch.Generator().manual_seed(0)
+x = gcp.covariance(torch.randn({batch}, {dim}, 196, generator=g)).to(device).requires_grad_()
+grad = torch.randn(x.shape, generator=g).to(device)
+
+def rss_kb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() // 1024
+
+if device.type == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn(x).backward(grad); torch.cuda.synchronize()
+    peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+else:
+    base = rss_kb()
+    fn(x).backward(grad)
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print(json.dumps({{"peak_mb": peak_mb}}))
+"""
+
+
+def measure(name: str, args: argparse.Namespace) -> float:
+    code = _CHILD.format(root=ROOT, threads=args.threads, name=name, device=args.device,
+                         batch=args.batch, dim=args.dim)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"route {name!r} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gcp._timing import markdown_table
+    from gcp.compare.routes import ALL_ROUTES
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3, help="fresh processes per route")
+    ap.add_argument("--routes", default="all", help="comma-separated route names (default: all + baselines)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
+    ap.add_argument("--csv", default=None)
+    args = ap.parse_args(argv)
+    names = list(BASELINES) + list(ALL_ROUTES) if args.routes == "all" else args.routes.split(",")
+    results: dict[str, list[float]] = {}
+    for name in tqdm(names, desc="bench_memory", file=sys.stderr):
+        results[name] = [measure(name, args) for _ in range(args.runs)]
+    unit = "peak CUDA memory above the input" if args.device.startswith("cuda") else "peak RSS above the input"
+    print(f"\nB={args.batch}, d={args.dim}, n=196, float32 input, device={args.device}; {unit}, "
+          f"one fresh process per run, {args.runs} runs\n")
+    rows = [[n, f"{statistics.median(v):.0f}", f"{min(v):.0f}–{max(v):.0f}"] for n, v in results.items()]
+    print(markdown_table(["route", "median MB", "min–max MB"], rows))
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["route", "run", "peak_mb"])
+            for n, v in results.items():
+                writer.writerows([n, i, f"{m:.1f}"] for i, m in enumerate(v))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
