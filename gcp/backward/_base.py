@@ -154,12 +154,18 @@ def series_coupling(state: SpectralState, degree_above: int, degree_below: int) 
 
     ``K[a, b] = T_{degree_above}`` where ``λ_b >= λ_a`` and ``−T_{degree_below}`` on the other side,
     ``T_K = (1/λ_hi) Σ_{k=0}^{K} (λ_lo/λ_hi)^k``: Taylor uses one degree on both sides, power
-    iteration with deflation ``K`` and ``K − 1``.
+    iteration with deflation ``K`` and ``K − 1``. The series are evaluated on the pairs ``a < b``
+    only (packed), so the temporaries are half-size; ascending eigenvalues make ``λ_b`` the larger.
     """
-    hi, lo, upper = pairs(clamp_to_floor(state.lam, state.floor))
+    lam = clamp_to_floor(state.lam, state.floor)
+    d = lam.shape[-1]
+    rows, cols = torch.triu_indices(d, d, 1, device=lam.device)
     degrees = (degree_above,) if degree_above == degree_below else (degree_above, degree_below)
-    sums = geometric_partial_sums(hi, lo, degrees)
-    return oriented(upper, sums[0], -sums[-1])
+    sums = geometric_partial_sums(lam[..., cols], lam[..., rows], degrees)
+    k = lam.new_zeros(lam.shape + (d,))
+    k[..., rows, cols] = sums[0]
+    k[..., cols, rows] = sums[-1].neg_()
+    return k
 
 
 class CouplingMode(BackwardMode):
@@ -178,11 +184,13 @@ class CouplingMode(BackwardMode):
         return conjugate(vecs, inner)
 
     def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: Options) -> Tensor:
-        m = rotate_in(state.vecs, sym(grad))
+        # in place where possible: each batch of d×d temporaries is memory (and, on CPU, time)
+        m = sym(rotate_in(state.vecs, grad))
         f, df = power_values(state.lam, p)
-        omega = 2.0 * m * f.unsqueeze(-2)
-        inner = sym(self.coupling(state, opts) * omega)
-        inner = inner + torch.diag_embed(df * torch.diagonal(m, dim1=-2, dim2=-1))
+        k_omega = self.coupling(state, opts).mul_(m).mul_(2.0 * f.unsqueeze(-2))  # K ∘ Ω
+        inner = sym(k_omega)
+        del k_omega
+        inner.diagonal(dim1=-2, dim2=-1).add_(df * torch.diagonal(m, dim1=-2, dim2=-1))
         return conjugate(state.vecs, inner)
 
 

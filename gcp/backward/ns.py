@@ -58,7 +58,7 @@ def _ns_divided_differences(a: Tensor, iters: int, inverse: bool) -> tuple[Tenso
         # z' = ½ z c and [a z²]_ab = z_b² + a_a [z]_ab (z_a + z_b) (product rule) give
         # [z']_ab = [z]_ab F_ab + H_ab,  F_ab = ½ c_b − ½ a_a z_a (z_a + z_b),  H_ab = −½ z_a z_b²
         f = (z.unsqueeze(-1) + z.unsqueeze(-2)).mul_((-0.5 * az).unsqueeze(-1)).add_(0.5 * c.unsqueeze(-2))
-        dz = torch.addcmul((-0.5 * z).unsqueeze(-1) * (z * z).unsqueeze(-2), dz, f)
+        dz.mul_(f).add_((-0.5 * z).unsqueeze(-1) * (z * z).unsqueeze(-2))
         z = 0.5 * z * c
     if inverse:
         return z, dz

@@ -102,11 +102,12 @@ class Pade(CouplingMode):
 
     def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: PadeOptions) -> Tensor:
         lam = clamp_to_floor(state.lam, state.floor)
-        m = rotate_in(state.vecs, sym(grad))
+        m = sym(rotate_in(state.vecs, grad))
         f, df = power_values(lam, p)
         k, tied = self._coupling_and_ties(state, opts)
-        inner = sym(k * (2.0 * m * f.unsqueeze(-2)))
+        inner = sym(k.mul_(m).mul_(2.0 * f.unsqueeze(-2)))  # sym(K ∘ Ω), as in CouplingMode
+        del k
         # tied pairs: the limit of the divided difference, f'(λ), as "exact" computes it
-        inner = torch.where(tied, m * power_divided_difference(lam, p), inner)
-        inner = inner + torch.diag_embed(df * torch.diagonal(m, dim1=-2, dim2=-1))
+        inner = torch.where(tied, power_divided_difference(lam, p).mul_(m), inner)
+        inner.diagonal(dim1=-2, dim2=-1).add_(df * torch.diagonal(m, dim1=-2, dim2=-1))
         return conjugate(state.vecs, inner)
