@@ -1,7 +1,7 @@
 # Two entry points that work on a fresh machine: both create .venv when it is missing.
 PY := .venv/bin/python
 
-.PHONY: bootstrap demo test test-all bench
+.PHONY: bootstrap demo test test-all bench bench-gpu
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -17,5 +17,15 @@ test-all: bootstrap
 
 bench: bootstrap
 	$(PY) benchmarks/bench_sqrtm.py
+	$(PY) benchmarks/bench_approximants.py
+	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_head.py
 	$(PY) benchmarks/bench_train.py
+
+# every benchmark on a GPU in one call (for a lent accelerator)
+bench-gpu: bootstrap
+	$(PY) benchmarks/bench_sqrtm.py --device cuda
+	$(PY) benchmarks/bench_approximants.py --device cuda --dims 64 128 256
+	$(PY) benchmarks/bench_memory.py --device cuda
+	$(PY) benchmarks/bench_head.py --device cuda
+	$(PY) benchmarks/bench_train.py --device cuda

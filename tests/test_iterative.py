@@ -239,3 +239,18 @@ def test_ns_backward_equals_autograd_through_the_iterations(spectrum, p, iters):
     xb = x.clone().requires_grad_()
     gcp.powm(xb, p, "ns", iters=iters).backward(g)
     assert ((xb.grad - xa.grad).norm() / xa.grad.norm()).item() < 1e-12
+
+
+def test_no_product_code_calls_a_batched_lu():
+    """The hang above is an LU's; keep every LU-based call out of the package (code, not comments)."""
+    import ast
+    import pathlib
+
+    lu_names = {"solve", "inv", "inv_ex", "lu", "lu_factor", "lu_factor_ex", "lu_solve", "det", "slogdet", "inverse"}
+    root = pathlib.Path(gcp.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in lu_names:
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+    assert offenders == []
