@@ -182,7 +182,8 @@ def mpa_sqrtm(
         Z = I - X/\|X\|_F,\qquad X^{1/2} \approx \sqrt{\|X\|_F}\;Q_n(Z)^{-1} P_m(Z),
 
     with ``P_m/Q_n`` the ``[m/n]`` Padé approximant of ``√(1−z)`` (``p_0 = q_0 = 1``; the
-    coefficients of ``P`` and ``Q`` alternate in sign). One Cholesky solve plus about ``2√max(m, n)`` matmuls; the backward
+    coefficients of ``P`` and ``Q`` alternate in sign). One Cholesky solve plus about
+    ``2√max(m, n)`` matmuls (Paterson–Stockmeyer, powers shared by ``P`` and ``Q``); the backward
     is the Lyapunov sign iteration as in :func:`mtp_sqrtm`.
 
     Args:

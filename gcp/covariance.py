@@ -74,5 +74,11 @@ def triu_vec(x: Tensor) -> Tensor:
     check_floating(x)
     if x.dim() < 2 or x.shape[-1] != x.shape[-2]:
         raise NonSquareError(f"triu_vec expects square matrices (..., d, d); got shape {tuple(x.shape)}")
-    rows, cols = _triu_indices(x.shape[-1], x.device)
+    d = x.shape[-1]
+    # the cache saves rebuilding the indices in eager mode; a compiled graph builds them once
+    # itself (dynamo would trace through lru_cache and warn)
+    if torch.compiler.is_compiling():
+        rows, cols = torch.triu_indices(d, d, device=x.device)
+    else:
+        rows, cols = _triu_indices(d, x.device)
     return x[..., rows, cols]

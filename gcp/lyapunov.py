@@ -30,7 +30,7 @@ def lyap_sign_solve(b: Tensor, c: Tensor, iters: int) -> Tensor:
     for step in range(iters):
         bc = b @ c
         b2c = b @ bc
-        # ½(c(3I − b²) − b²c + bcb) = sym(1.5c − b²c + ½bcb) for symmetric c, since c b² = (b²c)ᵀ;
+        # ½(c(3I − b²) − b²c + bcb) = sym(1.5c − b²c + ½bcb) for symmetric c, as c b² = (b²c)ᵀ;
         # taking the symmetric part also keeps round-off asymmetry from growing step by step
         c = (1.5 * c).sub_(b2c).add_(bc @ b, alpha=0.5)
         c = 0.5 * (c + c.transpose(-1, -2))

@@ -109,8 +109,9 @@ def powm(
     to 0, so the forward is as accurate as the eigendecomposition. The backward differentiates
     the function at the floored matrix (its couplings divide by ``λ``). Matrices that are clearly
     not positive semi-definite raise :class:`~gcp.IndefiniteError` (tolerance in
-    :func:`gcp._validation.indefinite_tolerance`: ``λ_min < −max(1e-3, √d·ε)·max|λ|``). ``backward`` picks how gradients flow (see :data:`gcp.BACKWARDS`); extra
-    keyword arguments are that mode's options, e.g. ``powm(x, 0.5, "taylor", degree=9)``.
+    :func:`gcp._validation.indefinite_tolerance`: ``λ_min < −max(1e-3, √d·ε)·max|λ|``).
+    ``backward`` picks how gradients flow (see :data:`gcp.BACKWARDS`); extra keyword arguments
+    are that mode's options, e.g. ``powm(x, 0.5, "taylor", degree=9)``.
 
     Args:
         x: ``(..., d, d)`` symmetric positive semi-definite matrices (only the lower triangle

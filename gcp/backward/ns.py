@@ -15,7 +15,8 @@ which follow the iteration exactly through the product rule ``[fh]_ab = [f]_ab h
 (no cancellation, and ``[g]_aa = g'(a_a)`` on ties). With ``t = tr X``, ``s = ±½``, ``out = t^s g(X/t)``
 and ``M = Vᵀ sym(G) V``::
 
-    ∂L/∂X = V (t^{s−1} [g] ∘ M + c I) Vᵀ,   c = s t^{s−1} Σ_a M_aa g(a_a) − t^{s−2} Σ_a [g]_aa M_aa λ_a.
+    ∂L/∂X = V (t^{s−1} [g] ∘ M + c I) Vᵀ,
+    c = s t^{s−1} Σ_a M_aa g(a_a) − t^{s−2} Σ_a [g]_aa M_aa λ_a.
 
 This is the gradient autograd would give through the ``iters`` matrix iterations (to round-off),
 at the cost of the ``"exact"`` mode plus ``O(iters · d²)`` element-wise work, and without keeping
