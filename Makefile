@@ -1,7 +1,7 @@
 # Two entry points that work on a fresh machine: both create .venv when it is missing.
 PY := .venv/bin/python
 
-.PHONY: bootstrap demo test test-all bench bench-gpu
+.PHONY: bootstrap demo test test-all test-slow bench bench-gpu
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -10,10 +10,13 @@ demo: bootstrap
 	$(PY) -m gcp.compare --quick
 
 test: bootstrap
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-all: bootstrap
 	$(PY) -m pytest -q -m "slow or not slow"
+
+test-slow: bootstrap
+	$(PY) -m pytest -q -m slow --durations=15
 
 bench: bootstrap
 	$(PY) benchmarks/bench_sqrtm.py

@@ -6,9 +6,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gcp.compare.suites import spd_with_spectrum
-
 __all__ = ["newton_schulz_numpy", "power_iteration_eigh", "spd_with_spectrum"]
+
+
+def spd_with_spectrum(lam: Tensor, seed: int = 0) -> Tensor:
+    """``Q diag(λ) Qᵀ`` in float64 with a Haar-random orthogonal ``Q`` (numpy's QR of a Gaussian
+    matrix, signs fixed by ``R``'s diagonal), batched over ``lam``'s leading dimensions. Written
+    here rather than imported, so that no test input comes from the code under test."""
+    lam_np = lam.detach().to(torch.float64).contiguous().numpy()
+    d = lam_np.shape[-1]
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.standard_normal(lam_np.shape[:-1] + (d, d)))
+    q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+    x = (q * lam_np[..., None, :]) @ np.swapaxes(q, -1, -2)
+    return torch.from_numpy(0.5 * (x + np.swapaxes(x, -1, -2)))
 
 
 class _PowerIterationVector(torch.autograd.Function):

@@ -7,7 +7,6 @@ import torch
 from torch.autograd import gradcheck
 
 import gcp
-from gcp._series import pade_coefficients, taylor_coefficients
 from _reference import newton_schulz_numpy, spd_with_spectrum
 
 F64 = torch.float64
@@ -56,38 +55,6 @@ def test_isqrtm_float32_keeps_dtype():
     y = gcp.isqrtm(x, iters=20)
     assert y.dtype == torch.float32
     assert (y.double() - gcp.sqrtm(x.double())).abs().max() < 1e-4
-
-
-def _scalar_on_eigenvalues(x, fn):
-    lam, v = torch.linalg.eigh(x)
-    return (v * fn(lam).unsqueeze(-2)) @ v.transpose(-1, -2)
-
-
-@pytest.mark.parametrize("degree", [(5, 5), (3, 4), (8, 8)])
-def test_mpa_equals_scalar_pade_on_eigenvalues(degree):
-    x = _well_conditioned()
-    p, q = pade_coefficients("sqrt1m", *degree)
-    norm = torch.linalg.matrix_norm(x)[..., None]
-
-    def scalar(lam):
-        z = 1 - lam / norm
-        pz = sum(c * z**k for k, c in enumerate(p))
-        qz = sum(c * z**k for k, c in enumerate(q))
-        return norm.sqrt() * pz / qz
-
-    assert (gcp.mpa_sqrtm(x, degree) - _scalar_on_eigenvalues(x, scalar)).abs().max() < 1e-12
-
-
-def test_mtp_equals_scalar_taylor_on_eigenvalues():
-    x = _well_conditioned()
-    a = taylor_coefficients("sqrt1m", 10)
-    norm = torch.linalg.matrix_norm(x)[..., None]
-
-    def scalar(lam):
-        z = 1 - lam / norm
-        return norm.sqrt() * sum(c * z**k for k, c in enumerate(a))
-
-    assert (gcp.mtp_sqrtm(x, 10) - _scalar_on_eigenvalues(x, scalar)).abs().max() < 1e-12
 
 
 def test_approximants_close_to_sqrtm_on_well_conditioned():

@@ -67,7 +67,10 @@ def test_resume_continues_exactly(dataset, tmp_path):
     rows = _summary(split)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.01, 0.001])  # milestone 1: decayed from epoch 1
-    assert rows == _summary(straight) or [r["train_loss"] for r in rows] == [r["train_loss"] for r in _summary(straight)]
+    # the resumed run reproduces the straight one: every column but the timings is identical
+    timing = {"epoch_time_s", "images_per_s"}
+    drop = lambda table: [{k: v for k, v in r.items() if k not in timing} for r in table]  # noqa: E731
+    assert drop(rows) == drop(_summary(straight))
 
 
 def test_hybrid_switch_changes_the_head_at_the_right_epoch(dataset, tmp_path):
@@ -120,7 +123,9 @@ def test_evaluate_only(dataset, tmp_path, capsys):
     capsys.readouterr()
     assert _run(dataset, tmp_path / "ev2", "--evaluate-only", "--resume", str(out / "last.pth")) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["evaluate"]
-    assert metrics["images"] == 6 and 0 <= metrics["top1"] <= 100
+    # evaluating the saved weights gives the top-1 the training run recorded for that epoch
+    assert metrics["images"] == 6
+    assert metrics["top1"] == pytest.approx(float(_summary(out)[-1]["top1"]), abs=1e-3)
 
 
 def test_torchrun_two_processes_agree(dataset, tmp_path):

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# A clean install as a user would do it: a new virtual environment, `pip install '.[all]'` from
+# this checkout (not editable), then the console script run from outside the repository.
+# Usage: bash scripts/check_install.sh [workdir]   (default: a temporary folder, removed after)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+work="${1:-$(mktemp -d)}"
+cleanup() { [[ $# -eq 0 && -z "${KEEP:-}" ]] && rm -rf "$work"; }
+trap cleanup EXIT
+py="${PYTHON:-python3}"
+echo "[check_install] venv in $work/v"
+"$py" -m venv "$work/v"
+"$work/v/bin/python" -m pip install --quiet --disable-pip-version-check "$root[all]"
+cd "$work"  # outside the repository: only the installed package can be imported
+"$work/v/bin/python" -c "import gcp, zoo, finegrained, timm; print('[check_install] gcp', gcp.__version__, 'models', len(zoo.list_models()))"
+"$work/v/bin/gcp-compare" --quick --out "$work/compare"
+test -s "$work/compare/report.md"
+echo "[check_install] ok"
