@@ -4,9 +4,12 @@
 # Usage: bash scripts/check_install.sh [workdir]   (default: a temporary folder, removed after)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-work="${1:-$(mktemp -d)}"
-cleanup() { [[ $# -eq 0 && -z "${KEEP:-}" ]] && rm -rf "$work"; }
-trap cleanup EXIT
+if [[ $# -ge 1 ]]; then
+  work="$1"; mkdir -p "$work"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT  # only a folder this script made is removed
+fi
 py="${PYTHON:-python3}"
 echo "[check_install] venv in $work/v"
 "$py" -m venv "$work/v"
