@@ -10,8 +10,8 @@ import gcp
 from gcp.compare import main
 from gcp.compare.suites import degenerate_suite, geometric_spectrum
 
-ARGS = ["--quick", "--modes", "exact,ed,pi,isqrt", "--dim", "4", "--sizes", "8", "--batch", "2", "--repeats", "1",
-        "--epochs", "1"]
+ARGS = ["--quick", "--modes", "exact,ed,pi,isqrt", "--dim", "4", "--sizes", "8", "--batch", "2", "--repeats", "2",
+        "--epochs", "1", "--seeds", "0", "1", "--zca-dims", "4", "32"]
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,93 @@ def test_bad_options_are_clear_errors(argv, message, capsys):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --- uncertainty, generated conclusions, --recommend ------------------------------------------
+
+
+def test_every_training_number_carries_its_uncertainty(report):
+    out, rows = report
+    md = (out / "report.md").read_text()
+    # training: mean ± std over the 2 seeds and a p-value column; ZCA: runs per cell and mean ± std
+    assert "(n=2)" in md and "p vs best" in md
+    zca_rows = [line for line in md.split("## 5.")[1].splitlines() if line.startswith("| exact")]
+    assert zca_rows and all("/2 " in cell and "±" in cell for cell in zca_rows[0].split("|")[2:-1])
+    seeds = {r["case"].split(",")[1] for r in rows if r["section"] == "zca"}
+    assert seeds == {"seed=0", "seed=1"}
+    # speed: min–max of the per-round ratio next to the median
+    assert _get(rows, section="speed", mode="exact", metric="fwd_bwd_over_eigh_min")[0] <= \
+        _get(rows, section="speed", mode="exact", metric="fwd_bwd_over_eigh")[0] <= \
+        _get(rows, section="speed", mode="exact", metric="fwd_bwd_over_eigh_max")[0]
+    assert "## What this says" in md
+
+
+def _records(section, values):
+    return [dict(section=section, mode=m, dtype="float32", case=c, metric=k, value=v) for m, c, k, v in values]
+
+
+def test_conclusions_follow_the_numbers():
+    from gcp.compare.report import conclusions
+
+    stab = _records("stability", [("a", "suite", "nonfinite_fraction", 0.4), ("b", "suite", "nonfinite_fraction", 0.0)])
+    said = " ".join(conclusions(stab))
+    assert "a (40% float32)" in said and "(b)" in said
+    # equal-looking accuracies with overlapping seeds: no ranking; a clear gap: significant
+    noisy = []
+    for mode, finals in (("x", [90.0, 80.0, 85.0]), ("y", [88.0, 84.0, 86.0]), ("z", [20.0, 21.0, 19.0])):
+        for seed, top1 in enumerate(finals):
+            for metric, v in (("top1", top1), ("train_loss", 1.0), ("seconds", 1.0), ("nonfinite_steps", 0.0)):
+                noisy += _records("training", [(mode, f"seed={seed},epoch=0", metric, v)])
+    said = " ".join(conclusions(noisy))
+    assert "not significantly different from it" in said and "y" in said.split("not significantly")[1]
+    assert "significantly lower: z" in said
+    # a single seed cannot rank
+    single = [r for r in noisy if r["case"].startswith("seed=0")]
+    assert "no difference can be tested" in " ".join(conclusions(single))
+
+
+def test_holm_adjustment():
+    from gcp.compare.stats import holm
+
+    adj = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert adj == {"a": pytest.approx(0.03), "c": pytest.approx(0.06), "b": pytest.approx(0.06), "d": None}
+
+
+def test_recommend_small(tmp_path, capsys):
+    out = tmp_path / "rec"
+    assert main(["--recommend", "--dim", "12", "--batch", "4", "--out", str(out)]) == 0
+    text = (out / "recommendation.md").read_text()
+    assert "**Use `" in text and "| ed" not in text  # the unguarded control is never a candidate
+    # the recommended route is stable and within tol: its row says so
+    best = text.split("**Use `")[1].split("`")[0]
+    row = next(line for line in text.splitlines() if line.startswith(f"| {best} ←"))
+    assert "| yes |" in row and float(row.split("|")[3]) <= 1e-2
+    with pytest.raises(SystemExit):  # never overwrite a recommendation
+        main(["--recommend", "--dim", "12", "--batch", "4", "--out", str(out)])
+
+
+def test_recommend_at_the_users_spectrum(tmp_path):
+    feats = torch.randn(6, 10, 5, 5)
+    torch.save(feats, tmp_path / "feats.pt")
+    out = tmp_path / "rec"
+    assert main(["--recommend", "--dim", "10", "--batch", "4", "--features", str(tmp_path / "feats.pt"),
+                 "--out", str(out)]) == 0
+    assert "6 matrices from" in (out / "recommendation.md").read_text()
+
+
+def test_recommend_refuses_bad_features(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a tensor")
+    assert main(["--recommend", "--dim", "10", "--batch", "4", "--features", str(text),
+                 "--out", str(tmp_path / "r1")]) == 2
+    assert "is not a tensor saved with torch.save" in capsys.readouterr().err
+    torch.save(torch.randn(6, 12, 5, 5), tmp_path / "wrong_d.pt")
+    assert main(["--recommend", "--dim", "10", "--batch", "4", "--features", str(tmp_path / "wrong_d.pt"),
+                 "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_out_naming_a_file_fails_at_once(tmp_path):
+    f = tmp_path / "report.txt"
+    f.write_text("x")
+    with pytest.raises(SystemExit):
+        main(["--quick", "--out", str(f)])

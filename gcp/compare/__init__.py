@@ -33,7 +33,7 @@ from .routes import ALL_ROUTES, parse_routes
 
 SECTIONS = ("accuracy", "stability", "speed", "training", "zca")
 QUICK = dict(dim=8, ratios=(0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999), sizes=(32, 64), batch=16,
-             repeats=3, epochs=3, seeds=(0,), zca_dims=(4, 8, 16, 32), zca_epochs=3)
+             repeats=3, epochs=3, seeds=(0, 1, 2), zca_dims=(4, 8, 16, 32), zca_epochs=3)
 FULL = dict(dim=32, ratios=QUICK["ratios"], sizes=(64, 128, 256), batch=32, repeats=5, epochs=10, seeds=(0, 1, 2),
             zca_dims=(4, 8, 16, 32), zca_epochs=8)
 
@@ -51,22 +51,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed-dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="training epochs per mode")
-    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds of the training and ZCA sections (default 0 1 2): every number gets mean ± std")
+    p.add_argument("--zca-dims", type=int, nargs="+", default=None,
+                   help="group sizes of the ZCA section, divisors of 32 (default 4 8 16 32)")
     p.add_argument("--device", default="cpu", help="device of the speed section (cpu, cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace the report already in --out")
+    rec = p.add_argument_group("recommendation for your setting (--recommend; under a minute at d = 256 on 2 cores)")
+    rec.add_argument("--recommend", action="store_true",
+                     help="measure stability, gradient error and speed at --dim/--batch/--dtype/--device and "
+                          "print one recommended route with the evidence (default d=256, batch 32, float32)")
+    rec.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="input dtype (--recommend)")
+    rec.add_argument("--features", default=None,
+                     help="a .pt file with your features (N, C, H, W) / (N, C, M) or covariances (N, d, d): "
+                          "the gradient error is measured at their spectrum (--recommend)")
+    rec.add_argument("--tol", type=float, default=1e-2,
+                     help="largest gradient error vs the exact gradient a recommended route may have (default 1e-2)")
     return p
 
 
 def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out} is an existing file, not a folder")
+    if args.recommend:
+        args.dim = 256 if args.dim is None else args.dim
+        args.batch = 32 if args.batch is None else args.batch
+        args.repeats = 3 if args.repeats is None else args.repeats
+        if args.dim < 2 or args.batch < 1 or args.repeats < 1 or not args.tol > 0:
+            parser.error("--dim must be >= 2, --batch and --repeats >= 1, --tol > 0")
+        if args.features is not None and not os.path.isfile(args.features):
+            parser.error(f"--features: no such file {args.features!r}")
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            parser.error("--device cuda requested but CUDA is not available")
+        args.out = args.out or os.path.join("runs", time.strftime("recommend-%Y%m%d-%H%M%S"))
+        if os.path.exists(os.path.join(args.out, "recommendation.md")) and not args.overwrite:
+            parser.error(f"{args.out} already holds a recommendation; pass --overwrite or choose another --out")
+        return args
     base = QUICK if args.quick else FULL
     for key in ("dim", "sizes", "batch", "repeats", "epochs", "seeds"):
         if getattr(args, key) is None:
             setattr(args, key, base[key])
-    args.ratios, args.zca_dims = base["ratios"], base["zca_dims"]
+    args.ratios = base["ratios"]
+    args.zca_dims = tuple(args.zca_dims) if args.zca_dims else base["zca_dims"]
+    if any(d < 1 or 32 % d for d in args.zca_dims):
+        parser.error(f"--zca-dims must be divisors of 32 (the whitened features), got {list(args.zca_dims)}")
     args.zca_epochs = args.epochs if args.epochs != base["epochs"] else base["zca_epochs"]
     try:
         args.mode_list = parse_routes(args.modes)
@@ -95,7 +127,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     steps = {
         "accuracy": (len(args.ratios) + 2) * len(modes), "stability": len(modes),
         "speed": len(args.sizes) * len(modes), "training": len(modes) * len(args.seeds),
-        "zca": len(args.zca_dims) * len(zca_modes),
+        "zca": len(args.zca_dims) * len(zca_modes) * len(args.seeds),
     }
     bar = tqdm(total=sum(steps[s] for s in secs), desc="gcp-compare", file=sys.stderr)
     tick = lambda: bar.update()  # noqa: E731
@@ -110,19 +142,46 @@ def run(args: argparse.Namespace) -> list[dict]:
     if "training" in secs:
         records += sections.training(modes, args.epochs, list(args.seeds), tick)
     if "zca" in secs:
-        records += sections.zca(zca_modes, args.zca_dims, args.zca_epochs, tick)
+        records += sections.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds))
     bar.close()
     return records
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from .recommend import CANDIDATES, recommend, render
+
+    dtype, device = sections.DTYPES[args.dtype], torch.device(args.device)
+    start = time.perf_counter()
+    bar = tqdm(total=3 * len(CANDIDATES), desc="gcp-compare --recommend", file=sys.stderr)
+    try:
+        best, evidence, source = recommend(args.dim, args.batch, dtype, device, args.features, args.tol,
+                                           args.repeats, progress=bar.update)
+    except (GCPError, ValueError) as exc:
+        bar.close()
+        print(f"gcp-compare: error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    text = render(best, evidence, source, args.dim, args.batch, dtype, device, args.tol)
+    text += f"\nMeasured in {time.perf_counter() - start:.0f} s, torch {torch.__version__}, {torch.get_num_threads()} threads.\n"
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "recommendation.md")
+    with open(path, "w") as fh:
+        fh.write(text)
+    print(text + f"\nwrote {path}")
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.recommend:
+        return _recommend(args)
     start = time.perf_counter()
     records = run(args)
     config = dict(quick=args.quick, modes=",".join(args.mode_list), dim=args.dim, sizes=list(args.sizes),
                   batch=args.batch, speed_dtype=args.speed_dtype, epochs=args.epochs, seeds=list(args.seeds),
+                  zca_dims=list(args.zca_dims),
                   device=args.device, threads=torch.get_num_threads(), torch=torch.__version__)
     paths = write_all(records, config, args.out)
     print("\n" + terminal_summary(records))

@@ -10,6 +10,8 @@ import statistics
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
+from .stats import ALPHA, compare_to_best, mean_std, ranges_overlap
+
 Record = dict[str, Any]
 
 
@@ -55,13 +57,125 @@ def training_summary(records: list[Record]) -> dict[str, dict[str, float]]:
     for mode, seeds in per.items():
         finals = [h[max(h)]["top1"] for h in seeds.values()]
         out[mode] = dict(
-            final_mean=statistics.fmean(finals), final_std=statistics.stdev(finals) if len(finals) > 1 else 0.0,
+            finals=finals, final_mean=mean_std(finals)[0], final_std=mean_std(finals)[1],
             best=max(e["top1"] for h in seeds.values() for e in h.values()),
             sec_per_epoch=statistics.fmean(e["seconds"] for h in seeds.values() for e in h.values()),
             nonfinite=sum(e["nonfinite_steps"] for h in seeds.values() for e in h.values()),
             curve=[statistics.fmean(h[e]["top1"] for h in seeds.values() if e in h)
                    for e in range(max(len(h) for h in seeds.values()))],
         )
+    return out
+
+
+def zca_summary(records: list[Record]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per group dimension and mode: final top-1 of each seed, runs without a non-finite step,
+    total non-finite steps."""
+    per: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(
+        lambda: dict(finals=[], finite_runs=0, runs=0, nonfinite=0)))
+    for r in records:
+        if r["section"] != "zca":
+            continue
+        d = r["case"].split(",")[0]
+        cell = per[d][r["mode"]]
+        if r["metric"] == "final_top1":
+            cell["finals"].append(r["value"])
+            cell["runs"] += 1
+        elif r["metric"] == "success":
+            cell["finite_runs"] += int(r["value"])
+        elif r["metric"] == "nonfinite_steps":
+            cell["nonfinite"] += int(r["value"])
+    return per
+
+
+def _p(p: Optional[float]) -> str:
+    return "n/a (1 seed)" if p is None else f"{p:.2f}"
+
+
+def _significance(groups: dict[str, list[float]], what: str) -> list[str]:
+    """Sentences: the best group, the ones within noise of it, the ones significantly below."""
+    if len(groups) < 2:
+        return []
+    best, pvals = compare_to_best(groups)
+    m, sd = mean_std(groups[best])
+    n = len(groups[best])
+    if any(p is None for p in pvals.values()):
+        return [f"{what}: highest mean {best} ({m:.1f}%), but with a single seed no difference can be "
+                "tested; the table does not rank the modes."]
+    same = sorted(k for k, p in pvals.items() if p >= ALPHA)
+    below = sorted((k for k, p in pvals.items() if p < ALPHA), key=lambda k: pvals[k])
+    text = f"{what}: highest mean {best} ({m:.1f} ± {sd:.1f}%, {n} seeds)"
+    if same:
+        text += (f"; not significantly different from it (Welch's t-test, Holm-adjusted p ≥ {ALPHA}): "
+                 f"{', '.join(same)}"
+                 " — their order in the table is noise")
+    if below:
+        text += "; significantly lower: " + ", ".join(
+            f"{k} ({mean_std(groups[k])[0]:.1f}%, p = {pvals[k]:.3f})" for k in below)
+    return [text + "."]
+
+
+def conclusions(records: list[Record]) -> list[str]:
+    """The report's "what this says", generated from the measured records (nothing pre-written)."""
+    out: list[str] = []
+    stab = [r for r in records if r["section"] == "stability" and r["metric"] == "nonfinite_fraction"]
+    if stab:
+        bad = defaultdict(list)
+        for r in stab:
+            if r["value"] > 0:
+                bad[r["mode"]].append(f"{r['value']:.0%} {r['dtype']}")
+        modes = list(dict.fromkeys(r["mode"] for r in stab))
+        if bad:
+            out.append("Stability: non-finite gradients on the degenerate suite for "
+                       + "; ".join(f"{m} ({', '.join(v)})" for m, v in bad.items())
+                       + f". Every other mode ({', '.join(m for m in modes if m not in bad)}) stayed finite.")
+        else:
+            out.append("Stability: every mode stayed finite on the degenerate suite.")
+    gaps = [c for c in _cases(records, "accuracy") if c.startswith("ratio=")]
+    if gaps:
+        tight = gaps[-1]
+        errs = {m: _value(records, section="accuracy", mode=m, dtype="float64", case=tight, metric="grad_rel_err")
+                for m in _modes(records, "accuracy")}
+        errs = {m: e for m, e in errs.items() if e is not None}
+        if errs:
+            exactish = sorted(m for m, e in errs.items() if e <= 1e-6)
+            smooth = sorted(m for m, e in errs.items() if e > 1e-1)
+            out.append(f"Accuracy at the smallest eigengap ({tight}, float64): within 1e-6 of the exact gradient: "
+                       f"{', '.join(exactish) or 'none'}; more than 10% off (smoothed or a different function): "
+                       f"{', '.join(smooth) or 'none'}.")
+    speed_cases = _cases(records, "speed")
+    if speed_cases:
+        big = speed_cases[-1]
+        rows = []
+        for m in _modes(records, "speed"):
+            med = _value(records, section="speed", mode=m, case=big, metric="fwd_bwd_over_eigh")
+            lo = _value(records, section="speed", mode=m, case=big, metric="fwd_bwd_over_eigh_min")
+            hi = _value(records, section="speed", mode=m, case=big, metric="fwd_bwd_over_eigh_max")
+            if med is not None:
+                rows.append((med, m, (lo if lo is not None else med, hi if hi is not None else med)))
+        rows.sort()
+        if rows:
+            first = rows[0]
+            tied = [m for _, m, rng in rows[1:] if ranges_overlap(rng, first[2])]
+            text = (f"Speed at {big}: fastest {first[1]} ({first[0]:.2f}× eigh, rounds {first[2][0]:.2f}–"
+                    f"{first[2][1]:.2f})")
+            text += (f"; within its round-to-round spread, hence not distinguishable: {', '.join(tied)}"
+                     if tied else "; no other mode's range overlaps it")
+            out.append(text + ". Order: " + ", ".join(f"{m} {med:.2f}" for med, m, _ in rows) + ".")
+    summary = training_summary(records)
+    if summary:
+        out += _significance({m: s["finals"] for m, s in summary.items()}, "Digits, final top-1")
+        skipped = {m: int(s["nonfinite"]) for m, s in summary.items() if s["nonfinite"]}
+        out.append("Digits, non-finite steps: " + (", ".join(f"{m} {k}" for m, k in skipped.items())
+                                                    if skipped else "none in any mode") + ".")
+    zca = zca_summary(records)
+    for d, cells in zca.items():
+        failing = {m: c for m, c in cells.items() if c["finite_runs"] < c["runs"]}
+        text = f"ZCA {d}: " + ("non-finite steps in " + ", ".join(
+            f"{m} ({c['runs'] - c['finite_runs']} of {c['runs']} runs, {c['nonfinite']} steps)"
+            for m, c in failing.items()) if failing else "every run finite")
+        healthy = {m: c["finals"] for m, c in cells.items() if m not in failing}
+        sig = _significance(healthy, "among the finite modes, final top-1") if len(healthy) > 1 else []
+        out.append(text + (". " + sig[0][0].upper() + sig[0][1:] if sig else "."))
     return out
 
 
@@ -97,39 +211,65 @@ def markdown(records: list[Record], config: dict[str, Any]) -> str:
     if speed_modes:
         cases = _cases(records, "speed")
         dt = next(r["dtype"] for r in records if r["section"] == "speed")
-        rows = [[m] + [f"{_fmt(_value(records, section='speed', mode=m, case=c, metric='fwd_over_eigh'), '.2f')} / "
-                       f"{_fmt(_value(records, section='speed', mode=m, case=c, metric='fwd_bwd_over_eigh'), '.2f')}"
-                       for c in cases] for m in speed_modes]
+        def cell(m: str, c: str) -> str:
+            q = {k: _value(records, section="speed", mode=m, case=c, metric=k)
+                 for k in ("fwd_over_eigh", "fwd_bwd_over_eigh", "fwd_bwd_over_eigh_min", "fwd_bwd_over_eigh_max")}
+            spread = (f" ({_fmt(q['fwd_bwd_over_eigh_min'], '.2f')}–{_fmt(q['fwd_bwd_over_eigh_max'], '.2f')})"
+                      if q["fwd_bwd_over_eigh_min"] is not None else "")
+            return f"{_fmt(q['fwd_over_eigh'], '.2f')} / {_fmt(q['fwd_bwd_over_eigh'], '.2f')}{spread}"
+
+        rows = [[m] + [cell(m, c) for c in cases] for m in speed_modes]
         parts += ["## 3. Speed", "",
                   f"Forward / forward+backward time of a batch of {dt} covariances as a multiple of "
-                  "`torch.linalg.eigh` forward, measured in the same interleaved rounds.", "",
+                  "`torch.linalg.eigh` forward, measured in the same interleaved rounds: median, and in "
+                  "brackets the lowest and highest forward+backward ratio over the rounds. Modes whose "
+                  "ranges overlap are not distinguishable by this measurement.", "",
                   _table(["mode"] + cases, rows), ""]
     summary = training_summary(records)
     if summary:
-        rows = [[m, f"{s['final_mean']:.2f} ± {s['final_std']:.2f}", f"{s['best']:.2f}", f"{s['sec_per_epoch']:.2f}",
-                 f"{int(s['nonfinite'])}"] for m, s in summary.items()]
+        best, pvals = compare_to_best({m: s["finals"] for m, s in summary.items()})
+        rows = [[m, f"{s['final_mean']:.2f} ± {s['final_std']:.2f} (n={len(s['finals'])})",
+                 "best mean" if m == best else _p(pvals[m]) + (" (noise)" if (pvals[m] or 0) >= ALPHA else ""),
+                 f"{s['best']:.2f}", f"{s['sec_per_epoch']:.2f}", f"{int(s['nonfinite'])}"]
+                for m, s in summary.items()]
         parts += ["## 4. Training", "",
                   "A small CNN with a GCP head (d = 16) on scikit-learn's `load_digits` (1797 real 8×8 "
                   "handwritten digits shipped in the wheel: offline and reproducible), 80/20 split. "
-                  "Steps with a non-finite gradient are skipped and counted.", "",
-                  _table(["mode", "final top-1 (%)", "best top-1 (%)", "s / epoch", "non-finite steps"], rows), ""]
-    zca_modes = _modes(records, "zca")
-    if zca_modes:
-        cases = _cases(records, "zca")
+                  "Steps with a non-finite gradient are skipped and counted. Final top-1: mean ± sample std "
+                  f"over seeds; `p`: Welch's t-test against the best mean, Holm-adjusted over the modes — "
+                  f"p ≥ {ALPHA} means the "
+                  "difference is within the seed-to-seed noise, and the rows are then not a ranking.", "",
+                  _table(["mode", "final top-1 (%)", "p vs best", "best top-1 (%)", "s / epoch",
+                          "non-finite steps"], rows), ""]
+    zca = zca_summary(records)
+    if zca:
+        dims = list(zca)
+        zca_modes = list(dict.fromkeys(m for cells in zca.values() for m in cells))
         rows = []
         for m in zca_modes:
             cells = []
-            for c in cases:
-                ok = _value(records, section="zca", mode=m, case=c, metric="success")
-                skipped = _value(records, section="zca", mode=m, case=c, metric="nonfinite_steps")
-                acc = _value(records, section="zca", mode=m, case=c, metric="final_top1")
-                cells.append(("✓" if ok else f"✗ {int(skipped or 0)} NaN steps") + f" ({_fmt(acc, '.1f')}%)")
+            for d in dims:
+                c = zca[d].get(m)
+                if c is None:
+                    cells.append("—")
+                    continue
+                mean, sd = mean_std(c["finals"])
+                mark = "✓" if c["finite_runs"] == c["runs"] else f"✗ {c['nonfinite']} NaN steps"
+                cells.append(f"{c['finite_runs']}/{c['runs']} {mark}, {_fmt(mean, '.1f')} ± {_fmt(sd, '.1f')}%")
             rows.append([m] + cells)
         parts += ["## 5. ZCA whitening vs. group dimension", "",
                   "Scaled-down reproduction of Wang et al. (NeurIPS 2019): ZCA whitening of 32 pooled features "
                   "in groups of d, eigendecomposition in float32 as in the paper, batch 16 (so groups with d ≥ 16 "
-                  "have clusters of numerically repeated eigenvalues). ✓ = every step finite.", "",
-                  _table(["mode"] + cases, rows), ""]
+                  "have clusters of numerically repeated eigenvalues). Cells: runs with every step finite / "
+                  "runs, then final top-1 mean ± std over seeds. The short schedule does not train the stable "
+                  "modes to convergence, so their accuracies differ by seed and by chance; the "
+                  "conclusions below test which differences the seeds support.", "",
+                  _table(["mode"] + dims, rows), ""]
+    said = conclusions(records)
+    if said:
+        parts += ["## What this says", "",
+                  "Generated from the numbers above by `gcp.compare.report.conclusions` (nothing here is "
+                  "written in advance):", ""] + [f"- {line}" for line in said] + [""]
     parts += ["Plots: `grad_error_vs_gap.png`, `time_vs_d.png`, `training_accuracy.png`.", ""]
     return "\n".join(parts)
 

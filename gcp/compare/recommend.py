@@ -1,0 +1,162 @@
+"""``gcp-compare --recommend``: one route for the user's size, dtype, device and (optionally) data.
+
+Three measurements, in this order, each narrowing the candidates:
+
+1. **stability** — every route but the unguarded ``ed`` control on the degenerate suite (identity,
+   repeated eigenvalues, rank-deficient, extreme scales) in the user's dtype: any non-finite
+   gradient disqualifies;
+2. **accuracy** — the gradient's relative error against the float64 ``exact`` gradient at the
+   user's spectrum: covariances built from ``--features`` (a ``.pt`` file of ``(N, C, H, W)`` or
+   ``(N, C, M)`` features, or ``(N, d, d)`` covariances), or else Gaussian features with 196
+   positions (a 14×14 map) — rank-deficient once ``d > 196``, as in GCP. Routes above ``tol``
+   are reported, not recommended;
+3. **speed** — forward+backward of a batch at ``(B, d, dtype, device)``, as a ratio to
+   ``torch.linalg.eigh`` in interleaved rounds, with the min–max over rounds.
+
+The recommendation is the fastest remaining route by median ratio; routes whose round ranges
+overlap its range are named as equally good within the noise.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._timing import interleaved_ms
+from ..covariance import covariance
+from ..errors import GCPError, ShapeError
+from ..spectral import sqrtm
+from .routes import ALL_ROUTES, route
+from .stats import ranges_overlap
+from .suites import F64, degenerate_suite
+
+#: the unguarded standard gradient is the failing control of the comparison, never a recommendation
+CANDIDATES = tuple(m for m in ALL_ROUTES if m != "ed")
+
+
+@dataclass
+class RouteEvidence:
+    mode: str
+    stable: bool = True
+    grad_err: float = float("nan")
+    ratio: float = float("nan")
+    ratio_range: tuple[float, float] = (float("nan"), float("nan"))
+    notes: list[str] = field(default_factory=list)
+
+
+def load_user_matrices(path: str, dtype: torch.dtype) -> Tensor:
+    """Covariances from a ``.pt`` file: ``(N, d, d)`` symmetric matrices are used as they are,
+    ``(N, C, H, W)`` / ``(N, C, M)`` features go through :func:`gcp.covariance`."""
+    if not os.path.isfile(path):
+        raise GCPError(f"--features: no such file {path!r}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle of anything but tensors, or not a torch file at all
+        raise GCPError(f"--features: {path!r} is not a tensor saved with torch.save ({exc.__class__.__name__})") from exc
+    if not isinstance(obj, Tensor) or not obj.is_floating_point():
+        raise GCPError(f"--features: {path!r} must hold one floating-point tensor, got {type(obj).__name__}")
+    x = obj.to(F64)
+    if x.dim() == 3 and x.shape[-1] == x.shape[-2] and torch.allclose(x, x.transpose(-1, -2)):
+        return x
+    if x.dim() in (3, 4):
+        return covariance(x)
+    raise ShapeError(f"--features: expected (N, d, d) covariances or (N, C, H, W) / (N, C, M) features, "
+                     f"got shape {tuple(x.shape)}")
+
+
+def _fwd_bwd(fn, x: Tensor, g: Tensor) -> Tensor:
+    xi = x.detach().clone().requires_grad_()
+    fn(xi).backward(g)
+    return xi.grad
+
+
+def recommend(dim: int, batch: int, dtype: torch.dtype, device: torch.device, features: Optional[str] = None,
+              tol: float = 1e-2, repeats: int = 3, progress=None) -> tuple[Optional[str], list[RouteEvidence], str]:
+    """Measure and pick one route; returns ``(route, evidence per route, where the spectrum came from)``;
+    the route is ``None`` when no stable route is within ``tol``."""
+    tick = progress or (lambda: None)
+    evidence = {m: RouteEvidence(m) for m in CANDIDATES}
+    # 1. stability on the degenerate suite, in the user's dtype
+    for m in CANDIDATES:
+        for name, x in degenerate_suite().items():
+            g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+            if not torch.isfinite(_fwd_bwd(route(m), x.to(dtype), g.to(dtype))).all():
+                evidence[m].stable = False
+                evidence[m].notes.append(f"non-finite gradient on {name}")
+        tick()
+    # 2. accuracy at the user's spectrum
+    if features:
+        x64 = load_user_matrices(features, dtype)
+        if x64.shape[-1] != dim:
+            raise ShapeError(f"--features gives d = {x64.shape[-1]} but --dim is {dim}")
+        source = f"{x64.shape[0]} matrices from {features}"
+    else:
+        gen = torch.Generator().manual_seed(0)
+        x64 = covariance(torch.randn(min(batch, 8), dim, 196, generator=gen, dtype=F64))
+        source = f"covariances of Gaussian features, d = {dim}, 196 positions"
+    # the routes see the input rounded to the user's dtype, and so does the reference: the error
+    # measured is the backward's, not the rounding's (which moves the null eigenvalues of a
+    # rank-deficient covariance and with them f'(λ) — a property of the input, not of a route)
+    x64 = x64[:8].to(dtype).to(F64)  # the error is a property of the spectrum; a few matrices measure it
+    g64 = torch.randn(x64.shape, generator=torch.Generator().manual_seed(1), dtype=F64).to(dtype).to(F64)
+    ref = _fwd_bwd(sqrtm, x64, g64)
+    for m in CANDIDATES:
+        if evidence[m].stable:
+            got = _fwd_bwd(route(m), x64.to(dtype), g64.to(dtype)).double()
+            err = ((got - ref).norm() / ref.norm()).item()
+            evidence[m].grad_err = err if torch.isfinite(torch.tensor(err)) else float("inf")
+        tick()
+    # 3. speed of the stable and accurate routes at the user's batch
+    fast = [m for m in CANDIDATES if evidence[m].stable and evidence[m].grad_err <= tol]
+    if not fast:
+        return None, list(evidence.values()), source
+    gen = torch.Generator().manual_seed(3)
+    x = covariance(torch.randn(batch, dim, 196, generator=gen, dtype=dtype)).to(device)
+    gy = torch.randn(x.shape, generator=gen, dtype=dtype).to(device)
+    for m in fast:
+        fn = route(m)
+        t = interleaved_ms({"eigh": lambda: torch.linalg.eigh(x),
+                            "fb": lambda fn=fn: _fwd_bwd(fn, x, gy)}, device, repeats)
+        ratios = [a / b for a, b in zip(t["fb"], t["eigh"])]
+        evidence[m].ratio = statistics.median(ratios)
+        evidence[m].ratio_range = (min(ratios), max(ratios))
+        tick()
+    best = min(fast, key=lambda m: evidence[m].ratio)
+    return best, list(evidence.values()), source
+
+
+def render(best: Optional[str], evidence: list[RouteEvidence], source: str, dim: int, batch: int, dtype: torch.dtype,
+           device: torch.device, tol: float) -> str:
+    """The recommendation and its evidence as markdown (printed and written to ``--out``)."""
+    by = {e.mode: e for e in evidence}
+    if best is None:
+        stable = sorted((e for e in evidence if e.stable), key=lambda e: e.grad_err)
+        head = [f"# No recommendation for d = {dim}, batch {batch}, {str(dtype).replace('torch.', '')}, {device}", "",
+                f"No stable route is within tol = {tol:g} of the exact gradient at: {source}."
+                + (f" The most accurate stable one is `{stable[0].mode}` ({stable[0].grad_err:.1e}); raise "
+                   "`--tol` to have the approximate routes timed and ranked." if stable else ""), ""]
+        rows = [f"| {e.mode} | {'yes' if e.stable else 'no'} | {e.grad_err:.1e} | {'; '.join(e.notes)} |"
+                for e in evidence]
+        return "\n".join(head + ["| route | stable | grad error | notes |", "|---|---|---|---|"] + rows) + "\n"
+    peers = [e.mode for e in evidence if e.mode != best and e.ratio == e.ratio
+             and ranges_overlap(e.ratio_range, by[best].ratio_range)]
+    lines = [f"# Recommendation for d = {dim}, batch {batch}, {str(dtype).replace('torch.', '')}, {device}", "",
+             f"**Use `{best}`**: stable on the degenerate suite, gradient error {by[best].grad_err:.1e} at the "
+             f"spectrum below, and the fastest stable route within tol = {tol:g}: {by[best].ratio:.2f}× eigh "
+             f"(rounds {by[best].ratio_range[0]:.2f}–{by[best].ratio_range[1]:.2f}).",
+             ("Equally good within the measurement's noise (overlapping round ranges): "
+              + ", ".join(f"`{p}`" for p in peers) + "." if peers else "No other route's range overlaps it."),
+             "", f"Spectrum: {source}. Gradient error: relative (Frobenius) to the float64 `exact` gradient. "
+             "Speed: forward+backward ÷ `torch.linalg.eigh` forward, median and min–max over interleaved rounds.",
+             "", "| route | stable | grad error | fwd+bwd ÷ eigh | notes |", "|---|---|---|---|---|"]
+    for e in sorted(evidence, key=lambda e: (not e.stable, e.grad_err > tol, e.ratio if e.ratio == e.ratio else 1e9)):
+        speed = f"{e.ratio:.2f} ({e.ratio_range[0]:.2f}–{e.ratio_range[1]:.2f})" if e.ratio == e.ratio else "—"
+        note = "; ".join(e.notes) or ("above tol: not timed" if e.stable and e.grad_err > tol else "")
+        lines.append(f"| {e.mode}{' ←' if e.mode == best else ''} | {'yes' if e.stable else 'no'} | "
+                     f"{e.grad_err:.1e} | {speed} | {note} |".replace("nan", "—"))
+    return "\n".join(lines) + "\n"
