@@ -1,12 +1,18 @@
 """Training throughput (images/s) of GCP ResNet-50 heads vs timm's plain resnet50, same batch.
 
-    python benchmarks/bench_train.py [--batch 8] [--img-size 224] [--steps 3] [--device cuda] [--amp bf16]
+All models are built first and timed in interleaved rounds (one SGD step of each per round), so
+slow drifts of the machine hit them alike; each figure is the median over rounds with the min–max
+of the per-round ratio to resnet50. Pairs of GCP configurations whose ratio ranges overlap are
+reported as within noise rather than ranked.
+
+    python benchmarks/bench_train.py [--batch 8] [--img-size 224] [--rounds 7] [--device cuda] [--amp bf16]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 import timm
@@ -17,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gcp  # noqa: E402
 import zoo  # noqa: E402
-from gcp._timing import markdown_table, median_ms  # noqa: E402
+from gcp._timing import interleaved_ms, markdown_table  # noqa: E402
+from gcp.compare.stats import ranges_overlap  # noqa: E402
 from zoo.training import amp_dtype, autocast  # noqa: E402
 
 CONFIGS = {
@@ -32,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--img-size", type=int, default=224)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (one step of every model each)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     args = ap.parse_args(argv)
@@ -41,27 +48,41 @@ def main(argv: list[str] | None = None) -> int:
     amp = amp_dtype(args.amp)
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 1000, (args.batch,), device=device)
-    rows, base = [], None
-    for name, make in tqdm(CONFIGS.items(), desc="bench_train", file=sys.stderr):
+    steps = {}
+    for name, make in tqdm(CONFIGS.items(), desc="bench_train: build", file=sys.stderr):
         torch.manual_seed(0)
         model = make().to(device).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-        def step() -> None:
+        def step(model=model, opt=opt) -> None:
             with autocast(device, amp):
                 loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
-        ms = median_ms(step, device, args.steps)
-        ips = args.batch / (ms / 1e3)
-        base = base or ips
-        rows.append([name, f"{ms:.0f}", f"{ips:.1f}", f"{ips / base:.2f}"])
+        steps[name] = step
+    times = interleaved_ms(steps, device, args.rounds)
+    base_name = next(iter(CONFIGS))
+    ratio = {n: [b / t for t, b in zip(times[n], times[base_name])] for n in times}  # throughput ÷ resnet50
+    rows = []
+    for name, t in times.items():
+        ms = statistics.median(t)
+        r = ratio[name]
+        rows.append([name, f"{ms:.0f} ({min(t):.0f}–{max(t):.0f})", f"{args.batch / (ms / 1e3):.1f}",
+                     f"{statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})"])
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     print(f"\nbatch {args.batch} × {args.img_size}², SGD step, device={device}, threads={threads}, amp={args.amp}, "
-          f"median of {args.steps} steps\n")
-    print(markdown_table(["model", "ms / step", "images/s", "÷ resnet50"], rows))
+          f"median (min–max) of {args.rounds} interleaved rounds\n")
+    print(markdown_table(["model", "ms / step", "images/s", "throughput ÷ resnet50"], rows))
+    gcp_names = [n for n in CONFIGS if n != base_name]
+    print()
+    for i, a in enumerate(gcp_names):
+        for b in gcp_names[i + 1:]:
+            ra, rb = (min(ratio[a]), max(ratio[a])), (min(ratio[b]), max(ratio[b]))
+            verdict = ("within noise (ranges overlap)" if ranges_overlap(ra, rb)
+                       else f"{a if statistics.median(ratio[a]) > statistics.median(ratio[b]) else b} is faster")
+            print(f"- {a} vs {b}: {verdict}")
     return 0
 
 
