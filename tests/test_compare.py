@@ -178,3 +178,15 @@ def test_out_naming_a_file_fails_at_once(tmp_path):
     f.write_text("x")
     with pytest.raises(SystemExit):
         main(["--quick", "--out", str(f)])
+
+
+def test_report_names_the_device(report):
+    out, _ = report
+    assert "device=cpu" in (out / "report.md").read_text()
+
+
+@pytest.mark.cuda
+def test_every_section_runs_on_cuda(tmp_path):
+    out = tmp_path / "gpu"
+    assert main(ARGS + ["--device", "cuda", "--out", str(out)]) == 0
+    assert "device=cuda" in (out / "report.md").read_text()

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds of the training and ZCA sections (default 0 1 2): every number gets mean ± std")
     p.add_argument("--zca-dims", type=int, nargs="+", default=None,
                    help="group sizes of the ZCA section, divisors of 32 (default 4 8 16 32)")
-    p.add_argument("--device", default="cpu", help="device of the speed section (cpu, cuda)")
+    p.add_argument("--device", default="cpu", help="device of every section (cpu, cuda); the report names it")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace the report already in --out")
@@ -132,17 +132,18 @@ def run(args: argparse.Namespace) -> list[dict]:
     bar = tqdm(total=sum(steps[s] for s in secs), desc="gcp-compare", file=sys.stderr)
     tick = lambda: bar.update()  # noqa: E731
     records: list[dict] = []
+    device = torch.device(args.device)  # every section runs there; the report's configuration names it
     if "accuracy" in secs:
-        records += sections.accuracy(modes, args.dtype_list, args.dim, args.ratios, tick)
+        records += sections.accuracy(modes, args.dtype_list, args.dim, args.ratios, tick, device)
     if "stability" in secs:
-        records += sections.stability(modes, args.dtype_list, tick)
+        records += sections.stability(modes, args.dtype_list, tick, device)
     if "speed" in secs:
-        records += sections.speed(modes, args.sizes, args.batch, args.speed_dtype, args.repeats,
-                                  torch.device(args.device), tick)
+        records += sections.speed(modes, args.sizes, args.batch, args.speed_dtype, args.repeats, device, tick)
     if "training" in secs:
-        records += sections.training(modes, args.epochs, list(args.seeds), tick)
+        records += sections.training(modes, args.epochs, list(args.seeds), tick, device)
     if "zca" in secs:
-        records += sections.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds))
+        records += sections.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds),
+                                device=device)
     bar.close()
     return records
 

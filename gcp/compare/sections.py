@@ -44,7 +44,8 @@ DTYPES = {"float32": torch.float32, "float64": F64}
 
 
 # ----------------------------------------------------------------------------- 1. accuracy
-def accuracy(modes: list[str], dtypes: list[str], d: int, ratios: Iterable[float], tick: Progress) -> list[Record]:
+def accuracy(modes: list[str], dtypes: list[str], d: int, ratios: Iterable[float], tick: Progress,
+             device: torch.device = torch.device("cpu")) -> list[Record]:
     """Forward and gradient relative error vs the float64 ``exact`` reference, per eigengap and on
     random covariances with fewer (n = d/2) and more (n = 4d) samples than dimensions."""
     cases = {f"ratio={r:g}": geometric_spectrum(r, d) for r in ratios}
@@ -52,7 +53,8 @@ def accuracy(modes: list[str], dtypes: list[str], d: int, ratios: Iterable[float
     cases["cov n>d"] = random_covariance(d, 4 * d)
     out: list[Record] = []
     for case, x64 in cases.items():
-        g64 = torch.randn(x64.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+        g64 = torch.randn(x64.shape, generator=torch.Generator().manual_seed(1), dtype=F64).to(device)
+        x64 = x64.to(device)
         ref_out, ref_grad = _grad(sqrtm, x64, g64)
         for mode in modes:
             for dt in dtypes:
@@ -64,7 +66,8 @@ def accuracy(modes: list[str], dtypes: list[str], d: int, ratios: Iterable[float
 
 
 # ----------------------------------------------------------------------------- 2. stability
-def stability(modes: list[str], dtypes: list[str], tick: Progress) -> list[Record]:
+def stability(modes: list[str], dtypes: list[str], tick: Progress,
+              device: torch.device = torch.device("cpu")) -> list[Record]:
     """Fraction of degenerate inputs with a non-finite gradient, and the largest finite gradient
     norm relative to the incoming gradient's."""
     suite = degenerate_suite()
@@ -73,8 +76,8 @@ def stability(modes: list[str], dtypes: list[str], tick: Progress) -> list[Recor
         for dt in dtypes:
             bad, norms = 0, []
             for x in suite.values():
-                xc = x.to(DTYPES[dt])
-                g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64).to(DTYPES[dt])
+                xc = x.to(device, DTYPES[dt])
+                g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64).to(device, DTYPES[dt])
                 _, gx = _grad(route(mode), xc, g)
                 if torch.isfinite(gx).all():
                     norms.append((gx.double().norm() / g.double().norm()).item())
@@ -155,7 +158,7 @@ class DigitsNet(nn.Module):
 
 
 def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs: int, seed: int,
-           lr: float = 0.05, batch: int = 64) -> list[dict[str, float]]:
+           lr: float = 0.05, batch: int = 64, device: torch.device = torch.device("cpu")) -> list[dict[str, float]]:
     from torch.utils.data import DataLoader, TensorDataset
 
     # the one training loop of the project (zoo.training, same distribution); imported here so the
@@ -163,7 +166,8 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs
     from zoo.training import DistInfo, evaluate, seed_epoch, train_one_epoch
 
     xtr, ytr, xte, yte = data
-    info = DistInfo()
+    info = DistInfo(device=device)  # the loop moves each batch to info.device
+    model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     test = DataLoader(TensorDataset(xte, yte), batch_size=256)
     history = []
@@ -177,7 +181,8 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs
     return history
 
 
-def training(modes: list[str], epochs: int, seeds: list[int], tick: Progress) -> list[Record]:
+def training(modes: list[str], epochs: int, seeds: list[int], tick: Progress,
+             device: torch.device = torch.device("cpu")) -> list[Record]:
     """A small GCP network on ``load_digits`` per mode and seed: accuracy per epoch, time, and the
     steps skipped because the gradient was not finite."""
     data = load_digits_split()
@@ -186,7 +191,7 @@ def training(modes: list[str], epochs: int, seeds: list[int], tick: Progress) ->
         method, backward = HEAD_CONFIG[mode]
         for seed in seeds:
             torch.manual_seed(seed)
-            history = _train(DigitsNet(method, backward), data, epochs, seed)
+            history = _train(DigitsNet(method, backward), data, epochs, seed, device=device)
             for h in history:
                 case = f"seed={seed},epoch={h['epoch']}"
                 out += [_rec("training", mode, "float32", case, "top1", h["top1"]),
@@ -198,7 +203,7 @@ def training(modes: list[str], epochs: int, seeds: list[int], tick: Progress) ->
 
 
 def zca(modes: list[str], group_dims: Iterable[int], epochs: int, tick: Progress, batch: int = 16,
-        seeds: Iterable[int] = (0,)) -> list[Record]:
+        seeds: Iterable[int] = (0,), device: torch.device = torch.device("cpu")) -> list[Record]:
     """Scaled-down SVD-PI finding (Wang et al., NeurIPS 2019): ZCA whitening in groups of ``d``
     channels, trained with each backward and each seed. With a batch of 16, a group's covariance
     has rank ``<= 15``, so for ``d >= 16`` its spectrum holds a cluster of (numerically) repeated
@@ -211,7 +216,8 @@ def zca(modes: list[str], group_dims: Iterable[int], epochs: int, tick: Progress
             for seed in seeds:
                 torch.manual_seed(seed)
                 start = time.perf_counter()
-                history = _train(DigitsNet(backward=mode, zca_groups=32 // d), data, epochs, seed=seed, batch=batch)
+                history = _train(DigitsNet(backward=mode, zca_groups=32 // d), data, epochs, seed=seed, batch=batch,
+                                 device=device)
                 skipped = sum(h["nonfinite_steps"] for h in history)
                 case = f"d={d},seed={seed}"
                 out += [_rec("zca", mode, "float32", case, "nonfinite_steps", skipped),
