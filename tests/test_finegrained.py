@@ -121,24 +121,24 @@ def test_finetune_from_a_saved_model_and_resume(roots, tmp_path):
 
 def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
     out = tmp_path / "cmp"
-    assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "2",
+    assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "1",
                      "--backward", "exact,pi", "--seeds", "0", "1", *ARGS]) == 0
     with open(out / "comparison.csv") as fh:
         rows = {r["mode"]: r for r in csv.DictReader(fh)}
-    assert set(rows) == {"exact", "pi"} and rows["exact"]["seeds"] == "2" and rows["pi"]["epochs"] == "2"
+    assert set(rows) == {"exact", "pi"} and rows["exact"]["seeds"] == "2" and rows["pi"]["epochs"] == "1"
     with open(out / "epochs.csv") as fh:
         epochs = list(csv.DictReader(fh))
     for mode, r in rows.items():
         # the summary is the mean ± std over seeds of each seed's last epoch in epochs.csv
-        finals = [float(e["top1"]) for e in epochs if e["mode"] == mode and e["epoch"] == "1"]
+        finals = [float(e["top1"]) for e in epochs if e["mode"] == mode and e["epoch"] == "0"]
         assert len(finals) == 2
         assert float(r["final_top1_mean"]) == pytest.approx(statistics.fmean(finals), rel=1e-5)
         assert float(r["final_top1_std"]) == pytest.approx(statistics.stdev(finals), rel=1e-5, abs=1e-9)
         assert float(r["epoch_time_s"]) > 0 and r["nonfinite_steps"] == "0"
     md = (out / "comparison.md").read_text()
-    assert "| exact | 2 | 2 |" in md and "| pi | 2 | 2 |" in md
+    assert "| exact | 2 | 1 |" in md and "| pi | 2 | 1 |" in md
     with Image.open(out / "accuracy.png") as img:
         assert img.size[0] > 400
     assert (out / "pi" / "seed1" / "summary.csv").exists()
     with open(out / "epochs.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 8  # 2 modes × 2 seeds × 2 epochs
+        assert len(list(csv.DictReader(fh))) == 4  # 2 modes × 2 seeds × 1 epoch

@@ -13,9 +13,9 @@ from zoo._pretrained import save_weights, sha256_of
 SMALL = dict(num_classes=7, reduced_dim=16)
 
 
-# the heaviest backbones run with -m slow (CI runs them); one ResNet, the VGG, the ConvNeXt and the
-# MobileNet stay in the default run
-HEAVY = {"gcp_resnet101", "gcp_resnet152"}
+# the other ResNets run with -m slow (CI runs them); one ResNet (50, the flagship), the VGG, the
+# ConvNeXt and the MobileNet stay in the default run
+HEAVY = {"gcp_resnet18", "gcp_resnet34", "gcp_resnet101", "gcp_resnet152"}
 
 
 @pytest.mark.parametrize(
