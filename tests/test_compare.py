@@ -73,7 +73,7 @@ def test_existing_report_is_not_overwritten(report, capsys):
     before = (out / "report.md").read_text()
     with pytest.raises(SystemExit):
         main(ARGS + ["--out", str(out)])
-    assert "already holds a report" in capsys.readouterr().err
+    assert "already holds report.md" in capsys.readouterr().err
     assert (out / "report.md").read_text() == before
 
 

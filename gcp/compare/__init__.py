@@ -77,6 +77,8 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out} is an existing file, not a folder")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
     if args.recommend:
         args.dim = 256 if args.dim is None else args.dim
         args.batch = 32 if args.batch is None else args.batch
@@ -85,11 +87,7 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
             parser.error("--dim must be >= 2, --batch and --repeats >= 1, --tol > 0")
         if args.features is not None and not os.path.isfile(args.features):
             parser.error(f"--features: no such file {args.features!r}")
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            parser.error("--device cuda requested but CUDA is not available")
-        args.out = args.out or os.path.join("runs", time.strftime("recommend-%Y%m%d-%H%M%S"))
-        if os.path.exists(os.path.join(args.out, "recommendation.md")) and not args.overwrite:
-            parser.error(f"{args.out} already holds a recommendation; pass --overwrite or choose another --out")
+        _claim_out(parser, args, "recommend", "recommendation.md")
         return args
     base = QUICK if args.quick else FULL
     for key in ("dim", "sizes", "batch", "repeats", "epochs", "seeds"):
@@ -113,12 +111,15 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error(f"--dtypes must list float32 and/or float64, got {args.dtypes!r}")
     if args.dim < 2 or min(args.sizes) < 2 or args.batch < 1 or args.repeats < 1 or args.epochs < 1:
         parser.error("--dim and --sizes must be >= 2; --batch, --repeats and --epochs >= 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
-    args.out = args.out or os.path.join("runs", time.strftime("compare-%Y%m%d-%H%M%S"))
-    if os.path.exists(os.path.join(args.out, "report.md")) and not args.overwrite:
-        parser.error(f"{args.out} already holds a report; pass --overwrite or choose another --out")
+    _claim_out(parser, args, "compare", "report.md")
     return args
+
+
+def _claim_out(parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str, marker: str) -> None:
+    """Default ``--out`` to ``runs/<kind>-<time>``; refuse a folder that already holds ``marker``."""
+    args.out = args.out or os.path.join("runs", time.strftime(f"{kind}-%Y%m%d-%H%M%S"))
+    if os.path.exists(os.path.join(args.out, marker)) and not args.overwrite:
+        parser.error(f"{args.out} already holds {marker}; pass --overwrite or choose another --out")
 
 
 def run(args: argparse.Namespace) -> list[dict]:
