@@ -41,24 +41,25 @@ def _requirement_names(text: str) -> set[str]:
 # import name -> distribution name, where they differ
 _DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "huggingface_hub": "huggingface-hub"}
 _PROVIDED = {"PIL": "torchvision"}  # Pillow comes with torchvision
+_LOCAL = {"gcp", "zoo", "finegrained", "train_imagenet"}
 
 
-def _third_party_imports(package: str) -> set[str]:
-    stdlib = set(sys.stdlib_module_names)
-    local = {"gcp", "zoo", "finegrained", "train_imagenet"}
+def _imports(folder: str, exclude: tuple[str, ...] = ()) -> set[str]:
+    """Top-level names of the absolute imports in every .py file under ``folder``."""
     found = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in (ROOT / folder).rglob("*.py"):
+        if any(part in exclude for part in path.relative_to(ROOT / folder).parts):
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = []
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+                found |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                top = name.split(".")[0]
-                if top not in stdlib and top not in local and top != "__future__":
-                    found.add(top)
+                found.add(node.module.split(".")[0])
     return found
+
+
+def _third_party(names: set[str]) -> set[str]:
+    return {m for m in names if m not in set(sys.stdlib_module_names) | _LOCAL | {"__future__"}}
 
 
 @pytest.mark.parametrize("package,extra", [("gcp", "compare"), ("zoo", "zoo"), ("finegrained", "train")])
@@ -66,7 +67,7 @@ def test_every_import_is_declared(package, extra):
     cfg = _setup_cfg()
     declared = _requirement_names(cfg["options"]["install_requires"])
     declared |= _requirement_names(cfg["options.extras_require"][extra])
-    missing = [m for m in _third_party_imports(package)
+    missing = [m for m in _third_party(_imports(package))
                if _DIST.get(m, m).lower().replace("_", "-") not in declared and _PROVIDED.get(m) not in declared]
     assert missing == []
     pinned = _requirement_names((ROOT / "requirements.txt").read_text())
@@ -74,22 +75,15 @@ def test_every_import_is_declared(package, extra):
 
 
 def test_core_requirements_are_what_the_core_imports():
-    core = _third_party_imports("gcp/backward") | {
-        m for f in (ROOT / "gcp").glob("*.py") for m in _third_party_imports_file(f)
-    }
-    declared = _requirement_names(_setup_cfg()["options"]["install_requires"])
-    assert {m.lower() for m in core} <= declared
+    core = _third_party(_imports("gcp", exclude=("compare",)))
+    assert {m.lower() for m in core} <= _requirement_names(_setup_cfg()["options"]["install_requires"])
 
 
-def _third_party_imports_file(path: pathlib.Path) -> set[str]:
-    stdlib = set(sys.stdlib_module_names)
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return {m for m in found if m not in stdlib and m not in {"gcp", "__future__"}}
+@pytest.mark.parametrize("package,above", [("gcp", {"zoo", "finegrained", "train_imagenet"}),
+                                           ("zoo", {"finegrained", "train_imagenet"})])
+def test_dependencies_point_one_way(package, above):
+    """core <- zoo <- training/CLIs: no module imports a layer above its own (lazy imports included)."""
+    assert _imports(package) & above == set()
 
 
 def test_one_version_source():

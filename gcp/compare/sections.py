@@ -17,6 +17,7 @@ from .._timing import interleaved_ms, median_ratio
 from ..pooling import GCPHead
 from ..spectral import sqrtm
 from ..whitening import ZCAWhitening
+from .loop import top1, train_epoch
 from .routes import HEAD_CONFIG, route
 from .suites import F64, degenerate_suite, geometric_spectrum, random_covariance
 
@@ -161,23 +162,17 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs
            lr: float = 0.05, batch: int = 64, device: torch.device = torch.device("cpu")) -> list[dict[str, float]]:
     from torch.utils.data import DataLoader, TensorDataset
 
-    # the one training loop of the project (zoo.training, same distribution); imported here so the
-    # numerical core itself never depends on the model zoo
-    from zoo.training import DistInfo, evaluate, seed_epoch, train_one_epoch
-
     xtr, ytr, xte, yte = data
-    info = DistInfo(device=device)  # the loop moves each batch to info.device
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     test = DataLoader(TensorDataset(xte, yte), batch_size=256)
     history = []
     for epoch in range(epochs):
-        seed_epoch(seed, epoch)
+        torch.manual_seed(seed * 1000 + epoch)  # the shuffle of each epoch depends on (seed, epoch) only
         train = DataLoader(TensorDataset(xtr, ytr), batch_size=batch, shuffle=True, drop_last=True)
-        stats = train_one_epoch(model, train, opt, info, progress=False)
-        metrics = evaluate(model, test, info, progress=False)
-        history.append(dict(epoch=epoch, train_loss=stats.loss, top1=metrics["top1"], seconds=stats.seconds,
-                            nonfinite_steps=stats.nonfinite_steps))
+        stats = train_epoch(model, train, opt, device)
+        history.append(dict(epoch=epoch, train_loss=stats.loss, top1=top1(model, test, device),
+                            seconds=stats.seconds, nonfinite_steps=stats.nonfinite_steps))
     return history
 
 
