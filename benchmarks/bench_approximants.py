@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gcp  # noqa: E402
 from gcp._series import pade_coefficients, taylor_coefficients  # noqa: E402
-from gcp._timing import interleaved_ms, markdown_table  # noqa: E402
+from gcp._timing import interleaved_ms, markdown_table, positive_int  # noqa: E402
 
 
 class _PublishedLya(torch.autograd.Function):
@@ -71,12 +71,12 @@ class _PublishedLya(torch.autograd.Function):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--dims", type=int, nargs="+", default=[256])
+    ap.add_argument("--batch", type=positive_int, default=32)
+    ap.add_argument("--dims", type=positive_int, nargs="+", default=[256])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=positive_int, default=7)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)

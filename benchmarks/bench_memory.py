@@ -88,20 +88,25 @@ def measure(name: str, args: argparse.Namespace) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gcp._timing import markdown_table
+    from gcp._timing import markdown_table, positive_int
     from gcp.compare.routes import ALL_ROUTES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--dim", type=int, default=256)
-    ap.add_argument("--runs", type=int, default=3, help="fresh processes per route")
+    ap.add_argument("--batch", type=positive_int, default=32)
+    ap.add_argument("--dim", type=positive_int, default=256)
+    ap.add_argument("--runs", type=positive_int, default=3, help="fresh processes per route")
     ap.add_argument("--routes", default="all", help="comma-separated route names (default: all + baselines)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
     ap.add_argument("--csv", default=None)
     args = ap.parse_args(argv)
-    names = list(BASELINES) + list(ALL_ROUTES) if args.routes == "all" else args.routes.split(",")
+    names = list(BASELINES) + list(ALL_ROUTES) if args.routes == "all" else [n.strip() for n in args.routes.split(",")]
+    unknown = [n for n in names if n not in BASELINES and n not in ALL_ROUTES]
+    if unknown or not names:  # before any process is started
+        ap.error(f"unknown route(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(BASELINES + ALL_ROUTES)}")
+    if not args.timeout > 0:
+        ap.error("--timeout must be positive")
     results: dict[str, list[float]] = {}
     for name in tqdm(names, desc="bench_memory", file=sys.stderr):
         results[name] = [measure(name, args) for _ in range(args.runs)]

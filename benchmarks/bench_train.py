@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gcp  # noqa: E402
 import zoo  # noqa: E402
-from gcp._timing import interleaved_ms, markdown_table  # noqa: E402
+from gcp._timing import interleaved_ms, markdown_table, positive_int  # noqa: E402
 from gcp.compare.stats import ranges_overlap  # noqa: E402
 from zoo.training import amp_dtype, autocast  # noqa: E402
 
@@ -37,9 +37,9 @@ CONFIGS = {
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--img-size", type=int, default=224)
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (one step of every model each)")
+    ap.add_argument("--batch", type=positive_int, default=8)
+    ap.add_argument("--img-size", type=positive_int, default=224)
+    ap.add_argument("--rounds", type=positive_int, default=7, help="interleaved rounds (one step of every model each)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     args = ap.parse_args(argv)

@@ -9,6 +9,19 @@ from typing import Callable
 import torch
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type of the benchmark scripts' counts and sizes: an integer >= 1, or a usage error."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -51,25 +51,21 @@ def check_floating(x: torch.Tensor, name: str = "input") -> None:
         raise DTypeError(f"{name} must have a floating dtype, got {x.dtype}")
 
 
-def _no_values(x: torch.Tensor) -> bool:
-    """True where a tensor's values cannot be read: meta tensors, FX symbolic and JIT tracing."""
+def _skip_value_checks(x: torch.Tensor) -> bool:
+    """True when value checks are off, or a tensor's values cannot be read: meta tensors, FX
+    symbolic and JIT tracing."""
     return (
-        x.device.type == "meta"
+        not _FINITE_CHECKS
+        or x.device.type == "meta"
         or torch.jit.is_scripting()
         or torch.jit.is_tracing()
         or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
     )
 
 
-def _value_check(ok: torch.Tensor) -> bool:
-    """Whether an eager check must look at ``ok`` (a 0-d bool tensor) and raise on False.
-
-    Under ``torch.compile``/``torch.export`` the check is emitted as an in-graph assertion and
-    ``False`` is returned (the caller then has nothing more to do); with checks disabled, or
-    where values do not exist, nothing is checked.
-    """
-    if not _FINITE_CHECKS or _no_values(ok):
-        return False
+def _failed(ok: torch.Tensor) -> bool:
+    """Whether the check ``ok`` (a 0-d bool tensor) failed in eager mode. Under
+    ``torch.compile``/``torch.export`` it becomes an in-graph assertion and ``False`` is returned."""
     if torch.compiler.is_compiling():
         torch._assert_async(ok, "gcp: input check failed (NaN/Inf or not positive semi-definite)")
         return False
@@ -77,9 +73,9 @@ def _value_check(ok: torch.Tensor) -> bool:
 
 
 def check_finite(x: torch.Tensor, name: str = "input") -> None:
-    if not _FINITE_CHECKS or _no_values(x):
+    if _skip_value_checks(x):
         return
-    if _value_check(torch.isfinite(x).all()):
+    if _failed(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise NonFiniteError(
             f"{name} holds {bad} non-finite (NaN/Inf) entr{'y' if bad == 1 else 'ies'}; "
@@ -107,12 +103,12 @@ def check_definite(lam: torch.Tensor, dtype: torch.dtype, name: str = "input") -
     when ``λ_min < −tol · max|λ|`` with ``tol`` from :func:`indefinite_tolerance`; smaller
     negatives are round-off of a rank-deficient covariance and are accepted.
     """
-    if not _FINITE_CHECKS or _no_values(lam):
+    if _skip_value_checks(lam):
         return
     tol = indefinite_tolerance(dtype, lam.shape[-1])
     scale = lam.abs().amax(-1)
     bad = lam[..., 0] < -tol * scale
-    if _value_check(~bad.any()):
+    if _failed(~bad.any()):
         worst = float((lam[..., 0] / scale.clamp_min(torch.finfo(lam.dtype).tiny)).min())
         raise IndefiniteError(
             f"{name}: {int(bad.sum())} of {bad.numel()} matrices are not positive semi-definite "
@@ -129,14 +125,14 @@ def check_trace_normalisable(x: torch.Tensor, name: str = "input") -> None:
     the matrix is not zero) are refused. Indefinite matrices with a positive diagonal pass: telling
     them apart needs an eigendecomposition, which these routes exist to avoid.
     """
-    if not _FINITE_CHECKS or _no_values(x):
+    if _skip_value_checks(x):
         return
     diag = torch.diagonal(x, dim1=-2, dim2=-1)
     tol = indefinite_tolerance(x.dtype, x.shape[-1])
     scale = diag.abs().amax(-1)
     nonzero = x.detach().abs().flatten(-2).amax(-1) > 0
     bad = (diag.amin(-1) < -tol * scale) | ((diag.sum(-1) <= 0) & nonzero)
-    if _value_check(~bad.any()):
+    if _failed(~bad.any()):
         raise IndefiniteError(
             f"{name}: {int(bad.sum())} of {bad.numel()} matrices have a negative diagonal entry or a "
             "non-positive trace, so they are not positive semi-definite; square roots need "

@@ -190,3 +190,25 @@ def test_every_section_runs_on_cuda(tmp_path):
     out = tmp_path / "gpu"
     assert main(ARGS + ["--device", "cuda", "--out", str(out)]) == 0
     assert "device=cuda" in (out / "report.md").read_text()
+
+
+def test_recommend_refuses_empty_nan_and_indefinite_input_before_measuring(tmp_path, capsys):
+    cases = {"empty": torch.zeros(0, 10, 10), "nan": torch.full((2, 10, 4), float("nan")),
+             "indefinite": -torch.eye(10).expand(2, 10, 10).clone()}
+    for name, tensor in cases.items():
+        torch.save(tensor, tmp_path / f"{name}.pt")
+        assert main(["--recommend", "--dim", "10", "--batch", "4", "--features", str(tmp_path / f"{name}.pt"),
+                     "--out", str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert "gcp-compare: error:" in err and "| 0/30" in err and "| 1/30" not in err, name  # before step 1
+        assert not (tmp_path / name / "recommendation.md").exists()
+
+
+@pytest.mark.parametrize("bad", [["--seeds", "0", "0"], ["--seeds", "-1"], ["--zca-dims", "0"], ["--zca-dims", "5"],
+                                 ["--recommend", "--dim", "0"], ["--recommend", "--batch", "0"],
+                                 ["--recommend", "--tol", "-1"], ["--recommend", "--features", "missing.pt"]])
+def test_bad_flags_are_refused_before_work(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--quick", *bad, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

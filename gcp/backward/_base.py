@@ -174,6 +174,12 @@ class CouplingMode(BackwardMode):
     def coupling(self, state: SpectralState, opts: Options) -> Tensor:
         raise NotImplementedError
 
+    def coupling_and_ties(self, state: SpectralState, opts: Options) -> tuple[Tensor, Optional[Tensor]]:
+        """``(K, tied)``: a mode that detects numerically equal eigenvalues returns their
+        ``(..., d, d)`` mask, and matrix functions then give those pairs the limit of the divided
+        difference, ``f'(λ)``, instead of ``K``'s value (which cannot carry it). ``None``: no ties."""
+        return self.coupling(state, opts), None
+
     def eigh_grad(
         self, state: SpectralState, grad_lam: Tensor, grad_vecs: Tensor, opts: Options
     ) -> Tensor:
@@ -187,11 +193,38 @@ class CouplingMode(BackwardMode):
         # in place where possible: each batch of d×d temporaries is memory (and, on CPU, time)
         m = sym(rotate_in(state.vecs, grad))
         f, df = power_values(state.lam, p)
-        k_omega = self.coupling(state, opts).mul_(m).mul_(2.0 * f.unsqueeze(-2))  # K ∘ Ω
-        inner = sym(k_omega)
-        del k_omega
+        k, tied = self.coupling_and_ties(state, opts)
+        inner = sym(k.mul_(m).mul_(2.0 * f.unsqueeze(-2)))  # sym(K ∘ Ω)
+        del k
+        if tied is not None:  # the limit f'(λ) of tied pairs, as "exact" computes it
+            inner = torch.where(tied, power_divided_difference(state.lam, p).mul_(m), inner)
         inner.diagonal(dim1=-2, dim2=-1).add_(df * torch.diagonal(m, dim1=-2, dim2=-1))
         return conjugate(state.vecs, inner)
+
+
+def power_divided_difference(lam: Tensor, p: float) -> Tensor:
+    """``K_ab = (λ_a^p − λ_b^p)/(λ_a − λ_b)``, ``K_aa = p λ_a^{p−1}``, for positive ``λ``.
+
+    The square root, inverse square root and integer powers 1 and 2 have cheap exact forms
+    (two or three passes over ``d × d``); other powers use the ``expm1`` form.
+    """
+    if p == 0.5:
+        s = lam.sqrt()
+        return (s.unsqueeze(-1) + s.unsqueeze(-2)).reciprocal_()
+    if p == -0.5:
+        s = lam.sqrt()
+        si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
+        return ((si + sj) * (si * sj)).reciprocal_().neg_()
+    if p == 1.0:
+        return torch.ones(lam.shape + lam.shape[-1:], dtype=lam.dtype, device=lam.device)
+    if p == 2.0:
+        return lam.unsqueeze(-1) + lam.unsqueeze(-2)
+    hi, lo, _ = pairs(lam)
+    log_r = log_ratio(hi, lo)
+    distinct = log_r != 0
+    denom = torch.expm1(torch.where(distinct, log_r, torch.ones_like(log_r)))
+    ratio = torch.where(distinct, torch.expm1(p * log_r) / denom, torch.full_like(log_r, p))
+    return hi.pow(p - 1.0) * ratio
 
 
 def clamp_to_floor(lam: Tensor, floor: Tensor) -> Tensor:

@@ -32,8 +32,7 @@ from ._base import (
     SpectralState,
     check_positive,
     conjugate,
-    log_ratio,
-    pairs,
+    power_divided_difference,
     rotate_in,
     sym,
     zero_diagonal,
@@ -46,31 +45,6 @@ class ExactOptions(Options):
 
     def __post_init__(self) -> None:
         check_positive("exact", "rtol", self.rtol)
-
-
-def power_divided_difference(lam: Tensor, p: float) -> Tensor:
-    """``K_ab = (λ_a^p − λ_b^p)/(λ_a − λ_b)``, ``K_aa = p λ_a^{p−1}``, for positive ``λ``.
-
-    The square root, inverse square root and integer powers 1 and 2 have cheap exact forms
-    (two or three passes over ``d × d``); other powers use the ``expm1`` form.
-    """
-    if p == 0.5:
-        s = lam.sqrt()
-        return (s.unsqueeze(-1) + s.unsqueeze(-2)).reciprocal_()
-    if p == -0.5:
-        s = lam.sqrt()
-        si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
-        return ((si + sj) * (si * sj)).reciprocal_().neg_()
-    if p == 1.0:
-        return torch.ones(lam.shape + lam.shape[-1:], dtype=lam.dtype, device=lam.device)
-    if p == 2.0:
-        return lam.unsqueeze(-1) + lam.unsqueeze(-2)
-    hi, lo, _ = pairs(lam)
-    log_r = log_ratio(hi, lo)
-    distinct = log_r != 0
-    denom = torch.expm1(torch.where(distinct, log_r, torch.ones_like(log_r)))
-    ratio = torch.where(distinct, torch.expm1(p * log_r) / denom, torch.full_like(log_r, p))
-    return hi.pow(p - 1.0) * ratio
 
 
 class Exact(CouplingMode):

@@ -29,18 +29,7 @@ import torch
 from torch import Tensor
 
 from .._series import pade_coefficients
-from ._base import (
-    CouplingMode,
-    Options,
-    SpectralState,
-    _fail,
-    clamp_to_floor,
-    conjugate,
-    power_values,
-    rotate_in,
-    sym,
-)
-from .exact import power_divided_difference
+from ._base import CouplingMode, Options, SpectralState, _fail, clamp_to_floor
 
 
 @dataclass(frozen=True)
@@ -75,9 +64,9 @@ class Pade(CouplingMode):
     options = PadeOptions
 
     def coupling(self, state: SpectralState, opts: PadeOptions) -> Tensor:
-        return self._coupling_and_ties(state, opts)[0]
+        return self.coupling_and_ties(state, opts)[0]
 
-    def _coupling_and_ties(self, state: SpectralState, opts: PadeOptions) -> tuple[Tensor, Tensor]:
+    def coupling_and_ties(self, state: SpectralState, opts: PadeOptions) -> tuple[Tensor, Tensor]:
         """``(K, tied)``: the Padé coupling (zero on tied pairs) and the ``(..., d, d)`` tie mask."""
         p, q = pade_coefficients("geometric", *opts.degree)
         lam = clamp_to_floor(state.lam, state.floor)
@@ -99,15 +88,3 @@ class Pade(CouplingMode):
         tied[..., rows, cols] = degenerate
         tied[..., cols, rows] = degenerate
         return k, tied
-
-    def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: PadeOptions) -> Tensor:
-        lam = clamp_to_floor(state.lam, state.floor)
-        m = sym(rotate_in(state.vecs, grad))
-        f, df = power_values(lam, p)
-        k, tied = self._coupling_and_ties(state, opts)
-        inner = sym(k.mul_(m).mul_(2.0 * f.unsqueeze(-2)))  # sym(K ∘ Ω), as in CouplingMode
-        del k
-        # tied pairs: the limit of the divided difference, f'(λ), as "exact" computes it
-        inner = torch.where(tied, power_divided_difference(lam, p).mul_(m), inner)
-        inner.diagonal(dim1=-2, dim2=-1).add_(df * torch.diagonal(m, dim1=-2, dim2=-1))
-        return conjugate(state.vecs, inner)

@@ -93,6 +93,8 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     for key in ("dim", "sizes", "batch", "repeats", "epochs", "seeds"):
         if getattr(args, key) is None:
             setattr(args, key, base[key])
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        parser.error(f"--seeds must be distinct non-negative integers, got {list(args.seeds)}")
     args.ratios = base["ratios"]
     args.zca_dims = tuple(args.zca_dims) if args.zca_dims else base["zca_dims"]
     if any(d < 1 or 32 % d for d in args.zca_dims):

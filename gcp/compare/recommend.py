@@ -19,6 +19,7 @@ overlap its range are named as equally good within the noise.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ def load_user_matrices(path: str, dtype: torch.dtype) -> Tensor:
         raise GCPError(f"--features: {path!r} is not a tensor saved with torch.save ({exc.__class__.__name__})") from exc
     if not isinstance(obj, Tensor) or not obj.is_floating_point():
         raise GCPError(f"--features: {path!r} must hold one floating-point tensor, got {type(obj).__name__}")
+    if obj.numel() == 0 or obj.shape[0] == 0:
+        raise ShapeError(f"--features: {path!r} holds no matrices (shape {tuple(obj.shape)})")
+    if not bool(torch.isfinite(obj).all()):
+        raise GCPError(f"--features: {path!r} holds NaN or Inf values")
     x = obj.to(F64)
     if x.dim() == 3 and x.shape[-1] == x.shape[-2] and torch.allclose(x, x.transpose(-1, -2)):
         return x
@@ -81,15 +86,7 @@ def recommend(dim: int, batch: int, dtype: torch.dtype, device: torch.device, fe
     the route is ``None`` when no stable route is within ``tol``."""
     tick = progress or (lambda: None)
     evidence = {m: RouteEvidence(m) for m in CANDIDATES}
-    # 1. stability on the degenerate suite, in the user's dtype
-    for m in CANDIDATES:
-        for name, x in degenerate_suite().items():
-            g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
-            if not torch.isfinite(_fwd_bwd(route(m), x.to(dtype), g.to(dtype))).all():
-                evidence[m].stable = False
-                evidence[m].notes.append(f"non-finite gradient on {name}")
-        tick()
-    # 2. accuracy at the user's spectrum
+    # the user's spectrum first: a bad --features file fails before any measurement
     if features:
         x64 = load_user_matrices(features, dtype)
         if x64.shape[-1] != dim:
@@ -104,12 +101,21 @@ def recommend(dim: int, batch: int, dtype: torch.dtype, device: torch.device, fe
     # rank-deficient covariance and with them f'(λ) — a property of the input, not of a route)
     x64 = x64[:8].to(dtype).to(F64)  # the error is a property of the spectrum; a few matrices measure it
     g64 = torch.randn(x64.shape, generator=torch.Generator().manual_seed(1), dtype=F64).to(dtype).to(F64)
-    ref = _fwd_bwd(sqrtm, x64, g64)
+    ref = _fwd_bwd(sqrtm, x64, g64)  # also refuses non-PSD covariances (IndefiniteError), up front
+    # 1. stability on the degenerate suite, in the user's dtype
+    for m in CANDIDATES:
+        for name, x in degenerate_suite().items():
+            g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+            if not torch.isfinite(_fwd_bwd(route(m), x.to(dtype), g.to(dtype))).all():
+                evidence[m].stable = False
+                evidence[m].notes.append(f"non-finite gradient on {name}")
+        tick()
+    # 2. accuracy at the user's spectrum
     for m in CANDIDATES:
         if evidence[m].stable:
             got = _fwd_bwd(route(m), x64.to(dtype), g64.to(dtype)).double()
             err = ((got - ref).norm() / ref.norm()).item()
-            evidence[m].grad_err = err if torch.isfinite(torch.tensor(err)) else float("inf")
+            evidence[m].grad_err = err if math.isfinite(err) else float("inf")
         tick()
     # 3. speed of the stable and accurate routes at the user's batch
     fast = [m for m in CANDIDATES if evidence[m].stable and evidence[m].grad_err <= tol]
@@ -143,7 +149,7 @@ def render(best: Optional[str], evidence: list[RouteEvidence], source: str, dim:
         rows = [f"| {e.mode} | {'yes' if e.stable else 'no'} | {e.grad_err:.1e} | {'; '.join(e.notes)} |"
                 for e in evidence]
         return "\n".join(head + ["| route | stable | grad error | notes |", "|---|---|---|---|"] + rows) + "\n"
-    peers = [e.mode for e in evidence if e.mode != best and e.ratio == e.ratio
+    peers = [e.mode for e in evidence if e.mode != best and not math.isnan(e.ratio)
              and ranges_overlap(e.ratio_range, by[best].ratio_range)]
     lines = [f"# Recommendation for d = {dim}, batch {batch}, {str(dtype).replace('torch.', '')}, {device}", "",
              f"**Use `{best}`**: stable on the degenerate suite, gradient error {by[best].grad_err:.1e} at the "
@@ -154,8 +160,9 @@ def render(best: Optional[str], evidence: list[RouteEvidence], source: str, dim:
              "", f"Spectrum: {source}. Gradient error: relative (Frobenius) to the float64 `exact` gradient. "
              "Speed: forward+backward ÷ `torch.linalg.eigh` forward, median and min–max over interleaved rounds.",
              "", "| route | stable | grad error | fwd+bwd ÷ eigh | notes |", "|---|---|---|---|---|"]
-    for e in sorted(evidence, key=lambda e: (not e.stable, e.grad_err > tol, e.ratio if e.ratio == e.ratio else 1e9)):
-        speed = f"{e.ratio:.2f} ({e.ratio_range[0]:.2f}–{e.ratio_range[1]:.2f})" if e.ratio == e.ratio else "—"
+    timed = lambda e: not math.isnan(e.ratio)  # noqa: E731
+    for e in sorted(evidence, key=lambda e: (not e.stable, e.grad_err > tol, e.ratio if timed(e) else math.inf)):
+        speed = f"{e.ratio:.2f} ({e.ratio_range[0]:.2f}–{e.ratio_range[1]:.2f})" if timed(e) else "—"
         note = "; ".join(e.notes) or ("above tol: not timed" if e.stable and e.grad_err > tol else "")
         lines.append(f"| {e.mode}{' ←' if e.mode == best else ''} | {'yes' if e.stable else 'no'} | "
                      f"{e.grad_err:.1e} | {speed} | {note} |".replace("nan", "—"))
