@@ -16,9 +16,10 @@ Public API::
 from .approximants import mpa_sqrtm, mtp_sqrtm
 from ._validation import finite_checks, set_finite_checks
 from .backward import BACKWARDS, get_backward, register_backward
-from .covariance import covariance, triu_vec
+from .covariance import covariance, triu_index, triu_vec
 from .errors import (
     DTypeError,
+    ExportError,
     GCPError,
     IndefiniteError,
     InvalidOptionError,
@@ -30,7 +31,7 @@ from .errors import (
 from .lyapunov import lyap_sign_solve
 from .newton_schulz import isqrtm
 from .pca import PCADenoising, pca_denoise
-from .pooling import METHODS, GCPHead, covariance_pool, normalize_covariance
+from .pooling import METHODS, SCRIPTABLE_METHODS, GCPHead, covariance_pool, normalize_covariance
 from .spectral import eigh, inv_sqrtm, powm, sqrtm
 from .whitening import ZCAWhitening, replace_batchnorm, zca_whiten
 
@@ -40,6 +41,7 @@ __all__ = [
     "BACKWARDS",
     "GCPHead",
     "METHODS",
+    "SCRIPTABLE_METHODS",
     "PCADenoising",
     "ZCAWhitening",
     "covariance_pool",
@@ -48,6 +50,7 @@ __all__ = [
     "replace_batchnorm",
     "zca_whiten",
     "DTypeError",
+    "ExportError",
     "GCPError",
     "IndefiniteError",
     "InvalidOptionError",
@@ -68,5 +71,6 @@ __all__ = [
     "register_backward",
     "set_finite_checks",
     "sqrtm",
+    "triu_index",
     "triu_vec",
 ]

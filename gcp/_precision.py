@@ -21,6 +21,15 @@ def resolve_compute_dtype(
     return dtype if torch.finfo(dtype).bits >= torch.finfo(minimum).bits else minimum
 
 
+def smallest_normal(dtype: torch.dtype) -> float:
+    """``torch.finfo(dtype).tiny``, written out because TorchScript has no ``torch.finfo``."""
+    if dtype == torch.float64:
+        return 2.2250738585072014e-308
+    if dtype == torch.float16:
+        return 6.103515625e-05
+    return 1.1754943508222875e-38  # float32 and bfloat16
+
+
 @contextlib.contextmanager
 def autocast_off(device: torch.device) -> Iterator[None]:
     """Disable autocast for ``device`` so eigh/matmuls see the dtype we chose, not fp16/bf16.

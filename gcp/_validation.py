@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import DTypeError, IndefiniteError, NonFiniteError, NonSquareError, ShapeError
+from .errors import DTypeError, ExportError, IndefiniteError, NonFiniteError, NonSquareError, ShapeError
 
 _FINITE_CHECKS = True
 
@@ -152,3 +152,17 @@ def check_square_batch(x: torch.Tensor, name: str = "input") -> None:
     if x.shape[-1] == 0:
         raise ShapeError(f"{name} holds empty 0x0 matrices; got shape {tuple(x.shape)}")
     check_finite(x, name)
+
+
+def check_onnx_exportable(route: str, needs: str) -> None:
+    """Refuse, at ONNX export time, a route that needs an operator ONNX lacks, saying what works.
+
+    ONNX (opset ≤ 23) has no eigendecomposition and no Cholesky factorisation; the exporter would
+    fail deep inside its translation with a message about an aten op.
+    """
+    if torch.onnx.is_in_onnx_export():
+        raise ExportError(
+            f"{route} needs {needs}, which ONNX does not have. Export with a matmul-only square root: "
+            "switch the head first with head.set_method('isqrt', iters=N) or set_method('mtp'), "
+            "or use zoo.export_onnx, which picks N on your own features and reports the difference"
+        )

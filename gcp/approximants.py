@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._precision import autocast_off, resolve_compute_dtype
 from ._series import pade_coefficients, taylor_coefficients
-from ._validation import check_square_batch, check_trace_normalisable
+from ._validation import check_onnx_exportable, check_square_batch, check_trace_normalisable
 from .errors import InvalidOptionError
 from .lyapunov import lyap_sign_solve
 from .newton_schulz import _eye_like
@@ -195,6 +195,7 @@ def mpa_sqrtm(
     Example:
         >>> y = gcp.mpa_sqrtm(gcp.covariance(torch.randn(4, 32, 196)), degree=(5, 5))
     """
+    check_onnx_exportable("method='mpa' (gcp.mpa_sqrtm)", "a Cholesky solve")
     check_square_batch(x)
     check_trace_normalisable(x)
     if (

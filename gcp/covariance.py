@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -58,14 +57,51 @@ def centred_moments(x: Tensor, *, compute_dtype: Optional[torch.dtype] = None) -
         return mean, centred, centred @ centred.transpose(-1, -2) / feats.shape[-1]
 
 
-@functools.lru_cache(maxsize=32)
-def _triu_indices(d: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    rows, cols = torch.triu_indices(d, d, device=device)
-    return rows, cols
+# eager-mode cache of the index per (d, device); a compiled or exported graph computes it itself
+# (dynamo would trace into a cache, and an exporter must see how the index is made)
+_TRIU_INDEX: dict[tuple[int, str], Tensor] = {}
+
+
+def triu_index(d: int, device: Optional[torch.device] = None) -> Tensor:
+    r"""Flat row-major indices of the upper triangle (diagonal included) of a ``d × d`` matrix.
+
+    Entry ``k`` of the packed vector lies in row ``i = d − 1 − t``, where ``t`` is the largest
+    integer with ``t(t+1)/2 <= m = d(d+1)/2 − 1 − k`` (the last ``t(t+1)/2`` entries fill the last
+    ``t`` rows); row ``i`` starts at ``s_i = i·d − i(i−1)/2``, so the column is ``k − s_i + i``.
+    Only ``arange``, ``sqrt``, ``floor`` and integer arithmetic: static shapes that every
+    exporter knows (``torch.triu_indices`` has no ONNX symbolic; a boolean mask would make the
+    length data-dependent).
+
+    Example:
+        >>> gcp.triu_index(3)
+        tensor([0, 1, 2, 4, 5, 8])
+    """
+    n = d * (d + 1) // 2
+    k = torch.arange(n, device=device, dtype=torch.int64)
+    m = (n - 1) - k
+    t = torch.floor((torch.sqrt(8.0 * m.to(torch.float64) + 1.0) - 1.0) / 2.0).to(torch.int64)
+    # one integer correction each way makes the float estimate exact
+    t = t - (t * (t + 1) // 2 > m).to(torch.int64)
+    t = t + ((t + 1) * (t + 2) // 2 <= m).to(torch.int64)
+    row = (d - 1) - t
+    start = row * d - row * (row - 1) // 2
+    return row * d + (k - start + row)
+
+
+def _cached_triu_index(d: int, device: torch.device) -> Tensor:
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return triu_index(d, device)
+    key = (d, str(device))
+    index = _TRIU_INDEX.get(key)
+    if index is None:
+        index = _TRIU_INDEX[key] = triu_index(d, device)
+    return index
 
 
 def triu_vec(x: Tensor) -> Tensor:
     """Upper triangle (diagonal included) of ``(..., d, d)`` matrices, row-major: ``(..., d(d+1)/2)``.
+
+    A gather with :func:`triu_index`, so it traces and exports (ONNX ``Gather``).
 
     Example:
         >>> gcp.triu_vec(torch.eye(256).expand(2, 256, 256)).shape
@@ -75,10 +111,4 @@ def triu_vec(x: Tensor) -> Tensor:
     if x.dim() < 2 or x.shape[-1] != x.shape[-2]:
         raise NonSquareError(f"triu_vec expects square matrices (..., d, d); got shape {tuple(x.shape)}")
     d = x.shape[-1]
-    # the cache saves rebuilding the indices in eager mode; a compiled graph builds them once
-    # itself (dynamo would trace through lru_cache and warn)
-    if torch.compiler.is_compiling():
-        rows, cols = torch.triu_indices(d, d, device=x.device)
-    else:
-        rows, cols = _triu_indices(d, x.device)
-    return x[..., rows, cols]
+    return x.flatten(-2).index_select(-1, _cached_triu_index(d, x.device))

@@ -15,6 +15,7 @@ __all__ = [
     "IndefiniteError",
     "UnknownBackwardError",
     "InvalidOptionError",
+    "ExportError",
 ]
 
 
@@ -53,3 +54,7 @@ class UnknownBackwardError(GCPError):
 
 class InvalidOptionError(GCPError):
     """An option has an unknown name, a value out of range, or does not apply to this call."""
+
+
+class ExportError(GCPError):
+    """A configuration cannot be scripted or exported as asked; the message says which route works."""

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._precision import autocast_off, resolve_compute_dtype
+from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._validation import check_square_batch, check_trace_normalisable
 from .errors import InvalidOptionError
 
@@ -36,8 +36,11 @@ def newton_schulz(a: Tensor, iters: int, inverse: bool = False) -> Tensor:
 
 
 def ns_power(x: Tensor, iters: int, inverse: bool = False) -> Tensor:
-    """iSQRT-COV on a batch: trace pre-normalisation, Newton–Schulz, ``√tr`` post-compensation."""
-    trace = torch.diagonal(x, dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
+    """iSQRT-COV on a batch: trace pre-normalisation, Newton–Schulz, ``√tr`` post-compensation.
+
+    Plain tensor code (no checks), also compiled by TorchScript for a scripted :class:`gcp.GCPHead`.
+    """
+    trace = torch.diagonal(x, dim1=-2, dim2=-1).sum(-1).clamp_min(smallest_normal(x.dtype))
     trace = trace[..., None, None]
     out = newton_schulz(x / trace, iters, inverse)
     return out / trace.sqrt() if inverse else out * trace.sqrt()

@@ -9,12 +9,15 @@ import torch
 from torch import Tensor, nn
 
 from .approximants import mpa_sqrtm, mtp_sqrtm
-from .covariance import covariance, triu_vec
-from .errors import InvalidOptionError, ShapeError
-from .newton_schulz import isqrtm
-from .spectral import DEFAULT_EPS, powm
+from .covariance import covariance, triu_index
+from .errors import ExportError, InvalidOptionError, ShapeError
+from .newton_schulz import isqrtm, ns_power
+from .spectral import DEFAULT_EPS, eigh_power_forward, powm
 
 METHODS: tuple[str, ...] = ("svd", "isqrt", "mpa", "mtp", "none")
+# methods whose forward a scripted GCPHead can run (TorchScript compiles no autograd Function,
+# and MPA/MTP keep their coefficients in Python)
+SCRIPTABLE_METHODS: tuple[str, ...] = ("svd", "isqrt", "none")
 
 
 def normalize_covariance(
@@ -85,6 +88,21 @@ def covariance_pool(x: Tensor, method: str = "svd", backward: str = "exact", **k
     return normalize_covariance(covariance(x), method, backward, **kwargs)
 
 
+def _checked_feature_maps(x: Tensor, in_channels: int) -> Tensor:
+    """``x`` itself, after checking it is ``(B, in_channels, H, W)``."""
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ShapeError(f"GCPHead expects (B, {in_channels}, H, W) feature maps; got shape {tuple(x.shape)}")
+    return x
+
+
+# FX symbolic tracing (torchvision's create_feature_extractor, timm's FX helpers) keeps these two
+# as single calls in the graph: their shape check and their method dispatch read concrete values,
+# which FX proxies do not have. They run as they are when the traced module runs, so checks,
+# custom backwards and gradients stay those of eager mode.
+torch.fx.wrap("_checked_feature_maps")
+torch.fx.wrap("covariance_pool")
+
+
 class GCPHead(nn.Module):
     r"""Global covariance pooling head: reduction, covariance pooling, normalisation, classifier.
 
@@ -152,6 +170,9 @@ class GCPHead(nn.Module):
             nn.init.kaiming_normal_(self.reduce.conv.weight, mode="fan_out", nonlinearity="relu")
         self.head_drop = nn.Dropout(drop_rate)
         self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        # the upper triangle is a gather by a fixed index (not part of the state dict): every
+        # tracer and exporter, TorchScript and ONNX included, handles index_select
+        self.register_buffer("triu_index", triu_index(self.dim), persistent=False)
 
     def set_method(
         self,
@@ -193,19 +214,48 @@ class GCPHead(nn.Module):
         return (f"in_channels={self.in_channels}, reduced_dim={self.reduced_dim}, method={self.method!r}, "
                 f"backward={self.backward!r}, iters={self.iters}, alpha={self.alpha}{extra}")
 
+    @torch.jit.unused
     def pool(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → normalised ``(B, d, d)`` matrices, in the dtype of the features."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ShapeError(
-                f"GCPHead expects (B, {self.in_channels}, H, W) feature maps; got shape {tuple(x.shape)}"
-            )
-        feats = self.reduce(x)
+        feats = self.reduce(_checked_feature_maps(x, self.in_channels))
         y = covariance_pool(feats, self.method, self.backward, iters=self.iters, alpha=self.alpha,
                             eps=self.eps, **self.opts)
         return y.to(feats.dtype)
 
+    def _scripted_pool(self, x: Tensor) -> Tensor:
+        """What :meth:`pool` computes, in code TorchScript compiles (forward only: gradients of a
+        scripted head are autograd's, not the selected backward mode's)."""
+        if x.dim() != 4 or x.size(1) != self.in_channels:
+            raise RuntimeError("GCPHead expects (B, in_channels, H, W) feature maps")
+        feats = self.reduce(x)
+        flat = feats.flatten(2)
+        if flat.dtype != torch.float64:
+            flat = flat.to(torch.float32)
+        centred = flat - flat.mean(-1, keepdim=True)
+        cov = centred @ centred.transpose(-1, -2) / flat.size(-1)
+        if self.method == "isqrt":
+            y = ns_power(0.5 * (cov + cov.transpose(-1, -2)), self.iters)
+        elif self.method == "svd":
+            y = eigh_power_forward(cov, self.alpha, self.eps)
+        elif self.method == "none":
+            y = cov
+        else:
+            raise RuntimeError("this GCPHead method has no TorchScript path")
+        return y.to(feats.dtype)
+
+    def __prepare_scriptable__(self) -> "GCPHead":
+        # called by torch.jit.script before compiling: refuse what the scripted path cannot run
+        if self.method not in SCRIPTABLE_METHODS:
+            raise ExportError(
+                f"GCPHead(method={self.method!r}) cannot be scripted: TorchScript runs methods "
+                f"{', '.join(SCRIPTABLE_METHODS)}. Use torch.export / torch.compile, or switch first "
+                "with head.set_method('isqrt')"
+            )
+        return self
+
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        rep = self.head_drop(triu_vec(self.pool(x)))
+        y = self._scripted_pool(x) if torch.jit.is_scripting() else self.pool(x)
+        rep = self.head_drop(y.flatten(-2).index_select(-1, self.triu_index))
         return rep if pre_logits else self.fc(rep)
 
     def get_classifier(self) -> nn.Module:

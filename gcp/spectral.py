@@ -8,8 +8,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ._precision import autocast_off, resolve_compute_dtype
-from ._validation import check_definite, check_square_batch
+from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
+from ._validation import check_definite, check_onnx_exportable, check_square_batch
 from .backward import BackwardMode, Options, SpectralState, get_backward
 from .errors import InvalidOptionError
 
@@ -19,8 +19,27 @@ DEFAULT_EPS = 1e-10
 def _eigh_state(x: Tensor, cdt: torch.dtype, eps: float, keep_input: bool) -> SpectralState:
     xc = x.to(cdt)
     lam, vecs = torch.linalg.eigh(xc)
-    lam_max = lam[..., -1:].clamp_min(torch.finfo(cdt).tiny)
+    lam_max = lam[..., -1:].clamp_min(smallest_normal(cdt))
     return SpectralState(lam=lam, vecs=vecs, floor=eps * lam_max, x=xc if keep_input else None)
+
+
+def _spectral_power(lam: Tensor, vecs: Tensor, floor: Tensor, p: float) -> Tensor:
+    """``V diag(λ^p) Vᵀ``. The floor exists for λ^p with p <= 0 (infinite at 0) and for the
+    backward's couplings, which divide by λ. λ^p with p > 0 is finite at 0, so there only
+    round-off negatives are clipped: flooring would cost ~√eps of accuracy on the rank-deficient
+    covariances GCP produces (d channels > n positions)."""
+    values = torch.maximum(lam, floor).pow(p) if p <= 0 else lam.clamp_min(0.0).pow(p)
+    return (vecs * values.unsqueeze(-2)) @ vecs.transpose(-1, -2)
+
+
+def eigh_power_forward(x: Tensor, p: float, eps: float) -> Tensor:
+    """The forward of :func:`powm` (float64 ``eigh``, floor ``eps·λ_max``) in plain tensor code,
+    without checks or custom backward: what a scripted :class:`gcp.GCPHead` runs (TorchScript
+    cannot compile an autograd Function; its gradient there is autograd's through ``eigh``)."""
+    xc = x.to(torch.float64) if x.dtype != torch.float64 else x
+    lam, vecs = torch.linalg.eigh(xc)
+    floor = eps * lam[..., -1:].clamp_min(smallest_normal(xc.dtype))
+    return _spectral_power(lam, vecs, floor, p).to(x.dtype)
 
 
 def _save(ctx: Any, state: SpectralState) -> None:
@@ -38,13 +57,8 @@ class _PowM(torch.autograd.Function):
         with autocast_off(x.device):
             state = _eigh_state(x, cdt, eps, mode.needs_input)
             check_definite(state.lam, x.dtype)
+            out = _spectral_power(state.lam, state.vecs, state.floor, p)
             floored = torch.maximum(state.lam, state.floor)
-            # The floor exists for λ^p with p <= 0 (infinite at 0) and for the backward's
-            # couplings, which divide by λ. λ^p with p > 0 is finite at 0, so its forward only
-            # clips round-off negatives: flooring it would cost ~√eps of accuracy on the
-            # rank-deficient covariances GCP produces (d channels > n positions).
-            values = floored.pow(p) if p <= 0 else state.lam.clamp_min(0.0).pow(p)
-            out = (state.vecs * values.unsqueeze(-2)) @ state.vecs.transpose(-1, -2)
             state = SpectralState(lam=floored, vecs=state.vecs, floor=state.floor, x=state.x)
         _save(ctx, state)
         ctx.p, ctx.mode, ctx.opts = p, mode, opts
@@ -84,6 +98,7 @@ def _prepare(
     x: Tensor, backward: str, eps: float, compute_dtype: Optional[torch.dtype], opts: dict
 ) -> tuple[BackwardMode, Options, torch.dtype]:
     check_square_batch(x)
+    check_onnx_exportable("the eigendecomposition routes (method='svd', gcp.powm, gcp.eigh)", "an eigendecomposition")
     mode = get_backward(backward)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
         raise InvalidOptionError(f"eps must be a number in (0, 1), got {eps!r}")

@@ -2,24 +2,75 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Optional, Union
 
 import timm
-from torch import nn
+import torch
+from timm.models.vgg import VGG
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from gcp import InvalidOptionError
 
 PretrainedArg = Union[bool, str]
 
 
-def _create(name: str, in_chans: int, pretrained: PretrainedArg) -> nn.Module:
+class HeadRemoved(nn.Module):
+    """Stands where a timm backbone's own head was: the GCP head replaces it.
+
+    Passes features through and answers the calls timm's model code makes on a head
+    (``head(x, pre_logits=True)``, ``head.reset(num_classes, pool_type)``), so the backbone's
+    ``forward``, ``reset_classifier``, ``prune_intermediate_layers`` and TorchScript still work.
+    ``nn.Identity`` would accept neither ``pre_logits=`` nor ``reset``.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return x
+
+    def reset(self, num_classes: int = 0, pool_type: Optional[str] = None, **kwargs: Any) -> None:
+        if num_classes:
+            raise InvalidOptionError("the backbone's own classifier was removed; reset the GCP model's instead")
+
+
+class CheckpointedVGG(VGG):
+    """timm's VGG with activation checkpointing (timm's VGG refuses ``set_grad_checkpointing``);
+    built VGGs get this class, nothing else changes. One checkpoint per stage (the layers up to
+    each feature tap): a segment boundary between a BN and its in-place ReLU would let the ReLU
+    overwrite a tensor the checkpoint saved."""
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            start = 0
+            for end in self.feature_ends:
+                x = checkpoint(self.features[start:end + 1], x, use_reentrant=False)
+                start = end + 1
+            return self.features[start:](x) if start < len(self.features) else x
+        return self.features(x)
+
+
+def _create(name: str, in_chans: int, pretrained: PretrainedArg, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, num_classes=0, global_pool="")``, with ImageNet weights if asked.
 
     ``pretrained`` is ``True`` (timm's default weights for ``name``) or a path to a local weight
     file in timm's layout; the classifier of the file is dropped by timm since num_classes=0.
+    ``kwargs`` are backbone options timm passes to every model (``drop_path_rate``, …); one the
+    backbone does not have is refused by name.
     """
-    kwargs: dict = dict(num_classes=0, global_pool="", in_chans=in_chans)
-    if isinstance(pretrained, str):
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=pretrained), **kwargs)
-    return timm.create_model(name, pretrained=bool(pretrained), **kwargs)
+    kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans, **kwargs)
+    overlay = dict(file=pretrained) if isinstance(pretrained, str) else None
+    try:
+        return timm.create_model(name, pretrained=bool(pretrained), pretrained_cfg_overlay=overlay, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise InvalidOptionError(f"backbone {name} does not accept this option: {exc}") from exc
 
 
 def _undo_stride(module: nn.Module) -> None:
@@ -35,31 +86,49 @@ def _undo_stride(module: nn.Module) -> None:
             _undo_stride(child)
 
 
-def resnet(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, last_stride: int = 1) -> nn.Module:
+def resnet(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, last_stride: int = 1,
+           **kwargs: Any) -> nn.Module:
     """timm ResNet whose last stage keeps 1/16 resolution (14×14 at 224) when ``last_stride=1``."""
     if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-    model = _create(name, in_chans, pretrained)
+        raise InvalidOptionError(f"last_stride must be 1 or 2, got {last_stride!r}")
+    model = _create(name, in_chans, pretrained, **kwargs)
     if last_stride == 1:
         _undo_stride(model.layer4[0])
         model.feature_info[-1] = dict(model.feature_info[-1], reduction=16)
     return model
 
 
-def vgg(name: str, in_chans: int = 3, pretrained: PretrainedArg = False) -> nn.Module:
-    """timm VGG without pool5 (14×14 at 224, as in iSQRT-COV) and without its fc6/fc7 head."""
-    model = _create(name, in_chans, pretrained)
+def vgg(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwargs: Any) -> nn.Module:
+    """timm VGG without pool5 (14×14 at 224, as in iSQRT-COV) and without its fc6/fc7 head.
+
+    pool5 is cut from ``features`` (not replaced), and with it the last feature tap, so
+    ``feature_info`` and ``forward_intermediates`` end at the conv5 output the GCP head reads.
+    """
+    if not pretrained:
+        # fc6 (a 512→4096 7×7 conv, 103M parameters) is built by timm only to be dropped below;
+        # a one-channel hidden layer makes that 0.5 GB, 2 s allocation vanish. Pretrained builds
+        # keep timm's shapes, which its weight file must match.
+        kwargs.setdefault("mlp_ratio", 1 / 4096)
+    model = _create(name, in_chans, pretrained, **kwargs)
     if isinstance(model.features[-1], nn.MaxPool2d):
-        model.features[-1] = nn.Identity()
-    model.pre_logits = nn.Identity()
-    model.head = nn.Identity()
+        model.features = model.features[:-1]
+        model.feature_info = model.feature_info[:-1]
+        model.feature_ends = model.feature_ends[:-1]
+    # fc6/fc7 (a 7×7 conv MLP, 120M parameters) go; the classifier head built with
+    # num_classes=0, global_pool='' is parameter-free and stays, so timm's VGG code keeps working
+    model.pre_logits = HeadRemoved(model.num_features)
+    model.head_hidden_size = model.num_features
+    if type(model) is VGG:
+        model.__class__ = CheckpointedVGG
+        model.grad_checkpointing = False
     return model
 
 
-def plain(name: str, in_chans: int = 3, pretrained: PretrainedArg = False) -> nn.Module:
+def plain(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwargs: Any) -> nn.Module:
     """A timm model used as is; its (parameterised) head is removed so every weight is used."""
-    model = _create(name, in_chans, pretrained)
+    model = _create(name, in_chans, pretrained, **kwargs)
     head = getattr(model, "head", None)
     if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
-        model.head = nn.Identity()
+        model.head = HeadRemoved(model.num_features)
+        model.head_hidden_size = model.num_features
     return model

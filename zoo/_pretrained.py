@@ -118,8 +118,27 @@ def check_metadata(model: nn.Module, path: str) -> None:
             )
 
 
-def load_weights_file(model: nn.Module, location: str) -> None:
-    """Load ``location`` (a path, optionally with ``#sha256=<hex>``) into ``model``, verified."""
+def adapt_input_convs(model: nn.Module, state: dict[str, Tensor], first_conv: Any) -> dict[str, Tensor]:
+    """timm's rule for ``in_chans != 3``: the first conv's RGB filters are summed (1 channel) or
+    repeated and scaled by ``3/in_chans`` (timm's ``adapt_input_conv``), so pretrained weights
+    load into a model built for other inputs. Only the named first conv(s) are adapted."""
+    from timm.models import adapt_input_conv
+
+    names = first_conv if isinstance(first_conv, (tuple, list)) else (first_conv,) if first_conv else ()
+    expected = model.state_dict()
+    state = dict(state)
+    for name in names:
+        key = f"{name}.weight"
+        if key in state and key in expected and state[key].dim() == 4:
+            have, want = state[key].shape, expected[key].shape
+            if have[1] != want[1] and have[0] == want[0] and have[2:] == want[2:]:
+                state[key] = adapt_input_conv(want[1], state[key])
+    return state
+
+
+def load_weights_file(model: nn.Module, location: str, first_conv: Any = None) -> None:
+    """Load ``location`` (a path, optionally with ``#sha256=<hex>``) into ``model``, verified;
+    ``first_conv`` names the input conv(s) to adapt when the model's ``in_chans`` differs."""
     path, expected = split_hash(location)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
@@ -129,7 +148,7 @@ def load_weights_file(model: nn.Module, location: str) -> None:
             raise CheckpointError(f"SHA-256 of {path} is {actual}, expected {expected}: refusing to load")
     state = read_state_dict(path)
     check_metadata(model, path)
-    load_into(model, state, path)
+    load_into(model, adapt_input_convs(model, state, first_conv), path)
 
 
 def fetch(url: str) -> str:
@@ -158,7 +177,7 @@ def load_pretrained_weights(model: nn.Module, cfg: Mapping[str, Any]) -> None:
         location = hf_hub_download(cfg["hf_hub_id"], cfg.get("hf_hub_filename") or WEIGHTS_NAME)
     else:
         raise CheckpointError("the pretrained config names no weight file, url or hf_hub_id")
-    load_weights_file(model, location)
+    load_weights_file(model, location, first_conv=cfg.get("first_conv"))
 
 
 def atomic_write(path: str, write: Any) -> None:
