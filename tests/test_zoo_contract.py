@@ -16,7 +16,7 @@ import pytest
 import timm
 import torch
 from timm.optim import create_optimizer_v2
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.models.feature_extraction import create_feature_extractor
 
 import gcp
 import zoo
@@ -86,17 +86,20 @@ def check_heads(name: str) -> None:
             model.reset_classifier(5, global_pool="avg")
         with pytest.raises(gcp.InvalidOptionError, match="num_classes"):
             model.reset_classifier(5, global_pool="")
-        unpooled = timm.create_model(name, num_classes=0, global_pool="", **SMALL).eval()
-        assert unpooled(x).dim() == 4 and unpooled(x).shape[1] == unpooled.num_features
-    # options timm passes to every model: honoured where the backbone has them, refused by name otherwise
-    dropped = timm.create_model(name, num_classes=3, drop_rate=0.25, **SMALL)
-    assert dropped.head.head_drop.p == 0.25
-    if name == "gcp_vgg16_bn":
+    # created without pooling; options timm passes to every model are honoured where the backbone
+    # has them (drop_path_rate), refused by name where it does not (VGG); drop_rate is the head's
+    extra = {} if name == "gcp_vgg16_bn" else dict(drop_path_rate=0.1)
+    unpooled = timm.create_model(name, num_classes=0, global_pool="", drop_rate=0.25, **extra, **SMALL).eval()
+    with torch.no_grad():
+        out = unpooled(x)
+    assert out.dim() == 4 and out.shape[1] == unpooled.num_features
+    if extra:
+        assert any("DropPath" in type(m).__name__ for m in unpooled.modules())
+    else:
         with pytest.raises(gcp.InvalidOptionError, match="drop_path_rate"):
             timm.create_model(name, drop_path_rate=0.1, **SMALL)
-    else:
-        stochastic = timm.create_model(name, drop_path_rate=0.1, **SMALL)
-        assert any("DropPath" in type(m).__name__ for m in stochastic.modules())
+    unpooled.reset_classifier(3, "gcp")  # the head comes back with the options the model was built with
+    assert unpooled.head.head_drop.p == 0.25 and unpooled.head.reduced_dim == 16 and unpooled.num_classes == 3
 
 
 def check_backward(name: str) -> None:
@@ -111,7 +114,8 @@ def check_backward(name: str) -> None:
 def check_features_only(name: str) -> None:
     full = _model(name).eval()
     levels = len(full.feature_info)
-    feats = timm.create_model(name, features_only=True, **SMALL).eval()
+    torch.manual_seed(0)  # the weights of _model(name)
+    feats = timm.create_model(name, features_only=True, num_classes=7, **SMALL).eval()
     assert len(feats.feature_info.channels()) == levels >= 4
     x = _x(1)
     outs = feats(x)
@@ -173,19 +177,22 @@ def check_layer_decay(name: str) -> None:
 
 def check_fx(name: str) -> None:
     model, x = _model(name).eval(), _x()
-    train_nodes, eval_nodes = get_graph_node_names(model)
-    extractor = create_feature_extractor(model, return_nodes={eval_nodes[-1]: "out"})
+    # torchvision's extractor traces both modes once; "head.fc" is the classifier's output node
+    extractor = create_feature_extractor(model, train_return_nodes=["head.fc"], eval_return_nodes=["head.fc"])
     with torch.no_grad():
-        assert torch.allclose(extractor(x)["out"], model(x), rtol=1e-5, atol=1e-6)
-    # timm's own FX helper (its leaf modules and autowrapped functions)
+        assert torch.allclose(extractor(x)["head.fc"], model(x), rtol=1e-5, atol=1e-6)
+    extractor.train()(x)["head.fc"].mean().backward()
+    _all_params_have_grads(extractor)
+    # timm's own FX helper (its leaf modules and autowrapped functions), intermediate nodes too
     from timm.models._features_fx import create_feature_extractor as timm_extractor
 
-    nodes = timm_extractor(model, return_nodes={eval_nodes[-1]: "out"})
+    first = model.pretrained_cfg["first_conv"]
+    nodes = timm_extractor(model.eval(), return_nodes={first: "stem", "head.fc": "out"})
     with torch.no_grad():
-        assert torch.allclose(nodes(x)["out"], model(x), rtol=1e-5, atol=1e-6)
-    trained = create_feature_extractor(model.train(), return_nodes={train_nodes[-1]: "out"})
-    trained(x)["out"].mean().backward()
-    _all_params_have_grads(model)
+        got = nodes(x)
+        assert torch.allclose(got["out"], model(x), rtol=1e-5, atol=1e-6)
+        conv = model.get_submodule(first)
+        assert torch.allclose(got["stem"], conv(x), rtol=1e-5, atol=1e-6)
 
 
 def check_torchscript(name: str) -> None:
