@@ -145,3 +145,12 @@ def test_model_table_lists_every_model_with_published_numbers(capsys):
     assert abs(rows["gcp_resnet50"]["params_m"] - 56.9) < 0.1  # iSQRT-COV paper: 56.9 M
     assert "77.86" in rows["gcp_resnet50"]["published_top1"]
     assert main() == 0 and "| `gcp_vgg16_bn` |" in capsys.readouterr().out
+
+
+def test_weight_tag_builds_the_architecture_its_weights_need():
+    model = zoo.create_model("gcp_resnet50.svd_pade_in1k", reduced_dim=16)
+    assert model.arch_args["last_stride"] == 2 and (model.head.method, model.head.backward) == ("svd", "pade")
+    assert model.pretrained_cfg["pool_size"] == (7, 7)
+    assert model.forward_features(torch.randn(1, 3, 224, 224)).shape[-2:] == (7, 7)
+    # a value the user gives wins over the tag's default
+    assert zoo.create_model("gcp_resnet50.svd_pade_in1k", reduced_dim=16, last_stride=1).arch_args["last_stride"] == 1
