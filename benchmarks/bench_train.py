@@ -25,7 +25,7 @@ import gcp  # noqa: E402
 import zoo  # noqa: E402
 from gcp._timing import interleaved_ms, markdown_table, positive_int  # noqa: E402
 from gcp.compare.stats import ranges_overlap  # noqa: E402
-from zoo.training import amp_dtype, autocast  # noqa: E402
+from gcptrain.loop import amp_dtype, autocast  # noqa: E402
 
 CONFIGS = {
     "timm resnet50 (GAP)": lambda: timm.create_model("resnet50"),

@@ -27,10 +27,9 @@ from typing import Any, Callable, Optional
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import FGVCAircraft, StanfordCars
-from torchvision.datasets.folder import default_loader
 
-from zoo.data import image_folder
-from zoo.errors import DatasetError
+from gcptrain.data import image_folder, load_image
+from gcptrain.errors import DatasetError
 
 CUB_LAYOUT = ("CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, "
               "image_class_labels.txt, classes.txt, bounding_boxes.txt}")
@@ -72,7 +71,7 @@ class LabelledImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, target = self.samples[index]
-        image: Image.Image = default_loader(path)
+        image: Image.Image = load_image(path)
         if self.boxes is not None:
             x, y, w, h = self.boxes[index]
             image = image.crop((int(x), int(y), int(round(x + w)), int(round(y + h))))
@@ -95,6 +94,10 @@ def cub200(root: str, split: str = "train", transform: Optional[Callable] = None
     classes = [name for _, name in _read_table(os.path.join(base, "classes.txt"), 2, CUB_LAYOUT)]
     boxes_raw = {r[0]: r[1:] for r in _read_table(os.path.join(base, "bounding_boxes.txt"), 5, CUB_LAYOUT)} \
         if bbox_crop else {}
+    bad_split = [(i, f) for i, f in is_train.items() if f not in ("0", "1")]
+    if bad_split:
+        raise DatasetError(f"{os.path.join(base, 'train_test_split.txt')}: image {bad_split[0][0]} has split value "
+                           f"{bad_split[0][1]!r}; the values are 1 (train) and 0 (test)")
     want = "1" if split == "train" else "0"
     samples, boxes = [], []
     for image_id, rel in images.items():
@@ -152,9 +155,20 @@ def fgvc_aircraft(root: str, split: str = "trainval", transform: Optional[Callab
         raise DatasetError(f"FGVC-Aircraft splits are train, val, trainval, test; got {split!r}")
     data = os.path.join(root, "fgvc-aircraft-2013b", "data")
     layout = "fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, images_<level>_<split>.txt}"
-    _require(os.path.join(data, levels[annotation_level]), layout)
-    _require(os.path.join(data, f"images_{annotation_level}_{split}.txt"), layout)
+    classes_file = _require(os.path.join(data, levels[annotation_level]), layout)
+    split_file = _require(os.path.join(data, f"images_{annotation_level}_{split}.txt"), layout)
     _require(os.path.join(data, "images"), layout)
+    with open(classes_file) as fh:
+        lines = fh.read().split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()  # the trailing newline
+    blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+    if blank:
+        raise DatasetError(f"{classes_file}:{blank[0]}: blank line (it would become a class without a name)")
+    with open(split_file) as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip() and len(line.strip().split(" ", 1)) != 2:
+                raise DatasetError(f"{split_file}:{number}: expected '<image id> <class name>', got {line.strip()!r}")
     try:
         ds = _from_torchvision(FGVCAircraft(root, split=split, annotation_level=annotation_level))
     except (ValueError, KeyError) as exc:
@@ -179,6 +193,12 @@ def stanford_dogs(root: str, split: str = "train", transform: Optional[Callable]
     except (KeyError, ValueError, OSError) as exc:
         raise DatasetError(f"malformed {lists} (needs file_list and labels): {exc}") from exc
     classes = sorted(e.name for e in os.scandir(images) if e.is_dir())
+    if len(files) != len(labels):
+        raise DatasetError(f"{lists}: {len(files)} files but {len(labels)} labels")
+    bad = [(f, t) for f, t in zip(files, labels) if not 0 <= t < len(classes)]
+    if bad:
+        raise DatasetError(f"{lists}: label {bad[0][1] + 1} of {bad[0][0]} is outside 1..{len(classes)} "
+                           f"(the class folders of {images})")
     samples = [(os.path.join(images, f), t) for f, t in zip(files, labels)]
     return LabelledImages(samples, [c.split("-", 1)[-1] for c in classes], transform)
 
@@ -188,6 +208,18 @@ def imagefolder(root: str, split: str = "train", transform: Optional[Callable] =
     if split != "train" and not os.path.isdir(os.path.join(root, split)):
         split = "val" if os.path.isdir(os.path.join(root, "val")) else "test"
     return image_folder(root, split, transform)
+
+
+LAYOUTS: dict[str, str] = {
+    "cub": "DATA/CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, image_class_labels.txt, "
+           "classes.txt, bounding_boxes.txt}",
+    "cars": "DATA/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, cars_test/, "
+            "cars_test_annos_withlabels.mat}",
+    "aircraft": "DATA/fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
+                "images_<level>_<split>.txt}",
+    "dogs": "DATA/{Images/<wnid-breed>/*.jpg, train_list.mat, test_list.mat}",
+    "imagefolder": "DATA/{train,val}/<class>/*.jpg (the same class folders in both)",
+}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from PIL import Image
 import _fixtures
 from finegrained import datasets
 from finegrained.finetune import main as finetune
-from finegrained.recipes import recipe_for
+from finegrained.recipes import recipe_for, resize_for
+from gcptrain import RunFolderError
+from gcptrain.data import fixed_crop_transforms
 from zoo.errors import CheckpointError, DatasetError
 
 MAKERS = {
@@ -76,14 +78,13 @@ def test_missing_annotation_file_names_it(tmp_path):
 
 
 def test_recipes():
-    cub, air, cars = recipe_for("cub", "gcp_resnet50"), recipe_for("aircraft", "gcp_resnet50"), recipe_for("cars", "x")
-    assert (cub.img_size, cub.batch_size, cub.lr, cub.classifier_lr_mult, cub.epochs) == (448, 10, 1.2e-3, 5.0, 100)
-    assert air.resize == (512, 512) and cars.resize == (448, 448)
-    vgg = recipe_for("cub", "gcp_vgg16_bn")
-    assert (vgg.lr, vgg.classifier_lr_mult, vgg.epochs, vgg.decay_milestones) == (3e-3, 20.0, 40, (20,))
-    small = air.scaled(32)
-    assert small.img_size == 32 and small.resize == (37, 37)
-    train_tf, test_tf = small.transforms()
+    resnet, vgg = recipe_for("gcp_resnet50"), recipe_for("gcp_vgg16_bn")
+    assert (resnet["img_size"], resnet["batch_size"], resnet["lr"], resnet["classifier_lr_mult"], resnet["epochs"]) \
+        == (448, 10, 1.2e-3, 5.0, 100)
+    assert (vgg["lr"], vgg["classifier_lr_mult"], vgg["epochs"], vgg["decay_milestones"]) == (3e-3, 20.0, 40, (20,))
+    assert resize_for("aircraft", 448) == (512, 512) and resize_for("cars", 448) == (448, 448)
+    assert resize_for("aircraft", 32) == (37, 37)
+    train_tf, test_tf = fixed_crop_transforms(32, resize_for("aircraft", 32))
     assert test_tf(Image.new("RGB", (50, 40))).shape == (3, 32, 32)
 
 
@@ -113,7 +114,7 @@ def test_finetune_from_a_saved_model_and_resume(roots, tmp_path):
     assert finetune(base + ["--epochs", "1"]) == 0
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["model"]["head.fc.weight"].shape == (3, 36)  # 10-class classifier replaced by a 3-class one
-    with pytest.raises(CheckpointError, match="already holds a run"):
+    with pytest.raises(RunFolderError, match="already holds a run"):
         finetune(base + ["--epochs", "2"])
     assert finetune(base + ["--epochs", "2", "--resume", str(out / "last.pth")]) == 0
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 1

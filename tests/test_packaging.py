@@ -41,7 +41,7 @@ def _requirement_names(text: str) -> set[str]:
 # import name -> distribution name, where they differ
 _DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "huggingface_hub": "huggingface-hub"}
 _PROVIDED = {"PIL": "torchvision"}  # Pillow comes with torchvision
-_LOCAL = {"gcp", "zoo", "finegrained", "train_imagenet"}
+_LOCAL = {"gcp", "zoo", "gcptrain", "finegrained", "train_imagenet"}
 
 
 def _imports(folder: str, exclude: tuple[str, ...] = ()) -> set[str]:
@@ -67,6 +67,7 @@ def _third_party(names: set[str]) -> set[str]:
     ("gcp", ("compare",), ()),
     ("zoo", ("zoo",), ("export.py",)),
     ("zoo/export.py", ("zoo", "export"), ()),  # ONNX export: the zoo plus the [export] extra
+    ("gcptrain", ("train",), ()),
     ("finegrained", ("train",), ()),
 ])
 def test_every_import_is_declared(package, extras, exclude):
@@ -86,10 +87,11 @@ def test_core_requirements_are_what_the_core_imports():
     assert {m.lower() for m in core} <= _requirement_names(_setup_cfg()["options"]["install_requires"])
 
 
-@pytest.mark.parametrize("package,above", [("gcp", {"zoo", "finegrained", "train_imagenet"}),
-                                           ("zoo", {"finegrained", "train_imagenet"})])
+@pytest.mark.parametrize("package,above", [("gcp", {"zoo", "gcptrain", "finegrained", "train_imagenet"}),
+                                           ("zoo", {"gcptrain", "finegrained", "train_imagenet"}),
+                                           ("gcptrain", {"finegrained", "train_imagenet"})])
 def test_dependencies_point_one_way(package, above):
-    """core <- zoo <- training/CLIs: no module imports a layer above its own (lazy imports included)."""
+    """core <- zoo <- gcptrain <- CLIs: no module imports a layer above its own (lazy imports included)."""
     assert _imports(package) & above == set()
 
 

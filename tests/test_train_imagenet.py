@@ -9,9 +9,11 @@ import sys
 import pytest
 import torch
 
+import gcptrain
 import train_imagenet
 import zoo
 from _fixtures import image_folder
+from gcptrain import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "4",
@@ -52,7 +54,7 @@ def test_resume_continues_exactly(dataset, tmp_path):
     assert _run(dataset, split, "--epochs", "1") == 0
     first = torch.load(split / "last.pth", weights_only=True)
     # a fresh run in the same folder is refused rather than overwriting it
-    with pytest.raises(zoo.CheckpointError, match="already holds a run"):
+    with pytest.raises(gcptrain.RunFolderError, match="already holds a run"):
         _run(dataset, split, "--epochs", "2")
     assert _run(dataset, split, "--epochs", "2", "--resume", str(split / "last.pth")) == 0
     a = torch.load(straight / "last.pth", weights_only=True)
@@ -82,10 +84,11 @@ def test_hybrid_switch_changes_the_head_at_the_right_epoch(dataset, tmp_path):
 
 
 def test_classifier_multiplier_and_recipe(dataset, tmp_path):
-    args = train_imagenet.parse_args(["--data-dir", dataset, "--recipe", "isqrt-cov-r50", "--epochs", "3"])
-    assert (args.batch_size, args.lr, args.decay_milestones, args.epochs) == (160, 0.1, [30, 45, 60], 3)
-    args = train_imagenet.parse_args(["--data-dir", dataset, "--recipe", "svd-pade-r50"])
-    assert (args.batch_size, args.lr, args.method, args.backward, args.last_stride) == (256, 0.0794, "svd", "pade", 2)
+    parse = train_imagenet.build_parser().parse_args
+    cfg = cli.resolve(parse(["--data-dir", dataset, "--epochs", "3"]), gcptrain.RECIPES["isqrt-cov-r50"])
+    assert (cfg.batch_size, cfg.lr, cfg.decay_milestones, cfg.epochs) == (160, 0.1, (30, 45, 60), 3)
+    cfg = cli.resolve(parse(["--data-dir", dataset]), gcptrain.RECIPES["svd-pade-r50"])
+    assert (cfg.batch_size, cfg.lr, cfg.head) == (256, 0.0794, dict(method="svd", backward="pade", last_stride=2))
     out = tmp_path / "mult"
     assert _run(dataset, out, "--epochs", "1", "--classifier-lr-mult", "5", "--reduction-lr-mult", "2") == 0
     groups = {g["name"]: g for g in torch.load(out / "last.pth", weights_only=True)["optimizer"]["param_groups"]}
@@ -98,12 +101,12 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(dataset,
     out.mkdir()
     (out / "last.pth").write_bytes(b"garbage")
     (out / "summary.csv").write_text("keep")
-    with pytest.raises(zoo.CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(zoo.CheckpointError, match="is not a training checkpoint"):
         _run(dataset, out, "--epochs", "1", "--resume", str(out / "last.pth"))
     assert (out / "last.pth").read_bytes() == b"garbage" and (out / "summary.csv").read_text() == "keep"
     other = tmp_path / "other"
     assert _run(dataset, other, "--epochs", "1") == 0
-    with pytest.raises(zoo.CheckpointError, match="does not fit GCPNet"):
+    with pytest.raises(gcptrain.ConfigError, match="reduced_dim"):  # a resume keeps the run's settings
         _run(dataset, tmp_path / "x", "--epochs", "1", "--reduced-dim", "4", "--resume", str(other / "last.pth"))
 
 
@@ -161,6 +164,6 @@ def test_bf16_amp_ema_channels_last(dataset, tmp_path):
     assert _run(dataset, out, "--epochs", "1", "--amp", "bf16", "--model-ema", "--channels-last",
                 "--method", "svd", "--backward", "taylor", "--head-opt", "degree=9") == 0
     ckpt = torch.load(out / "last.pth", weights_only=True)
-    assert ckpt["ema"] is not None and ckpt["args"]["head_opt"] == [["degree", 9]]
+    assert ckpt["ema"] is not None and ckpt["config"]["head"]["degree"] == 9
     row = _summary(out)[0]
     assert row["nonfinite_steps"] == "0" and float(row["train_loss"]) > 0

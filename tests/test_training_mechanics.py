@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import gcp
-from zoo.training import DistInfo, make_scheduler, train_one_epoch
+from gcptrain import DistInfo, make_scheduler, train_one_epoch
 
 INFO = DistInfo()
 

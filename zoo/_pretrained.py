@@ -45,8 +45,10 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
         if path.endswith(".safetensors"):
             return load_file(path)
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - torch/pickle raise many types for a bad file
+        # torch's message would suggest weights_only=False, i.e. unpickling an untrusted file
+        raise CheckpointError(f"cannot read checkpoint {path}: not a weight file ({type(exc).__name__}); "
+                              "untrusted files are never unpickled") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -188,6 +190,10 @@ def atomic_write(path: str, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates the file 0600; the final file gets the permissions any new file gets
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

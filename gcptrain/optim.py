@@ -1,0 +1,55 @@
+"""The papers' optimiser and schedules, built with timm's factories."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .distributed import unwrap
+from .errors import ConfigError
+
+
+def param_groups(model: nn.Module, classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0) -> list[dict]:
+    """Three groups — backbone, the GCP head's reduction, the classifier — with timm's
+    ``lr_scale`` so timm schedulers keep the multipliers (the papers' classifier factor)."""
+    groups: dict[str, list[Tensor]] = {"classifier": [], "reduction": [], "features": []}
+    for name, p in unwrap(model).named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("head.fc."):
+            groups["classifier"].append(p)
+        elif name.startswith("head.reduce."):
+            groups["reduction"].append(p)
+        else:
+            groups["features"].append(p)
+    scale = {"classifier": classifier_lr_mult, "reduction": reduction_lr_mult, "features": 1.0}
+    return [dict(params=ps, lr_scale=scale[k], name=k) for k, ps in groups.items() if ps]
+
+
+def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
+                   classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """SGD with (non-Nesterov) momentum over :func:`param_groups`, the papers' optimiser, built by
+    timm's factory (``opt="momentum"``; timm's ``"sgd"`` would be Nesterov)."""
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(param_groups(model, classifier_lr_mult, reduction_lr_mult), opt="momentum", lr=lr,
+                               momentum=momentum, weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, epochs: int, sched: str = "step",
+                   milestones: Sequence[int] = (), decay_rate: float = 0.1, warmup_epochs: int = 0,
+                   warmup_lr: float = 1e-4, min_lr: float = 0.0) -> Any:
+    """timm scheduler stepped per epoch. ``milestones`` are 0-based epochs from which the lr is
+    multiplied by ``decay_rate`` (torch's MultiStepLR convention; timm's multistep decays at
+    ``t + 1 >= milestone``, hence the shift). No milestones: a constant lr."""
+    from timm.scheduler import create_scheduler_v2
+
+    if sched not in ("step", "cosine"):
+        raise ConfigError(f"--sched must be 'step' or 'cosine', got {sched!r}")
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="multistep" if sched == "step" else "cosine", num_epochs=epochs,
+        decay_milestones=[m + 1 for m in milestones] or [epochs + 1], decay_rate=decay_rate,
+        warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr)
+    return scheduler
