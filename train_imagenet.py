@@ -32,7 +32,7 @@ from gcptrain.data import check_samples, check_splits, eval_transform, image_fol
 from gcptrain.distributed import init_distributed
 from gcptrain.errors import ConfigError
 from gcptrain.loop import amp_dtype, evaluate
-from gcptrain.run import run
+from gcptrain.engine import run
 
 IMAGENET_RECIPES = ("isqrt-cov-r50", "svd-pade-r50")
 
@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", required=True)
     g.add_argument("--train-split", default="train")
     g.add_argument("--val-split", default="val")
-    g.add_argument("--img-size", type=int, default=224)
-    g.add_argument("--crop-pct", type=float, default=0.875, help="eval resize = img_size / crop_pct (256 for 224)")
+    g.add_argument("--img-size", type=int, default=None, help="default 224 (a resumed run: its own)")
+    g.add_argument("--crop-pct", type=float, default=None, help="eval resize = img_size / crop_pct (default 0.875: "
+                   "256 for 224)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help="a zoo model (python -m zoo lists them; default gcp_resnet50)")
     g.add_argument("--recipe", choices=IMAGENET_RECIPES, default=None, help="paper presets; flags override them")
@@ -74,13 +75,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise ConfigError("--evaluate-only needs weights: --resume CKPT, --pretrained or --pretrained-file FILE")
     resume = load_checkpoint(args.resume) if args.resume else None
     recipe: dict[str, Any] = dict(RECIPES[args.recipe]) if args.recipe else {}
+    recorded: dict[str, Any] = resume.get("args", {}) if resume is not None else {}
     if resume is not None and resume.get("config") is not None and not args.evaluate_only:
         base = dict(resume["config"], output=args.output)  # a resumed run keeps its recorded settings
-        model_name = resume.get("args", {}).get("model") or recipe.get("model")
     else:
         base = recipe
-        model_name = recipe.get("model")
-    model_name = args.model or model_name or "gcp_resnet50"
+    model_name = args.model or recorded.get("model") or recipe.get("model") or "gcp_resnet50"
+    # the data settings of a resumed run are its own too, unless given
+    if args.img_size is None:
+        args.img_size = recorded.get("img_size", 224)
+    if args.crop_pct is None:
+        args.crop_pct = recorded.get("crop_pct", 0.875)
+    if args.img_size < 32 or not 0 < args.crop_pct <= 1:
+        raise ConfigError(f"--img-size must be >= 32 and --crop-pct in (0, 1]; got {args.img_size}, {args.crop_pct}")
     cfg = cli.resolve(args, base)
 
     check_images = not args.no_image_check

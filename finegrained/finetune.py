@@ -27,7 +27,7 @@ from gcptrain.checkpoint import FitState, load_checkpoint
 from gcptrain.data import check_samples, check_splits, fixed_crop_transforms
 from gcptrain.distributed import DistInfo, init_distributed
 from gcptrain.errors import CheckpointError, ConfigError
-from gcptrain.run import run
+from gcptrain.engine import run
 
 from .compare import write_comparison
 from .datasets import DATASETS, LAYOUTS, build_dataset

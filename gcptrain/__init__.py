@@ -7,7 +7,7 @@
 * :mod:`~gcptrain.data` — dataset checks, the transform stack, loaders;
 * :mod:`~gcptrain.loop` — one epoch, one evaluation; :mod:`~gcptrain.optim` — SGD and schedules;
 * :mod:`~gcptrain.checkpoint` — checkpoints, ``summary.csv``, the run folder;
-* :mod:`~gcptrain.run` — a run end to end; :mod:`~gcptrain.distributed` — torchrun.
+* :mod:`~gcptrain.engine` — a run end to end; :mod:`~gcptrain.distributed` — torchrun.
 """
 
 from .checkpoint import FitState, load_checkpoint, restore, save_checkpoint
@@ -16,7 +16,7 @@ from .distributed import DistInfo, init_distributed
 from .errors import CheckpointError, ConfigError, DatasetError, RunFolderError, TrainingError
 from .loop import evaluate, train_one_epoch
 from .optim import make_optimizer, make_scheduler
-from .run import Schedule, fit, run
+from .engine import Schedule, fit, run
 
 __all__ = [
     "RECIPES",

@@ -37,6 +37,13 @@ def seed_epoch(seed: int, epoch: int) -> None:
     torch.manual_seed(s)
 
 
+def base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The lr of the groups without a multiplier (the backbone), the one a schedule is written in;
+    the classifier's group may run at a multiple of it."""
+    groups = optimizer.param_groups
+    return next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])
+
+
 @dataclass
 class EpochStats:
     loss: float
@@ -117,7 +124,7 @@ def train_one_epoch(
                             "larger than the training set?)")
     mean = loss_sum / finite_count if finite_count > 0 else float("nan")
     return EpochStats(loss=mean, images=int(count), seconds=seconds, nonfinite_steps=int(skipped_all),
-                      lr=optimizer.param_groups[0]["lr"])
+                      lr=base_lr(optimizer))
 
 
 @torch.no_grad()
