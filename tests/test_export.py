@@ -68,7 +68,7 @@ def _onnx_run(path: str, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
 
-@pytest.mark.slow  # the default run exports an isqrt configuration in the svd test below
+@pytest.mark.slow  # ~9 s of onnxscript translation; the refusals below run by default
 def test_onnx_export_of_an_isqrt_model_matches_eager(tmp_path):
     model, x = _model("isqrt").eval(), _x()
     path = str(tmp_path / "isqrt.onnx")
@@ -79,6 +79,7 @@ def test_onnx_export_of_an_isqrt_model_matches_eager(tmp_path):
         assert (_onnx_run(path, x) - model(x)).abs().max() <= 1e-5
 
 
+@pytest.mark.slow  # exporting the ResNet-18 twice through onnxscript: ~8 s
 def test_svd_model_exports_to_onnx_with_a_reported_matmul_root(tmp_path):
     model = _model("svd").eval()
     images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(4))

@@ -131,6 +131,7 @@ def test_evaluate_only(dataset, tmp_path, capsys):
     assert metrics["top1"] == pytest.approx(float(_summary(out)[-1]["top1"]), abs=1e-3)
 
 
+@pytest.mark.slow  # two fresh processes importing torch and timm: ~14 s
 def test_torchrun_two_processes_agree(dataset, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

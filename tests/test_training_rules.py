@@ -181,18 +181,19 @@ def test_undecodable_image_is_named_before_training(tmp_path):
 # ----------------------------------------------------------------------------- resume is honest
 def test_resume_refuses_a_changed_schedule_and_extends_epochs_honestly(imagenet, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert _train(imagenet, straight, "--epochs", "3") == 0
-    assert _train(imagenet, split, "--epochs", "2") == 0
+    assert _train(imagenet, straight, "--epochs", "2") == 0
+    assert _train(imagenet, split, "--epochs", "1") == 0
     last = str(split / "last.pth")
     with pytest.raises(gcptrain.ConfigError, match="lr: 0.01 in the checkpoint, 0.02 now"):
-        _train(imagenet, split, "--epochs", "3", "--resume", last, "--lr", "0.02")
+        _train(imagenet, split, "--epochs", "2", "--resume", last, "--lr", "0.02")
     with pytest.raises(gcptrain.ConfigError, match="head"):
-        _train(imagenet, split, "--epochs", "3", "--resume", last, "--method", "svd")
-    # extending --epochs on the step schedule: the same lr per epoch as a straight 3-epoch run
+        _train(imagenet, split, "--epochs", "2", "--resume", last, "--method", "svd")
+    # extending --epochs on the step schedule, giving no other flag: the run's own settings, the
+    # same lr per epoch (milestone 1) and the same numbers as a straight 2-epoch run
     assert train_imagenet.main(["--data-dir", imagenet, "--output", str(split), "--resume", last,
-                                "--epochs", "3", "--device", "cpu", "--workers", "0"]) == 0
+                                "--epochs", "2", "--device", "cpu", "--workers", "0"]) == 0
     rows, ref = _summary(split), _summary(straight)
-    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["epoch"] for r in rows] == ["0", "1"] and [r["lr"] for r in rows] == ["0.01", "0.001"]
     assert [r["lr"] for r in rows] == [r["lr"] for r in ref]
     assert [r["top1"] for r in rows] == [r["top1"] for r in ref]
 
