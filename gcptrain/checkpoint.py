@@ -76,7 +76,10 @@ def restore(state: dict[str, Any], model: nn.Module, optimizer: Optional[torch.o
 
 
 def write_summary(path: str, rows: list[dict[str, Any]]) -> None:
-    """Rewrite ``summary.csv`` atomically from the full history (it survives resumes)."""
+    """Rewrite ``summary.csv`` atomically from the full history (it survives resumes).
+
+    Not ``timm.utils.update_summary``: it appends one row per call, so a run resumed after a
+    kill between ``last.pth`` and the summary would list an epoch twice or miss one."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
     writer.writeheader()
