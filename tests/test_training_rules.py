@@ -318,3 +318,18 @@ def test_cuda_without_cuda_is_a_one_line_error(imagenet, cub, tmp_path):
 def test_evaluate_only_without_weights_says_so(imagenet, tmp_path):
     with pytest.raises(gcptrain.ConfigError, match="--evaluate-only needs weights"):
         _train(imagenet, tmp_path / "o", "--evaluate-only")
+
+
+def test_head_options_travel_through_the_hybrid_switch():
+    import zoo
+    from gcptrain.engine import Schedule, _apply
+
+    model = zoo.create_model("gcp_resnet18", num_classes=3, reduced_dim=8, method="svd", backward="taylor", degree=9)
+    schedule = Schedule(dict(method="svd", backward="taylor", degree=9, reduced_dim=8), 2,
+                        dict(method="svd", backward="pade", degree=(6, 6)))
+    _apply(model, schedule.at(1))
+    assert (model.head.backward, model.head.opts) == ("taylor", {"degree": 9})
+    _apply(model, schedule.at(2))  # the switch: the hybrid phase's own mode options
+    assert (model.head.backward, model.head.opts) == ("pade", {"degree": (6, 6)})
+    _apply(model, schedule.at(0))  # a resume before the switch: back to the first phase, options included
+    assert (model.head.backward, model.head.opts) == ("taylor", {"degree": 9})
