@@ -15,7 +15,6 @@ from typing import Any, Mapping, Optional
 import gcp
 
 from .config import HEAD_KEYS, RECIPES, RunConfig
-from .errors import ConfigError
 
 
 def parse_head_option(text: str) -> tuple[str, Any]:
@@ -104,18 +103,13 @@ def resolve(ns: argparse.Namespace, base: Optional[Mapping[str, Any]] = None, **
     settings of a resumed checkpoint) over the defaults; ``fixed`` wins over all (values the
     command decides, e.g. the fine-grained flip-averaged evaluation)."""
     values: dict[str, Any] = {k: v for k, v in dict(base or {}).items() if k in {f.name for f in fields(RunConfig)}}
-    head = dict(values.get("head", {}))
     for f in fields(RunConfig):
         if f.name in ("head", "hybrid_head"):
             continue
         given = getattr(ns, f.name, None)
         if given is not None:
             values[f.name] = tuple(given) if f.name == "decay_milestones" else given
-    given_head = _given_head(ns)
-    head.update(given_head)
-    values["head"] = head
-    hybrid = dict(values.get("hybrid_head", RunConfig().hybrid_head))
-    hybrid.update(_given_head(ns, "hybrid"))
-    values["hybrid_head"] = hybrid
+    values["head"] = {**values.get("head", {}), **_given_head(ns)}
+    values["hybrid_head"] = {**values.get("hybrid_head", RunConfig().hybrid_head), **_given_head(ns, "hybrid")}
     values.update(fixed)
     return RunConfig.from_dict(values).validate()

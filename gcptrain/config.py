@@ -109,8 +109,7 @@ class RunConfig:
         need(all(is_int(m) and m >= 0 for m in milestones) and milestones == sorted(set(milestones)),
              "decay-milestones", "increasing epochs >= 0", milestones)
         need(is_num(self.decay_rate) and 0 < self.decay_rate <= 1, "decay-rate", "in (0, 1]", self.decay_rate)
-        need(is_int(self.warmup_epochs) and 0 <= self.warmup_epochs < max(self.epochs, 1) or self.warmup_epochs == 0,
-             "warmup-epochs", f"an integer in [0, --epochs {self.epochs})", self.warmup_epochs)
+        need(is_int(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs, "warmup-epochs", f"an integer in [0, --epochs {self.epochs})", self.warmup_epochs)
         need(is_num(self.warmup_lr) and self.warmup_lr >= 0, "warmup-lr", "a number >= 0", self.warmup_lr)
         need(is_num(self.min_lr) and 0 <= self.min_lr <= self.lr, "min-lr", "in [0, --lr]", self.min_lr)
         need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0), "grad-clip",

@@ -36,14 +36,14 @@ def _normalisation(head: dict[str, Any]) -> dict[str, Any]:
 
 
 def _apply(model: nn.Module, wanted: dict[str, Any]) -> None:
+    """Switch the head to ``wanted`` (method, backward, iters, alpha, eps and the mode options,
+    which replace the head's own) unless it already runs exactly that."""
     head = model.head
-    current = dict(method=head.method, backward=head.backward, iters=head.iters, alpha=head.alpha, **head.opts)
-    target = dict(current)
-    target.update(wanted)
-    if any(current.get(k) != v for k, v in target.items()) or set(head.opts) - set(target):
-        options = {k: v for k, v in wanted.items() if k not in ("method", "backward", "iters", "alpha", "eps")}
+    settings = ("method", "backward", "iters", "alpha", "eps")
+    options = {k: v for k, v in wanted.items() if k not in settings}
+    if head.opts != options or any(getattr(head, k) != wanted[k] for k in settings if k in wanted):
         model.set_method(wanted.get("method"), wanted.get("backward"), iters=wanted.get("iters"),
-                         alpha=wanted.get("alpha"), **options)
+                         alpha=wanted.get("alpha"), eps=wanted.get("eps"), **options)
 
 
 def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any,

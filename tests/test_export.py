@@ -118,6 +118,12 @@ def test_onnx_export_refusals_are_typed(tmp_path):
     power.set_method(alpha=0.25)
     with pytest.raises(gcp.ExportError, match="alpha=0.5"):
         zoo.export_onnx(power, str(tmp_path / "b.onnx"), images)
+    for tol in (0, -1e-3):
+        with pytest.raises(gcp.ExportError, match="tol must be"):
+            zoo.export_onnx(power, str(tmp_path / "d.onnx"), images, tol=tol)
+    with pytest.raises(gcp.ExportError, match="non-empty"):
+        zoo.export_onnx(model, str(tmp_path / "e.onnx"), images[:0])
+    assert not list(tmp_path.iterdir())  # nothing written by any refusal
     with pytest.raises(gcp.ExportError, match="no Newton–Schulz root within"):
         zoo.choose_matmul_root(_model("svd").eval(), images, tol=1e-12, candidates=(5, 10))
 

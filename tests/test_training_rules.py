@@ -19,7 +19,6 @@ import _fixtures
 import gcptrain
 import train_imagenet
 from finegrained.finetune import main as finetune
-from gcptrain import checkpoint as ckpt_module
 
 BASE = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "4",
         "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "1"]

@@ -10,7 +10,6 @@ import urllib.parse
 from typing import Any, Mapping, Optional
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 

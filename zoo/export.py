@@ -65,6 +65,14 @@ def _head_of(model: nn.Module) -> GCPHead:
     return head
 
 
+def _check_inputs(images: Tensor, tol: float) -> None:
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
+        raise ExportError(f"tol must be a number in (0, 1), got {tol!r}")
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] < 1:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ExportError(f"images must be a non-empty (B, C, H, W) batch, got {shape}")
+
+
 @torch.no_grad()
 def choose_matmul_root(model: GCPNet, images: Tensor, tol: float = 1e-3,
                        candidates: Sequence[int] = NS_ITERS) -> RootChoice:
@@ -75,6 +83,7 @@ def choose_matmul_root(model: GCPNet, images: Tensor, tol: float = 1e-3,
     gives square roots only) or when no candidate reaches ``tol``.
     """
     head = _head_of(model)
+    _check_inputs(images, tol)
     if head.method != "svd":
         raise ExportError(f"the head's method is {head.method!r}; only 'svd' needs a replacement root")
     if head.alpha != 0.5:
@@ -116,6 +125,7 @@ def export_onnx(model: GCPNet, path: str, images: Tensor, *, tol: float = 1e-3, 
         >>> print(report.summary())
     """
     head = _head_of(model)
+    _check_inputs(images, tol)
     if os.path.exists(path) and not overwrite:
         raise ExportError(f"{path} exists; pass overwrite=True to replace it")
     try:
