@@ -18,18 +18,16 @@ fails with two threads in some MKL builds (the reason gcp does not use it).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import gcp  # noqa: E402
-from gcp._series import pade_coefficients, taylor_coefficients  # noqa: E402
-from gcp._timing import interleaved_ms, markdown_table, positive_int  # noqa: E402
+import gcp
+from gcp.bench import Report
+from gcp.bench.timing import interleaved_ms, markdown_table, positive_int
+from gcp.series import pade_coefficients, taylor_coefficients
 
 
 class _PublishedLya(torch.autograd.Function):
@@ -77,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=positive_int, default=7)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--results", default="results", metavar="DIR",
+                    help="write the table to DIR/bench_approximants-<date>.md (default: results/; '' to skip)")
     args = ap.parse_args(argv)
+    report = Report("bench_approximants", args.results or None)
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     gcp.set_finite_checks(False)  # time the maths, as the baseline has no checks
@@ -106,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"{statistics.median(t['gcp']):.1f}", f"{statistics.median(ratios):.2f}",
                          f"{ratios[0]:.2f}–{ratios[-1]:.2f}", f"{rel:.1e}"])
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"\nB={args.batch}, n=196, {args.dtype}, device={device}, threads={threads}; forward+backward, "
+    report.line(f"\nB={args.batch}, n=196, {args.dtype}, device={device}, threads={threads}; forward+backward, "
           f"{args.repeats} interleaved rounds\n")
-    print(markdown_table(["d", "route", "published ms", "gcp ms", "gcp/published (median)", "min–max",
+    report.line(markdown_table(["d", "route", "published ms", "gcp ms", "gcp/published (median)", "min–max",
                           "grad rel. diff"], rows))
+    report.save(torch.device(args.device))
     return 0
 
 

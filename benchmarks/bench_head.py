@@ -11,7 +11,6 @@ Input: a ResNet-50-sized feature batch (B=32, 2048×14×14); the GCP head reduce
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
@@ -19,10 +18,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import gcp  # noqa: E402
-from gcp._timing import interleaved_ms, markdown_table  # noqa: E402
+import gcp
+from gcp.bench import Report
+from gcp.bench.timing import interleaved_ms, markdown_table
 
 
 def configs() -> list[tuple[str, dict]]:
@@ -41,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--results", default="results", metavar="DIR",
+                    help="write the table to DIR/bench_head-<date>.md (default: results/; '' to skip)")
     args = ap.parse_args(argv)
+    report = Report("bench_head", args.results or None)
     device = torch.device(args.device)
     gcp.set_finite_checks(False)
     x = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
@@ -63,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     gap_ms = statistics.median(v for _, gaps, _ in timings for v in gaps)
     rows = [[name, f"{statistics.median(g):.1f}", f"{statistics.median(g) / gap_ms:.1f}"] for name, _, g in timings]
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"\nB={args.batch}, {args.channels}×{args.size}×{args.size} → {args.reduced_dim}, {args.classes} classes, "
-          f"device={device}, threads={threads}; median of {args.repeats} interleaved rounds, float32 input\n")
-    print(f"GAP head fwd+bwd: {gap_ms:.1f} ms (median over all rounds)\n")
-    print(markdown_table(["GCP head", "fwd+bwd ms", "÷ GAP head"], rows))
+    report.line(f"\nB={args.batch}, {args.channels}×{args.size}×{args.size} → {args.reduced_dim}, "
+                f"{args.classes} classes, device={device}, threads={threads}; median of {args.repeats} "
+                "interleaved rounds, float32 input\n")
+    report.line(f"GAP head fwd+bwd: {gap_ms:.1f} ms (median over all rounds)\n")
+    report.line(markdown_table(["GCP head", "fwd+bwd ms", "÷ GAP head"], rows))
+    report.save(torch.device(args.device))
     return 0
 
 

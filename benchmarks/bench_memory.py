@@ -16,15 +16,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import subprocess
 import sys
 
 from tqdm import tqdm
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 # Baselines written the plain way, for scale: autograd through the iterations / through eigh;
 # and what computing "exact" in float32 (instead of the default float64) would save.
@@ -33,7 +29,6 @@ BASELINES = ("autograd NS-5", "naive eigh+autograd", "exact (compute f32)")
 _CHILD = r"""
 import json, resource, sys
 import torch
-sys.path.insert(0, {root!r})
 import gcp
 from gcp.compare.routes import route
 
@@ -79,7 +74,7 @@ print(json.dumps({{"peak_mb": peak_mb}}))
 
 
 def measure(name: str, args: argparse.Namespace) -> float:
-    code = _CHILD.format(root=ROOT, threads=args.threads, name=name, device=args.device,
+    code = _CHILD.format(threads=args.threads, name=name, device=args.device,
                          batch=args.batch, dim=args.dim)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
@@ -88,7 +83,10 @@ def measure(name: str, args: argparse.Namespace) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gcp._timing import markdown_table, positive_int
+    import torch
+
+    from gcp.bench import Report
+    from gcp.bench.timing import markdown_table, positive_int
     from gcp.compare.routes import ALL_ROUTES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
     ap.add_argument("--csv", default=None)
+    ap.add_argument("--results", default="results", metavar="DIR",
+                    help="write the table to DIR/bench_memory-<date>.md (default: results/; '' to skip)")
     args = ap.parse_args(argv)
+    report = Report("bench_memory", args.results or None)
     names = list(BASELINES) + list(ALL_ROUTES) if args.routes == "all" else [n.strip() for n in args.routes.split(",")]
     unknown = [n for n in names if n not in BASELINES and n not in ALL_ROUTES]
     if unknown or not names:  # before any process is started
@@ -111,16 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in tqdm(names, desc="bench_memory", file=sys.stderr):
         results[name] = [measure(name, args) for _ in range(args.runs)]
     unit = "peak CUDA memory above the input" if args.device.startswith("cuda") else "peak RSS above the input"
-    print(f"\nB={args.batch}, d={args.dim}, n=196, float32 input, device={args.device}; {unit}, "
+    report.line(f"\nB={args.batch}, d={args.dim}, n=196, float32 input, device={args.device}; {unit}, "
           f"one fresh process per run, {args.runs} runs\n")
     rows = [[n, f"{statistics.median(v):.0f}", f"{min(v):.0f}–{max(v):.0f}"] for n, v in results.items()]
-    print(markdown_table(["route", "median MB", "min–max MB"], rows))
+    report.line(markdown_table(["route", "median MB", "min–max MB"], rows))
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["route", "run", "peak_mb"])
             for n, v in results.items():
                 writer.writerows([n, i, f"{m:.1f}"] for i, m in enumerate(v))
+    report.save(torch.device(args.device))
     return 0
 
 

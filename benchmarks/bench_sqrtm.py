@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
 import sys
 from typing import Callable
@@ -22,11 +21,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import gcp  # noqa: E402
-from gcp._timing import interleaved_ms, markdown_table, median_ratio  # noqa: E402
-from gcp.compare.routes import ALL_ROUTES, route  # noqa: E402
+import gcp
+from gcp.bench import Report
+from gcp.bench.timing import interleaved_ms, markdown_table, median_ratio
+from gcp.compare.routes import ALL_ROUTES, route
 
 
 def naive_sqrtm(x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--csv", default=None, help="also write the raw timings here")
+    ap.add_argument("--results", default="results", metavar="DIR",
+                    help="write the table to DIR/bench_sqrtm-<date>.md (default: results/; '' to skip)")
     args = ap.parse_args(argv)
+    report = Report("bench_sqrtm", args.results or None)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -107,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             ])
     bar.close()
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"\nB={args.batch}, n={args.samples}, device={device}, threads={threads}; median of "
+    report.line(f"\nB={args.batch}, n={args.samples}, device={device}, threads={threads}; median of "
           f"{args.repeats} interleaved rounds; ratios are medians of per-round ratios to eigh forward "
           "and to the naive eigh+autograd fwd+bwd, same dtype\n")
-    print(markdown_table(
+    report.line(markdown_table(
         ["d", "dtype", "route", "eigh ms", "fwd ms", "fwd+bwd ms", "fwd/eigh", "fwd+bwd/eigh", "fwd+bwd/naive"],
         rows))
     if args.csv:
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(fh, fieldnames=list(records[0]))
             writer.writeheader()
             writer.writerows(records)
+    report.save(torch.device(args.device))
     return 0
 
 

@@ -11,7 +11,6 @@ reported as within noise rather than ranked.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
@@ -19,19 +18,18 @@ import timm
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import gcp  # noqa: E402
-import zoo  # noqa: E402
-from gcp._timing import interleaved_ms, markdown_table, positive_int  # noqa: E402
-from gcp.compare.stats import ranges_overlap  # noqa: E402
-from gcptrain.loop import amp_dtype, autocast  # noqa: E402
+import gcp
+import gcp.zoo
+from gcp.bench import Report
+from gcp.bench.timing import interleaved_ms, markdown_table, positive_int
+from gcp.compare.stats import ranges_overlap
+from gcp.train.loop import amp_dtype, autocast
 
 CONFIGS = {
     "timm resnet50 (GAP)": lambda: timm.create_model("resnet50"),
-    "gcp_resnet50 isqrt (5 it.)": lambda: zoo.create_model("gcp_resnet50", method="isqrt"),
-    "gcp_resnet50 svd / exact": lambda: zoo.create_model("gcp_resnet50", method="svd", backward="exact"),
-    "gcp_resnet50 svd / pade": lambda: zoo.create_model("gcp_resnet50", method="svd", backward="pade"),
+    "gcp_resnet50 isqrt (5 it.)": lambda: gcp.zoo.create_model("gcp_resnet50", method="isqrt"),
+    "gcp_resnet50 svd / exact": lambda: gcp.zoo.create_model("gcp_resnet50", method="svd", backward="exact"),
+    "gcp_resnet50 svd / pade": lambda: gcp.zoo.create_model("gcp_resnet50", method="svd", backward="pade"),
 }
 
 
@@ -42,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=positive_int, default=7, help="interleaved rounds (one step of every model each)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    ap.add_argument("--results", default="results", metavar="DIR",
+                    help="write the table to DIR/bench_train-<date>.md (default: results/; '' to skip)")
     args = ap.parse_args(argv)
+    report = Report("bench_train", args.results or None)
     device = torch.device(args.device)
     gcp.set_finite_checks(False)
     amp = amp_dtype(args.amp)
@@ -72,17 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([name, f"{ms:.0f} ({min(t):.0f}–{max(t):.0f})", f"{args.batch / (ms / 1e3):.1f}",
                      f"{statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})"])
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    print(f"\nbatch {args.batch} × {args.img_size}², SGD step, device={device}, threads={threads}, amp={args.amp}, "
-          f"median (min–max) of {args.rounds} interleaved rounds\n")
-    print(markdown_table(["model", "ms / step", "images/s", "throughput ÷ resnet50"], rows))
+    report.line(f"\nbatch {args.batch} × {args.img_size}², SGD step, device={device}, threads={threads}, "
+                f"amp={args.amp}, median (min–max) of {args.rounds} interleaved rounds\n")
+    report.line(markdown_table(["model", "ms / step", "images/s", "throughput ÷ resnet50"], rows))
     gcp_names = [n for n in CONFIGS if n != base_name]
-    print()
+    report.line()
     for i, a in enumerate(gcp_names):
         for b in gcp_names[i + 1:]:
             ra, rb = (min(ratio[a]), max(ratio[a])), (min(ratio[b]), max(ratio[b]))
             verdict = ("within noise (ranges overlap)" if ranges_overlap(ra, rb)
                        else f"{a if statistics.median(ratio[a]) > statistics.median(ratio[b]) else b} is faster")
-            print(f"- {a} vs {b}: {verdict}")
+            report.line(f"- {a} vs {b}: {verdict}")
+    report.save(torch.device(args.device))
     return 0
 
 

@@ -13,8 +13,8 @@ Public API::
     gcp.GCPError and subclasses                        # typed errors (all ValueError)
 """
 
-from .approximants import mpa_sqrtm, mtp_sqrtm
 from ._validation import finite_checks, set_finite_checks
+from .approximants import mpa_sqrtm, mtp_sqrtm
 from .backward import BACKWARDS, get_backward, register_backward
 from .covariance import covariance, triu_index, triu_vec
 from .errors import (

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ._precision import autocast_off
 from .covariance import centred_moments
 from .errors import InvalidOptionError, ShapeError
+from .validators import check_int, is_int
 
 
 def grouped_features(x: Tensor, groups: int) -> Tensor:
@@ -49,9 +50,8 @@ class CovarianceNorm(nn.Module):
 
     def __init__(self, num_features: int, groups: int, eps: float, momentum: Optional[float], affine: bool) -> None:
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise InvalidOptionError(f"num_features must be a positive integer, got {num_features!r}")
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or num_features % groups:
+        check_int(num_features, "num_features", minimum=1)
+        if not is_int(groups) or groups < 1 or num_features % groups:
             raise InvalidOptionError(
                 f"groups must be a positive divisor of num_features={num_features}, got {groups!r}"
             )

@@ -164,5 +164,5 @@ def check_onnx_exportable(route: str, needs: str) -> None:
         raise ExportError(
             f"{route} needs {needs}, which ONNX does not have. Export with a matmul-only square root: "
             "switch the head first with head.set_method('isqrt', iters=N) or set_method('mtp'), "
-            "or use zoo.export_onnx, which picks N on your own features and reports the difference"
+            "or use gcp.zoo.export_onnx, which picks N on your own features and reports the difference"
         )

@@ -9,11 +9,12 @@ import torch
 from torch import Tensor
 
 from ._precision import autocast_off, resolve_compute_dtype
-from ._series import pade_coefficients, taylor_coefficients
 from ._validation import check_onnx_exportable, check_square_batch, check_trace_normalisable
 from .errors import InvalidOptionError
 from .lyapunov import lyap_sign_solve
 from .newton_schulz import _eye_like
+from .series import pade_coefficients, taylor_coefficients
+from .validators import check_int, check_int_pair
 
 
 def _block_size(degree: int, count: int) -> int:
@@ -87,7 +88,7 @@ def _mpa(z: Tensor, degree: tuple[int, int]) -> Tensor:
     return torch.cholesky_solve(num, chol)
 
 
-_CHECKED_DENOMINATORS: set[tuple[int, int]] = set()  # a set, not lru_cache: see gcp._series
+_CHECKED_DENOMINATORS: set[tuple[int, int]] = set()  # a set, not lru_cache: see gcp.series
 
 
 def _check_pade_denominator(m: int, n: int) -> None:
@@ -132,8 +133,7 @@ class _LyapunovSqrt(torch.autograd.Function):
 def _run(
     x: Tensor, approximant: Callable[[Tensor], Tensor], lyap_iters: int, compute_dtype: Optional[torch.dtype]
 ) -> Tensor:
-    if isinstance(lyap_iters, bool) or not isinstance(lyap_iters, int) or lyap_iters < 1:
-        raise InvalidOptionError(f"lyap_iters must be an integer >= 1, got {lyap_iters!r}")
+    check_int(lyap_iters, "lyap_iters", minimum=1)
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
         return _LyapunovSqrt.apply(x.to(cdt), approximant, lyap_iters).to(x.dtype)
@@ -163,9 +163,8 @@ def mtp_sqrtm(
     """
     check_square_batch(x)
     check_trace_normalisable(x)
-    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
-        raise InvalidOptionError(f"mtp_sqrtm: degree must be an integer >= 1, got {degree!r}")
-    taylor_coefficients("sqrt1m", degree)  # fill the cache in eager mode (see gcp._series)
+    check_int(degree, "mtp_sqrtm: degree", minimum=1)
+    taylor_coefficients("sqrt1m", degree)  # fill the cache in eager mode (see gcp.series)
     return _run(x, lambda z: _mtp(z, degree), lyap_iters, compute_dtype)
 
 
@@ -198,13 +197,7 @@ def mpa_sqrtm(
     check_onnx_exportable("method='mpa' (gcp.mpa_sqrtm)", "a Cholesky solve")
     check_square_batch(x)
     check_trace_normalisable(x)
-    if (
-        not isinstance(degree, (tuple, list))
-        or len(degree) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in degree)
-    ):
-        raise InvalidOptionError(f"mpa_sqrtm: degree must be a pair (m, n) of integers >= 1, got {degree!r}")
-    deg = (int(degree[0]), int(degree[1]))
+    deg = check_int_pair(degree, "mpa_sqrtm: degree")
     _check_pade_denominator(*deg)
     return _run(x, lambda z: _mpa(z, deg), lyap_iters, compute_dtype)
 

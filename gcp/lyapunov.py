@@ -15,7 +15,6 @@ from __future__ import annotations
 from torch import Tensor
 
 
-
 def lyap_sign_solve(b: Tensor, c: Tensor, iters: int) -> Tensor:
     """Solve ``b X + X b = sym(c)`` for ``b`` SPD with spectrum in ``(0, 1]`` (normalise first).
 

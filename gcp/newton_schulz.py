@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._validation import check_square_batch, check_trace_normalisable
-from .errors import InvalidOptionError
+from .validators import check_int
 
 
 def _eye_like(x: Tensor) -> Tensor:
@@ -81,8 +81,7 @@ def isqrtm(
     """
     check_square_batch(x)
     check_trace_normalisable(x)
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise InvalidOptionError(f"isqrtm: iters must be an integer >= 1, got {iters!r}")
+    check_int(iters, "isqrtm: iters", minimum=1)
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
         xc = x.to(cdt)

@@ -12,6 +12,7 @@ from ._precision import autocast_off
 from .covariance import centred_moments
 from .errors import InvalidOptionError
 from .spectral import eigh
+from .validators import check_int
 
 
 def _pca_matrix(cov: Tensor, k: int, eps: float, backward: str, opts: dict) -> Tensor:
@@ -25,8 +26,7 @@ def _pca_matrix(cov: Tensor, k: int, eps: float, backward: str, opts: dict) -> T
 
 
 def _check_k(k: int, d: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d:
-        raise InvalidOptionError(f"k must be an integer in [1, {d}] (channels per group), got {k!r}")
+    check_int(k, "k", minimum=1, maximum=d, requirement=f"an integer in [1, {d}] (channels per group)")
 
 
 def pca_denoise(x: Tensor, k: int = 16, eps: float = 1e-5, backward: str = "pi", **opts: Any) -> Tensor:
@@ -101,7 +101,8 @@ class PCADenoising(CovarianceNorm):
         self.k = k
         self.backward = backward
         self.opts = dict(opts)
-        _pca_matrix(torch.eye(2, dtype=torch.float64, device="cpu").unsqueeze(0), 1, eps, backward, self.opts)  # validate
+        probe = torch.eye(2, dtype=torch.float64, device="cpu").unsqueeze(0)
+        _pca_matrix(probe, 1, eps, backward, self.opts)  # validates the options now, not at the first call
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", k={self.k}, backward={self.backward!r}"

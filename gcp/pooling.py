@@ -13,6 +13,7 @@ from .covariance import covariance, triu_index
 from .errors import ExportError, InvalidOptionError, ShapeError
 from .newton_schulz import isqrtm, ns_power
 from .spectral import DEFAULT_EPS, eigh_power_forward, powm
+from .validators import check_int
 
 METHODS: tuple[str, ...] = ("svd", "isqrt", "mpa", "mtp", "none")
 # methods whose forward a scripted GCPHead can run (TorchScript compiles no autograd Function,
@@ -144,11 +145,10 @@ class GCPHead(nn.Module):
         **opts: Any,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (name == "in_channels" and value == 0):
-                raise InvalidOptionError(f"GCPHead: {name} must be a positive integer, got {value!r}")
-        if reduced_dim is not None and (isinstance(reduced_dim, bool) or not isinstance(reduced_dim, int) or reduced_dim < 1):
-            raise InvalidOptionError(f"GCPHead: reduced_dim must be a positive integer or None, got {reduced_dim!r}")
+        check_int(in_channels, "GCPHead: in_channels", minimum=1)
+        check_int(num_classes, "GCPHead: num_classes", minimum=0)
+        if reduced_dim is not None:
+            check_int(reduced_dim, "GCPHead: reduced_dim", minimum=1, requirement="an integer >= 1 or None")
         if not 0.0 <= drop_rate < 1.0:
             raise InvalidOptionError(f"GCPHead: drop_rate must be in [0, 1), got {drop_rate!r}")
         self.in_channels = in_channels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
@@ -12,6 +11,7 @@ from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._validation import check_definite, check_onnx_exportable, check_square_batch
 from .backward import BackwardMode, Options, SpectralState, get_backward
 from .errors import InvalidOptionError
+from .validators import check_real
 
 DEFAULT_EPS = 1e-10
 
@@ -100,8 +100,7 @@ def _prepare(
     check_square_batch(x)
     check_onnx_exportable("the eigendecomposition routes (method='svd', gcp.powm, gcp.eigh)", "an eigendecomposition")
     mode = get_backward(backward)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-        raise InvalidOptionError(f"eps must be a number in (0, 1), got {eps!r}")
+    check_real(eps, "eps", low=0, high=1)
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float64)
     return mode, mode.parse_options(opts), cdt
 
@@ -145,8 +144,7 @@ def powm(
         >>> torch.allclose(y @ y, x, atol=1e-5)
         True
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
-        raise InvalidOptionError(f"p must be a finite real number, got {p!r}")
+    check_real(p, "p")
     mode, options, cdt = _prepare(x, backward, eps, compute_dtype, opts)
     mode.check_power(float(p))
     return _PowM.apply(x, float(p), mode, options, float(eps), cdt)

@@ -12,6 +12,7 @@ from ._precision import autocast_off
 from .covariance import centred_moments
 from .errors import InvalidOptionError
 from .spectral import inv_sqrtm
+from .validators import is_int
 
 
 def _zca_matrix(cov: Tensor, eps: float, backward: str, opts: dict) -> Tensor:
@@ -46,7 +47,7 @@ def zca_whiten(x: Tensor, groups: int = 1, eps: float = 1e-4, backward: str = "e
     if x.dim() < 2:
         raise InvalidOptionError(f"zca_whiten expects (N, C, ...) features; got shape {tuple(x.shape)}")
     c = x.shape[1]
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or c % groups:
+    if not is_int(groups) or groups < 1 or c % groups:
         raise InvalidOptionError(f"groups must be a positive divisor of C={c}, got {groups!r}")
     check_features(x, c, "zca_whiten")
     with autocast_off(x.device):
@@ -106,7 +107,8 @@ class ZCAWhitening(CovarianceNorm):
         return _zca_matrix(cov, self.eps, self.backward, self.opts)
 
 
-def replace_batchnorm(model: nn.Module, name: str, layer: type[CovarianceNorm] = ZCAWhitening, **kwargs: Any) -> CovarianceNorm:
+def replace_batchnorm(model: nn.Module, name: str, layer: type[CovarianceNorm] = ZCAWhitening,
+                      **kwargs: Any) -> CovarianceNorm:
     """Swap the ``nn.BatchNorm*`` at dotted path ``name`` (e.g. ``"bn1"``, ``"layer1.0.bn2"``).
 
     The new ``layer`` (default :class:`ZCAWhitening`) gets the BN's ``num_features``, ``eps`` is

@@ -1,11 +1,7 @@
 import os
-import sys
 
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidOptionError
+from ..validators import is_int, is_real
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,12 @@ def _fail(mode: str, message: str) -> None:
 
 
 def check_int(mode: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         _fail(mode, f"option {name!r} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_positive(mode: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not is_real(value) or not value > 0:
         _fail(mode, f"option {name!r} must be a positive number, got {value!r}")
 
 

@@ -28,7 +28,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .._series import pade_coefficients
+from ..series import pade_coefficients
+from ..validators import is_int
 from ._base import CouplingMode, Options, SpectralState, _fail, clamp_to_floor
 
 
@@ -41,13 +42,13 @@ class PadeOptions(Options):
         if (
             not isinstance(deg, (tuple, list))
             or len(deg) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in deg)
+            or not all(is_int(v) for v in deg)
             or deg[0] < 0
             or deg[1] < 1
         ):
             _fail("pade", f"option 'degree' must be a pair (m, n) with m >= 0, n >= 1, got {deg!r}")
         object.__setattr__(self, "degree", tuple(deg))
-        pade_coefficients("geometric", *self.degree)  # fill the cache in eager mode (see gcp._series)
+        pade_coefficients("geometric", *self.degree)  # fill the cache in eager mode (see gcp.series)
 
 
 def horner(coefs: Sequence[float], r: Tensor) -> Tensor:

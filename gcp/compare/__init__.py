@@ -166,7 +166,8 @@ def _recommend(args: argparse.Namespace) -> int:
         return 2
     bar.close()
     text = render(best, evidence, source, args.dim, args.batch, dtype, device, args.tol)
-    text += f"\nMeasured in {time.perf_counter() - start:.0f} s, torch {torch.__version__}, {torch.get_num_threads()} threads.\n"
+    text += (f"\nMeasured in {time.perf_counter() - start:.0f} s, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads.\n")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "recommendation.md")
     with open(path, "w") as fh:

@@ -28,7 +28,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._timing import interleaved_ms
+from gcp.bench.timing import interleaved_ms
+
 from ..covariance import covariance
 from ..errors import GCPError, ShapeError
 from ..spectral import sqrtm
@@ -58,7 +59,8 @@ def load_user_matrices(path: str, dtype: torch.dtype) -> Tensor:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle of anything but tensors, or not a torch file at all
-        raise GCPError(f"--features: {path!r} is not a tensor saved with torch.save ({exc.__class__.__name__})") from exc
+        raise GCPError(f"--features: {path!r} is not a tensor saved with torch.save "
+                       f"({exc.__class__.__name__})") from exc
     if not isinstance(obj, Tensor) or not obj.is_floating_point():
         raise GCPError(f"--features: {path!r} must hold one floating-point tensor, got {type(obj).__name__}")
     if obj.numel() == 0 or obj.shape[0] == 0:

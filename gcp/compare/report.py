@@ -196,13 +196,17 @@ def markdown(records: list[Record], config: dict[str, Any]) -> str:
         rows = [[m] + [_fmt(_value(records, section="accuracy", mode=m, dtype="float64", case=c,
                                    metric="forward_rel_err")) for c in _cases(records, "accuracy")]
                 for m in acc_modes]
-        parts += ["Forward relative error (float64 input):", "", _table(["mode"] + _cases(records, "accuracy"), rows), ""]
+        parts += ["Forward relative error (float64 input):", "",
+                  _table(["mode"] + _cases(records, "accuracy"), rows), ""]
     stab_modes = _modes(records, "stability")
     if stab_modes:
         dts = list(dict.fromkeys(r["dtype"] for r in records if r["section"] == "stability"))
-        rows = [[m] + [f"{_fmt(_value(records, section='stability', mode=m, dtype=dt, metric='nonfinite_fraction'), '.0%')}"
-                       f" / {_fmt(_value(records, section='stability', mode=m, dtype=dt, metric='max_grad_norm'), '.1e')}"
-                       for dt in dts] for m in stab_modes]
+        def cell(m: str, dt: str) -> str:
+            frac = _value(records, section="stability", mode=m, dtype=dt, metric="nonfinite_fraction")
+            norm = _value(records, section="stability", mode=m, dtype=dt, metric="max_grad_norm")
+            return f"{_fmt(frac, '.0%')} / {_fmt(norm, '.1e')}"
+
+        rows = [[m] + [cell(m, dt) for dt in dts] for m in stab_modes]
         parts += ["## 2. Stability", "",
                   "Degenerate suite: identity, rotated repeated eigenvalues, a rank-deficient covariance "
                   "(n < d), scales 1e-6 and 1e6. Cells: fraction of inputs with a non-finite gradient / largest "
@@ -323,7 +327,8 @@ def plots(records: list[Record], out: str) -> list[str]:
         xs = [1 - float(c.split("=")[1]) for c in gaps]
         for ax, dt in zip(axes[0], dts):
             for m in _modes(records, "accuracy"):
-                ys = [_value(records, section="accuracy", mode=m, dtype=dt, case=c, metric="grad_rel_err") for c in gaps]
+                ys = [_value(records, section="accuracy", mode=m, dtype=dt, case=c, metric="grad_rel_err")
+                      for c in gaps]
                 ys = [max(y, 1e-17) if y is not None and math.isfinite(y) else float("nan") for y in ys]
                 ax.plot(xs, ys, marker="o", ms=3, color=colour[m], label=m)
             ax.set_xscale("log")

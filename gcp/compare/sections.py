@@ -13,11 +13,13 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from .._timing import interleaved_ms, median_ratio
-from ..pooling import GCPHead
-from ..spectral import sqrtm
-from ..whitening import ZCAWhitening
-from .loop import top1, train_epoch
+from gcp.bench.timing import interleaved_ms, median_ratio
+from gcp.pooling import GCPHead
+from gcp.spectral import sqrtm
+from gcp.train.distributed import DistInfo
+from gcp.train.loop import evaluate, train_one_epoch
+from gcp.whitening import ZCAWhitening
+
 from .routes import HEAD_CONFIG, route
 from .suites import F64, degenerate_suite, geometric_spectrum, random_covariance
 
@@ -163,6 +165,7 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs
     from torch.utils.data import DataLoader, TensorDataset
 
     xtr, ytr, xte, yte = data
+    info = DistInfo(device=device)
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     test = DataLoader(TensorDataset(xte, yte), batch_size=256)
@@ -170,8 +173,9 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs
     for epoch in range(epochs):
         torch.manual_seed(seed * 1000 + epoch)  # the shuffle of each epoch depends on (seed, epoch) only
         train = DataLoader(TensorDataset(xtr, ytr), batch_size=batch, shuffle=True, drop_last=True)
-        stats = train_epoch(model, train, opt, device)
-        history.append(dict(epoch=epoch, train_loss=stats.loss, top1=top1(model, test, device),
+        stats = train_one_epoch(model, train, opt, info, progress=False)
+        metrics = evaluate(model, test, info, progress=False)
+        history.append(dict(epoch=epoch, train_loss=stats.loss, top1=metrics["top1"],
                             seconds=stats.seconds, nonfinite_steps=stats.nonfinite_steps))
     return history
 

@@ -1,0 +1,248 @@
+"""Fine-grained datasets in their native on-disk formats.
+
+Where to get the files (none can be downloaded by this package):
+
+* **CUB-200-2011** — the Caltech-UCSD Birds archive ``CUB_200_2011.tgz``; point ``--data-dir`` at
+  the folder that contains ``CUB_200_2011/`` (or at ``CUB_200_2011/`` itself).
+* **Stanford Cars** — torchvision's ``StanfordCars`` layout; the original download is gone, the
+  files circulate as the Kaggle mirror: ``DATA/stanford_cars/{devkit/cars_meta.mat,
+  devkit/cars_train_annos.mat, cars_train/, cars_test/, cars_test_annos_withlabels.mat}``.
+* **FGVC-Aircraft** — ``fgvc-aircraft-2013b.tar.gz`` (torchvision ``FGVCAircraft``):
+  ``DATA/fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt,
+  images_<level>_<split>.txt}``.
+* **Stanford Dogs** — ``images.tar`` and ``lists.tar``: ``DATA/Images/<wnid-breed>/*.jpg`` with
+  ``DATA/train_list.mat`` and ``DATA/test_list.mat``.
+* **ImageFolder** — ``DATA/train/<class>/*`` and ``DATA/val/<class>/*`` (or ``test/``).
+
+Every loader checks its files first and raises :class:`~gcp.train.DatasetError` naming the missing or
+malformed file and the expected layout. Labels are 0-based.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.datasets import FGVCAircraft, StanfordCars
+
+from gcp.train.data import image_folder, load_image
+from gcp.train.errors import DatasetError
+
+CUB_LAYOUT = ("CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, "
+              "image_class_labels.txt, classes.txt, bounding_boxes.txt}")
+
+
+def _require(path: str, layout: str) -> str:
+    if not os.path.exists(path):
+        raise DatasetError(f"missing {path}; expected layout {layout}")
+    return path
+
+
+def _read_table(path: str, columns: int, layout: str) -> list[list[str]]:
+    """Whitespace-separated rows of ``columns`` fields (the last may contain spaces)."""
+    rows = []
+    with open(_require(path, layout)) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            parts = line.strip().split(maxsplit=columns - 1)
+            if len(parts) != columns:
+                raise DatasetError(f"{path}:{number}: expected {columns} fields, got {line.strip()!r}")
+            rows.append(parts)
+    return rows
+
+
+class LabelledImages(Dataset):
+    """``(image, label)`` pairs from a list of paths and 0-based labels (optional crop boxes)."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], transform: Optional[Callable] = None,
+                 boxes: Optional[list[tuple[float, float, float, float]]] = None) -> None:
+        self.samples = samples
+        self.targets = [t for _, t in samples]
+        self.classes = classes
+        self.transform = transform
+        self.boxes = boxes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, target = self.samples[index]
+        image: Image.Image = load_image(path)
+        if self.boxes is not None:
+            x, y, w, h = self.boxes[index]
+            image = image.crop((int(x), int(y), int(round(x + w)), int(round(y + h))))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target
+
+
+def cub200(root: str, split: str = "train", transform: Optional[Callable] = None,
+           bbox_crop: bool = False) -> LabelledImages:
+    """CUB-200-2011 from its text files; ``split`` is ``"train"`` or ``"test"``; with ``bbox_crop``
+    each image is cropped to its bounding box first."""
+    if split not in ("train", "test"):
+        raise DatasetError(f"CUB-200-2011 splits are 'train' and 'test', got {split!r}")
+    base = root if os.path.isfile(os.path.join(root, "images.txt")) else os.path.join(root, "CUB_200_2011")
+    _require(base, CUB_LAYOUT)
+    images = {i: p for i, p in _read_table(os.path.join(base, "images.txt"), 2, CUB_LAYOUT)}
+    is_train = {i: f for i, f in _read_table(os.path.join(base, "train_test_split.txt"), 2, CUB_LAYOUT)}
+    labels = {i: c for i, c in _read_table(os.path.join(base, "image_class_labels.txt"), 2, CUB_LAYOUT)}
+    classes = [name for _, name in _read_table(os.path.join(base, "classes.txt"), 2, CUB_LAYOUT)]
+    boxes_raw = {r[0]: r[1:] for r in _read_table(os.path.join(base, "bounding_boxes.txt"), 5, CUB_LAYOUT)} \
+        if bbox_crop else {}
+    bad_split = [(i, f) for i, f in is_train.items() if f not in ("0", "1")]
+    if bad_split:
+        raise DatasetError(f"{os.path.join(base, 'train_test_split.txt')}: image {bad_split[0][0]} has split value "
+                           f"{bad_split[0][1]!r}; the values are 1 (train) and 0 (test)")
+    want = "1" if split == "train" else "0"
+    samples, boxes = [], []
+    for image_id, rel in images.items():
+        if image_id not in is_train or image_id not in labels:
+            raise DatasetError(f"image id {image_id} of images.txt has no split or label in {base}")
+        if is_train[image_id] != want:
+            continue
+        label = int(labels[image_id]) - 1
+        if not 0 <= label < len(classes):
+            raise DatasetError(f"image_class_labels.txt: label {label + 1} of image {image_id} is outside "
+                               f"1..{len(classes)}")
+        samples.append((os.path.join(base, "images", rel), label))
+        if bbox_crop:
+            if image_id not in boxes_raw:
+                raise DatasetError(f"bounding_boxes.txt has no box for image {image_id}")
+            boxes.append(tuple(float(v) for v in boxes_raw[image_id]))  # type: ignore[arg-type]
+    return LabelledImages(samples, classes, transform, boxes if bbox_crop else None)
+
+
+def _from_torchvision(ds: Any) -> LabelledImages:
+    if hasattr(ds, "_samples"):  # StanfordCars
+        samples = [(str(p), int(t)) for p, t in ds._samples]
+    else:  # FGVCAircraft
+        samples = [(str(p), int(t)) for p, t in zip(ds._image_files, ds._labels)]
+    return LabelledImages(samples, list(ds.classes))
+
+
+def stanford_cars(root: str, split: str = "train", transform: Optional[Callable] = None) -> LabelledImages:
+    """Stanford Cars through torchvision's ``StanfordCars`` (``split`` ``"train"``/``"test"``)."""
+    layout = ("stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, cars_test/, "
+              "cars_test_annos_withlabels.mat}")
+    base = os.path.join(root, "stanford_cars")
+    _require(os.path.join(base, "devkit", "cars_meta.mat"), layout)
+    if split == "train":
+        _require(os.path.join(base, "devkit", "cars_train_annos.mat"), layout)
+        _require(os.path.join(base, "cars_train"), layout)
+    else:
+        _require(os.path.join(base, "cars_test_annos_withlabels.mat"), layout)
+        _require(os.path.join(base, "cars_test"), layout)
+    try:
+        ds = _from_torchvision(StanfordCars(root, split=split))
+    except (ValueError, KeyError, OSError) as exc:
+        raise DatasetError(f"malformed Stanford Cars annotations under {base}: {exc}") from exc
+    ds.transform = transform
+    return ds
+
+
+def fgvc_aircraft(root: str, split: str = "trainval", transform: Optional[Callable] = None,
+                  annotation_level: str = "variant") -> LabelledImages:
+    """FGVC-Aircraft through torchvision (splits train/val/trainval/test; levels variant/family/manufacturer)."""
+    levels = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
+    if annotation_level not in levels:
+        raise DatasetError(f"annotation level must be one of {', '.join(levels)}, got {annotation_level!r}")
+    if split not in ("train", "val", "trainval", "test"):
+        raise DatasetError(f"FGVC-Aircraft splits are train, val, trainval, test; got {split!r}")
+    data = os.path.join(root, "fgvc-aircraft-2013b", "data")
+    layout = ("fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
+              "images_<level>_<split>.txt}")
+    classes_file = _require(os.path.join(data, levels[annotation_level]), layout)
+    split_file = _require(os.path.join(data, f"images_{annotation_level}_{split}.txt"), layout)
+    _require(os.path.join(data, "images"), layout)
+    with open(classes_file) as fh:
+        lines = fh.read().split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()  # the trailing newline
+    blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+    if blank:
+        raise DatasetError(f"{classes_file}:{blank[0]}: blank line (it would become a class without a name)")
+    with open(split_file) as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip() and len(line.strip().split(" ", 1)) != 2:
+                raise DatasetError(f"{split_file}:{number}: expected '<image id> <class name>', got {line.strip()!r}")
+    try:
+        ds = _from_torchvision(FGVCAircraft(root, split=split, annotation_level=annotation_level))
+    except (ValueError, KeyError) as exc:
+        raise DatasetError(f"malformed FGVC-Aircraft annotation under {data}: unknown class {exc}") from exc
+    ds.transform = transform
+    return ds
+
+
+def stanford_dogs(root: str, split: str = "train", transform: Optional[Callable] = None) -> LabelledImages:
+    """Stanford Dogs: ``Images/<wnid-breed>/*.jpg`` with ``train_list.mat``/``test_list.mat``."""
+    import scipy.io as sio
+
+    layout = "{Images/<wnid-breed>/*.jpg, train_list.mat, test_list.mat}"
+    if split not in ("train", "test"):
+        raise DatasetError(f"Stanford Dogs splits are 'train' and 'test', got {split!r}")
+    images = _require(os.path.join(root, "Images"), layout)
+    lists = _require(os.path.join(root, f"{split}_list.mat"), layout)
+    try:
+        mat = sio.loadmat(lists, squeeze_me=True)
+        files = [str(f) for f in mat["file_list"].tolist()]
+        labels = [int(v) - 1 for v in mat["labels"].tolist()]
+    except (KeyError, ValueError, OSError) as exc:
+        raise DatasetError(f"malformed {lists} (needs file_list and labels): {exc}") from exc
+    classes = sorted(e.name for e in os.scandir(images) if e.is_dir())
+    if len(files) != len(labels):
+        raise DatasetError(f"{lists}: {len(files)} files but {len(labels)} labels")
+    bad = [(f, t) for f, t in zip(files, labels) if not 0 <= t < len(classes)]
+    if bad:
+        raise DatasetError(f"{lists}: label {bad[0][1] + 1} of {bad[0][0]} is outside 1..{len(classes)} "
+                           f"(the class folders of {images})")
+    samples = [(os.path.join(images, f), t) for f, t in zip(files, labels)]
+    return LabelledImages(samples, [c.split("-", 1)[-1] for c in classes], transform)
+
+
+def imagefolder(root: str, split: str = "train", transform: Optional[Callable] = None) -> Any:
+    """Any ``train/``, ``val/`` (or ``test/``) ImageFolder; ``split="test"`` falls back to ``val``."""
+    if split != "train" and not os.path.isdir(os.path.join(root, split)):
+        split = "val" if os.path.isdir(os.path.join(root, "val")) else "test"
+    return image_folder(root, split, transform)
+
+
+LAYOUTS: dict[str, str] = {
+    "cub": "DATA/CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, image_class_labels.txt, "
+           "classes.txt, bounding_boxes.txt}",
+    "cars": "DATA/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, cars_test/, "
+            "cars_test_annos_withlabels.mat}",
+    "aircraft": "DATA/fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
+                "images_<level>_<split>.txt}",
+    "dogs": "DATA/{Images/<wnid-breed>/*.jpg, train_list.mat, test_list.mat}",
+    "imagefolder": "DATA/{train,val}/<class>/*.jpg (the same class folders in both)",
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    loader: Callable[..., Any]
+    train_split: str
+    test_split: str
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "cub": DatasetSpec(cub200, "train", "test"),
+    "cars": DatasetSpec(stanford_cars, "train", "test"),
+    "aircraft": DatasetSpec(fgvc_aircraft, "trainval", "test"),
+    "dogs": DatasetSpec(stanford_dogs, "train", "test"),
+    "imagefolder": DatasetSpec(imagefolder, "train", "val"),
+}
+
+
+def build_dataset(name: str, root: str, split: str, transform: Optional[Callable] = None, **opts: Any) -> Any:
+    """``name`` ∈ :data:`DATASETS`; ``split`` is ``"train"``/``"test"`` (mapped to the dataset's own)."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    real = spec.train_split if split == "train" else spec.test_split
+    return spec.loader(root, real, transform, **opts)

@@ -1,0 +1,187 @@
+"""Checkpoints, ``summary.csv`` and the run folder: nothing torn, nothing mixed, nothing lost.
+
+A run folder holds one run: ``run.json`` records its id, and every checkpoint carries it. Files
+are written atomically (temporary file + rename) in the order ``best.pth`` → ``last.pth`` →
+``summary.csv``, so a kill at any instant leaves a state a resume repairs: ``best.pth`` is never
+older than the best epoch ``last.pth`` knows of, and ``summary.csv`` is rewritten from the
+checkpoint's history (every epoch exactly once) when a run resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from gcp.zoo.io import atomic_write, load_state_dict_strict
+
+from .distributed import unwrap
+from .errors import CheckpointError, RunFolderError
+
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "cli_settings")
+RUN_FILE = "run.json"
+SUMMARY_FIELDS = ("epoch", "method", "backward", "lr", "train_loss", "eval_loss", "top1", "top5",
+                  "epoch_time_s", "images_per_s", "nonfinite_steps")
+
+
+def save_checkpoint(path: str, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a torn file."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read a training checkpoint written by this package; a typed error naming the file otherwise.
+
+    Files are read with ``weights_only=True`` and never unpickled otherwise: a file that is not a
+    checkpoint (random bytes, text, a pickle of other objects) is refused, whatever torch suggests.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(
+            f"{path} is not a training checkpoint written by train_imagenet.py or finegrained "
+            f"(reading it safely failed: {type(exc).__name__}); untrusted files are never unpickled") from None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        raise CheckpointError(f"{path} is not a training checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def restore(state: dict[str, Any], model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+            scheduler: Any = None, scaler: Any = None, ema: Any = None, source: str = "checkpoint") -> None:
+    """Load a checkpoint into the training objects; the model strictly, with listed key errors."""
+    load_state_dict_strict(unwrap(model), state["model"], source)
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"optimizer state of {source} does not fit: {exc}") from exc
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    if ema is not None and state.get("ema") is not None:
+        load_state_dict_strict(ema.module, state["ema"], source + " (EMA)")
+
+
+def write_summary(path: str, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``summary.csv`` atomically from the full history (it survives resumes).
+
+    Not ``timm.utils.update_summary``: it appends one row per call, so a run resumed after a
+    kill between ``last.pth`` and the summary would list an epoch twice or miss one."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(buf.getvalue())
+
+    atomic_write(path, write)
+
+
+@dataclass
+class FitState:
+    start_epoch: int = 0
+    best_top1: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str = ""
+
+
+def resume_state(ckpt: dict[str, Any]) -> FitState:
+    return FitState(start_epoch=int(ckpt["epoch"]) + 1, best_top1=float(ckpt.get("best_top1", -math.inf)),
+                    history=list(ckpt.get("history", [])), run_id=str(ckpt.get("run_id", "")))
+
+
+def _remove_leftovers(output: str) -> list[str]:
+    """Temporary files of a write that a kill interrupted (``atomic_write``'s ``.tmp-*``)."""
+    removed = []
+    if os.path.isdir(output):
+        for name in os.listdir(output):
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(output, name))
+                removed.append(name)
+    return removed
+
+
+def _run_id_of(output: str) -> Optional[str]:
+    path = os.path.join(output, RUN_FILE)
+    if os.path.isfile(path):
+        try:
+            with open(path) as fh:
+                return str(json.load(fh)["run_id"])
+        except (ValueError, KeyError, OSError) as exc:
+            raise RunFolderError(f"{path} is damaged ({exc}); move the folder aside or choose another "
+                                 "--output") from exc
+    foreign = [n for n in ("last.pth", "best.pth", "summary.csv") if os.path.exists(os.path.join(output, n))]
+    if foreign:  # run files without the record of whose they are: never overwritten
+        raise RunFolderError(f"{output} holds {', '.join(foreign)} but no {RUN_FILE}: it is not a run folder "
+                             "this tool can continue or reuse; choose another --output")
+    return None
+
+
+def claim_output(output: str, resume: Optional[dict[str, Any]], resume_path: Optional[str] = None) -> str:
+    """Make ``output`` this run's folder and return the run id; refuse to mix two runs.
+
+    A fresh run needs a folder without a run in it. A resumed run continues in its own folder,
+    or in a new, empty one (a fork of the same run); a folder that holds another run is refused.
+    Temporary files left by a kill are removed.
+    """
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise RunFolderError(f"--output {output} is a file, not a folder")
+    _remove_leftovers(output)
+    existing = _run_id_of(output) if os.path.isdir(output) else None
+    if resume is None:
+        if existing is not None:
+            raise RunFolderError(
+                f"{output} already holds a run; pass --resume {os.path.join(output, 'last.pth')} to continue "
+                "it, or choose another --output")
+        run_id = uuid.uuid4().hex
+    else:
+        run_id = str(resume.get("run_id") or "")
+        if existing is not None and existing != run_id:
+            raise RunFolderError(
+                f"{output} holds another run than {resume_path or 'the checkpoint'} (run {existing} vs "
+                f"{run_id or 'an unnamed run'}); resume into the checkpoint's own folder or an empty one")
+        run_id = run_id or uuid.uuid4().hex
+    os.makedirs(output, exist_ok=True)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(dict(run_id=run_id, updated=time.strftime("%Y-%m-%dT%H:%M:%S")), fh)
+
+    atomic_write(os.path.join(output, RUN_FILE), write)
+    return run_id
+
+
+def repair_after_resume(output: str, ckpt: dict[str, Any]) -> None:
+    """After a kill between writes: ``summary.csv`` from the checkpoint's history (each epoch
+    once), and ``best.pth`` from ``last.pth`` when the last epoch is the best one and the file
+    on disk is older (or missing)."""
+    history = list(ckpt.get("history", []))
+    write_summary(os.path.join(output, "summary.csv"), history)
+    if not history:
+        return
+    best_epoch = max(history, key=lambda r: r["top1"])["epoch"]
+    best_path = os.path.join(output, "best.pth")
+    on_disk = None
+    if os.path.isfile(best_path):
+        try:
+            on_disk = int(load_checkpoint(best_path)["epoch"])
+        except CheckpointError:
+            on_disk = None
+    if on_disk != best_epoch and best_epoch == int(ckpt["epoch"]):
+        save_checkpoint(best_path, ckpt)

@@ -1,0 +1,127 @@
+"""The flags both training commands share, and how they become a :class:`RunConfig`.
+
+Every shared flag defaults to ``None`` ("not given"), so a recipe or a resumed checkpoint can
+fill it and a value the user gave always wins. Library code takes :class:`RunConfig` values;
+only this module reads argparse namespaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from dataclasses import fields
+from typing import Any, Callable, Mapping, Optional
+
+import gcp
+
+from .config import HEAD_KEYS, RECIPES, RunConfig
+
+
+def parse_head_option(text: str) -> tuple[str, Any]:
+    """``"degree=9"`` → ``("degree", 9)`` for ``--head-opt`` (values parsed as Python literals)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def recipes_help() -> str:
+    lines = ["recipes (flags you give override them):"]
+    for name, recipe in RECIPES.items():
+        lines.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+    return "\n".join(lines)
+
+
+def add_head_arguments(p: argparse.ArgumentParser, backward_help: str = "") -> None:
+    g = p.add_argument_group("GCP head")
+    g.add_argument("--method", default=None, choices=gcp.METHODS, help="matrix normalisation of the head")
+    g.add_argument("--backward", default=None, metavar="MODE",
+                   help=(backward_help or "backward mode of method svd") + ": " + ", ".join(gcp.BACKWARDS))
+    g.add_argument("--iters", type=int, default=None, help="Newton–Schulz iterations of method isqrt")
+    g.add_argument("--alpha", type=float, default=None, help="matrix power of method svd (0.5: square root)")
+    g.add_argument("--reduced-dim", type=int, default=None, help="channels after the 1×1 reduction (256)")
+    g.add_argument("--drop-rate", type=float, default=None, help="dropout before the classifier")
+    g.add_argument("--head-opt", type=parse_head_option, action="append", default=None, metavar="KEY=VALUE",
+                   help="an option of the backward mode, e.g. --head-opt degree=9 (repeatable)")
+    g.add_argument("--hybrid-switch-epoch", type=int, default=None,
+                   help="switch the head to --hybrid-method/--hybrid-backward at this epoch (ICCV'21)")
+    g.add_argument("--hybrid-method", default=None, choices=gcp.METHODS, help="method after the switch (svd)")
+    g.add_argument("--hybrid-backward", default=None, metavar="MODE", help="backward after the switch (pade)")
+    g.add_argument("--hybrid-head-opt", type=parse_head_option, action="append", default=None,
+                   metavar="KEY=VALUE", help="an option of the backward mode after the switch")
+
+
+def add_optim_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optimisation (default: the recipe's, else the papers' SGD)")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None, help="global batch size (split over processes)")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--momentum", type=float, default=None)
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--sched", choices=("step", "cosine"), default=None)
+    g.add_argument("--decay-milestones", type=int, nargs="*", default=None,
+                   help="0-based epochs from which the lr is multiplied by --decay-rate (step schedule)")
+    g.add_argument("--decay-rate", type=float, default=None)
+    g.add_argument("--warmup-epochs", type=int, default=None)
+    g.add_argument("--warmup-lr", type=float, default=None)
+    g.add_argument("--min-lr", type=float, default=None)
+    g.add_argument("--classifier-lr-mult", type=float, default=None, help="lr multiplier of the classifier")
+    g.add_argument("--reduction-lr-mult", type=float, default=None, help="lr multiplier of the 1x1 reduction")
+    g.add_argument("--grad-clip", type=float, default=None)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--output", default=output, help=f"the run folder (default {output}); one run per folder")
+    g.add_argument("--workers", type=int, default=None)
+    g.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"))
+    g.add_argument("--channels-last", action="store_true", default=None)
+    g.add_argument("--model-ema", action="store_true", default=None)
+    g.add_argument("--model-ema-decay", type=float, default=None)
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
+    g.add_argument("--no-image-check", action="store_true",
+                   help="skip opening every image's header before training (files and labels are still checked)")
+
+
+def _given_head(ns: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    if prefix:
+        head = {k: getattr(ns, f"hybrid_{k}") for k in ("method", "backward")
+                if getattr(ns, f"hybrid_{k}", None) is not None}
+        head.update(dict(getattr(ns, "hybrid_head_opt", None) or []))
+        return head
+    head = {k: getattr(ns, k) for k in HEAD_KEYS if getattr(ns, k, None) is not None}
+    head.update(dict(getattr(ns, "head_opt", None) or []))
+    return head
+
+
+def resolve(ns: argparse.Namespace, base: Optional[Mapping[str, Any]] = None, **fixed: Any) -> RunConfig:
+    """A validated :class:`RunConfig`: flags given in ``ns`` over ``base`` (a recipe, or the
+    settings of a resumed checkpoint) over the defaults; ``fixed`` wins over all (values the
+    command decides, e.g. the fine-grained flip-averaged evaluation)."""
+    values: dict[str, Any] = {k: v for k, v in dict(base or {}).items() if k in {f.name for f in fields(RunConfig)}}
+    for f in fields(RunConfig):
+        if f.name in ("head", "hybrid_head"):
+            continue
+        given = getattr(ns, f.name, None)
+        if given is not None:
+            values[f.name] = tuple(given) if f.name == "decay_milestones" else given
+    values["head"] = {**values.get("head", {}), **_given_head(ns)}
+    values["hybrid_head"] = {**values.get("hybrid_head", RunConfig().hybrid_head), **_given_head(ns, "hybrid")}
+    values.update(fixed)
+    return RunConfig.from_dict(values).validate()
+
+
+def exit_on_error(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> int:
+    """Run a command's ``main``; a typed error of any gcp layer becomes ``error: <message>`` on
+    stderr and exit status 2 (argparse's status for a usage error), never a traceback."""
+    try:
+        return main(argv)
+    except gcp.GCPError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,34 @@
+"""gcp.zoo: timm backbones with global covariance pooling heads.
+
+Importing this package registers the GCP models with timm, so both ``gcp.zoo.create_model(...)`` and
+``timm.create_model("gcp_resnet50", method="svd", backward="pade", num_classes=200)`` build them.
+File I/O that the layers above share (atomic writes, state-dict reading, hashes) is
+:mod:`gcp.zoo.io`.
+"""
+
+from . import io
+from ._gcpnet import GCPNet
+from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models
+from .errors import CheckpointError, UnknownModelError
+from .export import OnnxExport, RootChoice, choose_matmul_root, export_onnx
+from .saving import load_pretrained, model_config, save_pretrained, save_weights
+
+__all__ = [
+    "SPECS",
+    "CheckpointError",
+    "GCPNet",
+    "GCPWeights",
+    "OnnxExport",
+    "RootChoice",
+    "ModelSpec",
+    "UnknownModelError",
+    "choose_matmul_root",
+    "create_model",
+    "export_onnx",
+    "io",
+    "list_models",
+    "load_pretrained",
+    "model_config",
+    "save_pretrained",
+    "save_weights",
+]

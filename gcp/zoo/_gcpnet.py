@@ -1,0 +1,222 @@
+"""``GCPNet``: any timm backbone followed by a :class:`gcp.GCPHead`, in timm's model contract."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from gcp import GCPHead, InvalidOptionError, ShapeError
+from gcp.validators import check_int
+
+# timm's global_pool values that GCPNet understands: the GCP head is the model's pooling
+POOLS = ("gcp", "")
+
+
+class NoPool(nn.Module):
+    """The head of a GCPNet built or reset with ``global_pool=''``: features pass unpooled."""
+
+    num_classes: int = 0
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return x
+
+
+def _prefix_pattern(pattern: str, prefix: str) -> str:
+    """Anchor each top-level alternative of a timm group regex at ``prefix``.
+
+    timm matches with ``re.match`` and writes patterns such as ``'^conv1|bn1|maxpool'`` (three
+    alternatives, each meant at the start); ``'^backbone\\.(?:conv1|bn1|maxpool)'`` keeps that
+    meaning for the backbone's parameters and keeps the numeric capturing groups timm sorts by.
+    """
+    parts, depth, current = [], 0, ""
+    for char in pattern:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return f"^{re.escape(prefix)}(?:" + "|".join(p[1:] if p.startswith("^") else p for p in parts) + ")"
+
+
+def _check_pool(global_pool: Optional[str]) -> None:
+    if global_pool is not None and global_pool not in POOLS:
+        raise InvalidOptionError(
+            f"global_pool={global_pool!r}: a GCP model pools by covariance; valid values are "
+            "'gcp' (the GCP head) and '' (no pooling: forward returns the backbone's feature maps)"
+        )
+
+
+class GCPNet(nn.Module):
+    """A timm backbone (``forward_features`` → ``(B, C, H, W)``) and a GCP head, in timm's contract.
+
+    As for timm's models: ``num_features`` is the channel count ``C`` of ``forward_features``;
+    ``head_hidden_size`` is the width of ``forward_head(x, pre_logits=True)``, the GCP
+    representation ``d(d+1)/2``; the GCP head is the model's global pool, so
+    ``reset_classifier(0, global_pool='')`` (or ``create_model(..., num_classes=0,
+    global_pool='')``) gives the unpooled feature maps and ``reset_classifier(n, 'gcp')`` brings
+    a fresh head back. ``feature_info``, ``forward_intermediates``,
+    ``prune_intermediate_layers``, ``set_grad_checkpointing`` and ``group_matcher`` delegate to
+    the backbone (so ``features_only=True``, FX feature extraction and layer-wise lr decay work).
+    ``arch_args`` records how the model was built, for :func:`gcp.zoo.save_pretrained`.
+
+    Example:
+        >>> backbone = timm.create_model("resnet18", num_classes=0, global_pool="")
+        >>> model = zoo.GCPNet(backbone, gcp.GCPHead(backbone.num_features, 10, reduced_dim=64))
+        >>> model(torch.randn(2, 3, 64, 64)).shape
+        torch.Size([2, 10])
+    """
+
+    # properties that read Python state; TorchScript compiles forward only
+    __jit_unused_properties__ = ["num_features", "head_hidden_size", "num_classes", "feature_info"]
+
+    def __init__(self, backbone: nn.Module, head: Union[GCPHead, NoPool],
+                 arch_args: Optional[dict[str, Any]] = None, head_args: Optional[dict[str, Any]] = None) -> None:
+        super().__init__()
+        if not hasattr(backbone, "forward_features"):
+            raise InvalidOptionError(f"backbone {type(backbone).__name__} has no forward_features()")
+        if isinstance(head, GCPHead) and head.in_channels != getattr(backbone, "num_features", head.in_channels):
+            raise ShapeError(
+                f"head expects {head.in_channels} channels but the backbone gives {backbone.num_features}"
+            )
+        self.backbone = backbone
+        self.head = head
+        self.arch_args = dict(arch_args or {})
+        # how to build a fresh GCP head after global_pool='' (reset_classifier(n, 'gcp'))
+        self._head_args = dict(head_args) if head_args is not None else (
+            _head_args_of(head) if isinstance(head, GCPHead) else None)
+        self.pretrained_cfg: dict[str, Any] = dict(getattr(backbone, "pretrained_cfg", {}) or {})
+        self.grad_checkpointing = False
+
+    # -- timm attributes ---------------------------------------------------------------------
+    @property
+    def num_features(self) -> int:
+        return int(self.backbone.num_features)
+
+    @property
+    def head_hidden_size(self) -> int:
+        return self.head.num_features if isinstance(self.head, GCPHead) else self.num_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def global_pool(self) -> str:
+        return "gcp" if isinstance(self.head, GCPHead) else ""
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        return [dict(info, module=f"backbone.{info['module']}") for info in self.backbone.feature_info]
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: Optional[Union[int, list[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:
+        """The backbone's ``forward_intermediates`` (timm's signature); the final features are
+        those of :meth:`forward_features`, before the GCP head."""
+        return self.backbone.forward_intermediates(
+            x, indices=indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+        self, indices: Union[int, list[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Cut the backbone after the last kept tap; the GCP head goes too when ``prune_head`` or
+        when the features it was built for are gone."""
+        take = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=True)
+        head_in = self.head.in_channels if isinstance(self.head, GCPHead) else None
+        if prune_head or head_in != self.num_features:
+            self.reset_classifier(0, "")
+        return take
+
+    # -- classifier --------------------------------------------------------------------------
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.get_classifier() if isinstance(self.head, GCPHead) else nn.Identity()
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Fresh classifier with ``num_classes`` outputs (0: the model returns the representation).
+
+        ``global_pool``: ``None`` keeps the pooling; ``''`` removes the GCP head (the model then
+        returns the backbone's feature maps, and ``num_classes`` must be 0); ``'gcp'`` keeps the
+        head, or builds a fresh one after a ``''``.
+        """
+        _check_pool(global_pool)
+        check_int(num_classes, "num_classes", minimum=0)
+        pool = self.global_pool if global_pool is None else global_pool
+        if pool == "":
+            if num_classes:
+                raise InvalidOptionError(
+                    f"num_classes={num_classes} needs the GCP head; pass global_pool='gcp' to bring it back")
+            self.head = NoPool()
+            return
+        if not isinstance(self.head, GCPHead):
+            if self._head_args is None:
+                raise InvalidOptionError("this model was built without a GCP head and has no head options to "
+                                         "rebuild one")
+            device = next(self.backbone.parameters()).device
+            head_args = dict(self._head_args)
+            head_args.pop("num_classes", None)
+            self.head = GCPHead(self.num_features, num_classes, **head_args).to(device).train(self.training)
+            return
+        self.head.reset_classifier(num_classes)
+
+    def set_method(self, *args: Any, **kwargs: Any) -> None:
+        """Switch the head's normalisation in place (see :meth:`gcp.GCPHead.set_method`)."""
+        if not isinstance(self.head, GCPHead):
+            raise InvalidOptionError("the model has no GCP head (built or reset with global_pool='')")
+        self.head.set_method(*args, **kwargs)
+        self._head_args = _head_args_of(self.head)
+
+    # -- training helpers --------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing in the backbone (timm's own, per block); the head is small."""
+        self.backbone.set_grad_checkpointing(enable)
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter grouping (layer-wise lr decay): the backbone's groups, its patterns
+        anchored at ``backbone.``; the GCP head matches none, so timm puts it in the last group."""
+        groups: dict[str, Any] = {}
+        for name, spec in self.backbone.group_matcher(coarse=coarse).items():
+            if isinstance(spec, (list, tuple)):
+                groups[name] = [(_prefix_pattern(p, "backbone."), suffix) for p, suffix in spec]
+            elif spec is not None:
+                groups[name] = _prefix_pattern(spec, "backbone.")
+        return groups
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        inner = getattr(self.backbone, "no_weight_decay", None)
+        return {f"backbone.{n}" for n in inner()} if callable(inner) else set()
+
+
+def _head_args_of(head: GCPHead) -> dict[str, Any]:
+    return dict(reduced_dim=head.reduced_dim, method=head.method, backward=head.backward, iters=head.iters,
+                alpha=head.alpha, eps=head.eps, drop_rate=head.drop_rate, **copy.deepcopy(head.opts))

@@ -1,0 +1,272 @@
+"""Registered GCP models: specs and pretrained configs as data, entry points registered with timm."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import timm
+from timm.models import (
+    build_model_with_cfg,
+    generate_default_cfgs,
+    get_pretrained_cfg,
+    register_model,
+    resolve_pretrained_cfg,
+)
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models._features import FeatureGetterNet
+
+from gcp import GCPHead, InvalidOptionError
+
+from . import _backbones
+from ._gcpnet import GCPNet, NoPool, _check_pool
+from ._pretrained import load_pretrained_weights
+from .errors import CheckpointError, UnknownModelError
+
+ISQRT_REPO = "https://github.com/jiangtaoxie/fast-MPN-COV"
+SVD_REPO = "https://github.com/KingJamesSong/DifferentiableSVD"
+
+
+@dataclass(frozen=True)
+class GCPWeights:
+    """One pretrained weight of a GCP model (a timm pretrained tag).
+
+    ``url`` may pin its SHA-256 with a ``#sha256=<hex>`` suffix (checked before loading).
+    Published checkpoints whose files we cannot redistribute have no ``url``: convert the
+    original file with ``python -m gcp.zoo.convert`` and load it with
+    ``pretrained_cfg_overlay=dict(file=...)``.
+    """
+
+    tag: str
+    url: Optional[str] = None
+    top1: Optional[float] = None
+    top5: Optional[float] = None
+    origin_url: Optional[str] = None
+    paper_name: Optional[str] = None
+    notes: tuple[str, ...] = ()
+    num_classes: int = 1000
+    interpolation: str = "bilinear"
+
+    # architecture options the weights were trained with (defaults of the model built for them)
+    model_args: tuple[tuple[str, Any], ...] = ()
+
+    def cfg(self, spec: "ModelSpec") -> dict[str, Any]:
+        """timm pretrained cfg of these weights on ``spec``: their evaluation recipe (iSQRT-COV's
+        resize 256 → crop 224, bilinear), the feature map size the head pools, and the names of
+        the first conv and the classifier as they appear in the model's state dict."""
+        last_stride = dict(self.model_args).get("last_stride", 1)
+        return dict(
+            url=self.url, num_classes=self.num_classes, input_size=(3, 224, 224),
+            pool_size=spec.pool_size(224, last_stride), crop_pct=0.875, interpolation=self.interpolation,
+            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv=spec.first_conv(),
+            classifier="head.fc", origin_url=self.origin_url, paper_name=self.paper_name,
+            notes=self.notes or None,
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a registered GCP model is built: backbone, its preparation, and head defaults."""
+
+    name: str
+    backbone: str
+    family: str  # "resnet" (last stage at 1/16), "vgg" (no pool5, no fc6/7), "plain"
+    reduced_dim: int = 256
+    method: str = "isqrt"
+    iters: int = 5
+    weights: tuple[GCPWeights, ...] = field(default_factory=tuple)
+    note: str = ""
+
+    def representation_dim(self) -> int:
+        return self.reduced_dim * (self.reduced_dim + 1) // 2
+
+    def backbone_cfg(self) -> Any:
+        return get_pretrained_cfg(self.backbone)
+
+    def first_conv(self) -> str:
+        return f"backbone.{self.backbone_cfg().first_conv}"
+
+    def reduction(self, last_stride: int = 1) -> int:
+        """Stride of the feature maps the GCP head pools (ResNets keep 1/16 with last_stride=1;
+        the VGG drops pool5)."""
+        if self.family == "resnet":
+            return 16 if last_stride == 1 else 32
+        return 16 if self.family == "vgg" else 32
+
+    def pool_size(self, image_size: int, last_stride: int = 1) -> tuple[int, int]:
+        side = image_size // self.reduction(last_stride)
+        return (side, side)
+
+    def untrained_cfg(self) -> dict[str, Any]:
+        """The cfg of a freshly built model: the backbone's own preprocessing (input size, crop,
+        interpolation, mean/std), since any weights it starts from are the backbone's."""
+        base = self.backbone_cfg()
+        return dict(
+            num_classes=1000, input_size=base.input_size, pool_size=self.pool_size(base.input_size[-1]),
+            crop_pct=base.crop_pct, interpolation=base.interpolation, mean=base.mean, std=base.std,
+            first_conv=self.first_conv(), classifier="head.fc",
+        )
+
+
+_ISQRT = dict(origin_url=ISQRT_REPO, paper_name="Towards Faster Training of Global Covariance Pooling Networks "
+              "by Iterative Matrix Square Root Normalization (CVPR 2018)")
+
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (
+    ModelSpec("gcp_resnet18", "resnet18", "resnet"),
+    ModelSpec("gcp_resnet34", "resnet34", "resnet"),
+    ModelSpec("gcp_resnet50", "resnet50", "resnet", weights=(
+        GCPWeights("isqrt_cov_in1k", top1=77.86, top5=93.78, notes=(
+            "iSQRT-COV ResNet-50 (mpncovresnet50), paper top-1/5 error 22.14/6.22, repository "
+            "re-run 21.71/6.13; convert the released file with `python -m gcp.zoo.convert SRC DST "
+            "--format isqrt-cov`",), **_ISQRT),
+        GCPWeights("svd_pade_in1k", top1=77.33, top5=93.49, origin_url=SVD_REPO,
+                   model_args=(("last_stride", 2), ("method", "svd"), ("backward", "pade")),
+                   paper_name="Why Approximate Matrix Square Root Outperforms Accurate SVD in Global "
+                   "Covariance Pooling? (ICCV 2021)", notes=(
+                       "SVD-Padé ResNet-50: top-1/5 error 22.67/6.51 (hybrid 22.60/6.44); its last stage "
+                       "keeps stride 2 (this tag builds last_stride=2, method='svd', backward='pade')",)),
+    )),
+    ModelSpec("gcp_resnet101", "resnet101", "resnet", weights=(
+        GCPWeights("isqrt_cov_in1k", top1=78.79, top5=94.32, notes=(
+            "iSQRT-COV ResNet-101 (mpncovresnet101), paper top-1/5 error 21.21/5.68, repository "
+            "re-run 20.99/5.56; convert with `python -m gcp.zoo.convert SRC DST --format isqrt-cov`",), **_ISQRT),
+    )),
+    ModelSpec("gcp_resnet152", "resnet152", "resnet"),
+    ModelSpec("gcp_mobilenetv2_100", "mobilenetv2_100", "plain", note="1280→256 reduction after conv_head"),
+    ModelSpec("gcp_vgg16_bn", "vgg16_bn", "vgg", note="pool5 removed (14×14 at 224), fc6/fc7 dropped"),
+    ModelSpec("gcp_convnext_tiny", "convnext_tiny", "plain", note="768→256 reduction, features before the head norm"),
+)}
+
+
+def _default_cfgs() -> dict[str, dict]:
+    cfgs: dict[str, dict] = {}
+    for spec in SPECS.values():
+        cfgs[f"{spec.name}.untrained"] = spec.untrained_cfg()
+        for w in spec.weights:
+            cfgs[f"{spec.name}.{w.tag}"] = w.cfg(spec)
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_default_cfgs())
+
+
+# options timm passes to every model that belong to the backbone (refused by name where the
+# backbone lacks them, e.g. drop_path_rate for VGG)
+BACKBONE_ARGS = ("drop_path_rate", "drop_block_rate")
+# timm's feature-extraction arguments, handled here because weights are loaded by zoo
+FEATURE_ARGS = ("out_indices", "feature_cls", "output_fmt", "norm")
+
+
+def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backbone_pretrained: Any = False,
+           last_stride: Optional[int] = None, global_pool: Optional[str] = None, **kwargs: Any) -> GCPNet:
+    backbone_args = {k: kwargs.pop(k) for k in BACKBONE_ARGS if k in kwargs}
+    _check_pool(global_pool)
+    if spec.family == "resnet":
+        backbone = _backbones.resnet(spec.backbone, in_chans, backbone_pretrained, last_stride or 1, **backbone_args)
+    elif last_stride is not None:
+        raise InvalidOptionError(f"{spec.name} has no option last_stride (ResNets only)")
+    elif spec.family == "vgg":
+        backbone = _backbones.vgg(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
+    else:
+        backbone = _backbones.plain(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
+    head_args = dict(reduced_dim=spec.reduced_dim, method=spec.method, iters=spec.iters)
+    head_args.update(kwargs)
+    if global_pool == "":
+        if num_classes:
+            raise InvalidOptionError(
+                f"global_pool='' removes the GCP head, so num_classes must be 0 (got {num_classes})")
+        GCPHead(backbone.num_features, 0, **head_args)  # validates the options it keeps for later
+        head: Any = NoPool()
+    else:
+        head = GCPHead(backbone.num_features, num_classes, **head_args)
+    arch_args = dict(architecture=spec.name, backbone=spec.backbone, in_chans=in_chans, **head_args)
+    if spec.family == "resnet":
+        arch_args["last_stride"] = last_stride or 1
+    return GCPNet(backbone, head, arch_args=arch_args, head_args=head_args)
+
+
+def _create(spec: ModelSpec, pretrained: bool = False, **kwargs: Any) -> Any:
+    cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+    if pretrained and not cfg.has_weights:
+        tag = f".{cfg.tag}" if cfg.tag else ""
+        raise CheckpointError(
+            f"{spec.name}{tag} has no downloadable weights; convert a published checkpoint with "
+            "`python -m gcp.zoo.convert SRC DST --format isqrt-cov|svd-pade` and load it with "
+            "pretrained_cfg_overlay=dict(file=DST), or use backbone_pretrained=True for ImageNet "
+            "backbone weights with a fresh head"
+        )
+    weights = next((w for w in spec.weights if w.tag == cfg.tag), None)
+    for key, value in (weights.model_args if weights else ()):
+        kwargs.setdefault(key, value)
+    features_only = kwargs.pop("features_only", False)
+    feature_args = {k: kwargs.pop(k) for k in FEATURE_ARGS if k in kwargs}
+    # weights are loaded here rather than by timm, so every source is hash-checked and strict
+    model = build_model_with_cfg(lambda **kw: _build(spec, **kw), spec.name, False, **kwargs)
+    last_stride = model.arch_args.get("last_stride", 1)
+    model.pretrained_cfg["pool_size"] = spec.pool_size(model.pretrained_cfg["input_size"][-1], last_stride)
+    if pretrained:
+        load_pretrained_weights(model, model.pretrained_cfg)
+    if not features_only:
+        if feature_args:
+            raise InvalidOptionError(f"{', '.join(sorted(feature_args))} need features_only=True")
+        return model
+    return _features(model, **feature_args)
+
+
+def _features(model: GCPNet, out_indices: Any = None, feature_cls: str = "getter", **kwargs: Any) -> Any:
+    """timm's ``features_only`` wrapper: ``FeatureGetterNet`` over ``forward_intermediates`` (the
+    wrapper timm uses for models with that method; the others look modules up by name).
+    ``out_indices`` defaults to every level of the backbone (5 for ResNet/VGG/MobileNet, 4 for
+    ConvNeXt)."""
+    if feature_cls != "getter":
+        raise InvalidOptionError(f"GCP models extract features with feature_cls='getter', not {feature_cls!r}")
+    levels = len(model.feature_info)
+    if out_indices is None:
+        out_indices = tuple(range(levels))
+    indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+    if not indices or not all(isinstance(i, int) and -levels <= i < levels for i in indices):
+        raise InvalidOptionError(
+            f"out_indices={out_indices!r}: {model.arch_args.get('architecture')} has feature levels "
+            f"0..{levels - 1} (or negative indices from the end)")
+    cfg = model.pretrained_cfg
+    wrapped = FeatureGetterNet(model, out_indices=[i % levels for i in indices], **kwargs)
+    wrapped.pretrained_cfg = wrapped.default_cfg = pretrained_cfg_for_features(cfg)
+    return wrapped
+
+
+def _entrypoint(spec: ModelSpec) -> Callable[..., GCPNet]:
+    def fn(pretrained: bool = False, **kwargs: Any) -> GCPNet:
+        return _create(spec, pretrained, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = spec.name
+    fn.__module__ = __name__
+    fn.__doc__ = (f"{spec.name}: timm {spec.backbone} + GCP head ({spec.reduced_dim}-d, "
+                  f"{spec.representation_dim()} features).")
+    return fn
+
+
+for _spec in SPECS.values():
+    globals()[_spec.name] = register_model(_entrypoint(_spec))
+
+
+def list_models(pretrained: bool = False) -> list[str]:
+    """Registered GCP model names; with ``pretrained=True`` the ``name.tag`` of published weights."""
+    if not pretrained:
+        return sorted(SPECS)
+    return sorted(f"{s.name}.{w.tag}" for s in SPECS.values() for w in s.weights)
+
+
+def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> GCPNet:
+    """Build a registered GCP model (``timm.create_model`` with a helpful unknown-name error).
+
+    Every :class:`gcp.GCPHead` option passes through: ``create_model("gcp_resnet50",
+    method="svd", backward="pade", num_classes=200)``; ``backbone_pretrained=True`` (or a file)
+    loads the timm backbone's ImageNet weights and leaves the head freshly initialised.
+    """
+    name = model_name.partition(".")[0]
+    if name not in SPECS:
+        close = difflib.get_close_matches(name, list(SPECS), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"unknown GCP model {model_name!r}{hint} (gcp.zoo.list_models() lists them)")
+    return timm.create_model(model_name, pretrained=pretrained, **kwargs)

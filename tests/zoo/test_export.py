@@ -1,0 +1,137 @@
+"""Deployment of the zoo models: torch.compile(fullgraph) training steps, torch.export, ONNX.
+
+Every output is compared with the same model run eagerly (a different execution path: eager
+runs the Python code and the custom autograd Functions, the compiled/exported graphs their
+traces), and ONNX with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import timm
+import torch
+
+import gcp
+import gcp.zoo
+
+# (method, backward): every method; the default run keeps one eigendecomposition route and one
+# matmul route, the others run with -m slow
+CONFIGS = [("svd", "exact"), ("isqrt", "exact"), ("svd", "pade"), ("mpa", "exact"), ("mtp", "exact"),
+           ("none", "exact")]
+DEFAULT = {("svd", "exact"), ("isqrt", "exact")}
+PARAMS = [pytest.param(m, b, marks=() if (m, b) in DEFAULT else pytest.mark.slow) for m, b in CONFIGS]
+# compiling the ResNet-18 takes 6-9 s per configuration, so whole-model compiles run with -m slow;
+# the default run compiles the GCP head of every code path (test_tracing.py)
+COMPILE_PARAMS = [pytest.param(m, b, marks=pytest.mark.slow) for m, b in CONFIGS]
+
+
+def _model(method: str, backward: str = "exact") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("gcp_resnet18", num_classes=5, reduced_dim=8, method=method, backward=backward)
+
+
+def _x() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("method,backward", COMPILE_PARAMS)
+def test_compiled_training_step_matches_eager(method, backward):
+    torch._dynamo.reset()
+    model, x = _model(method, backward), _x()
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    loss = compiled(x).logsumexp(-1).sum()
+    loss.backward()
+    ref = eager(x).logsumexp(-1).sum()
+    ref.backward()
+    assert torch.allclose(loss, ref, rtol=1e-5)
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("method,backward", PARAMS)
+def test_torch_export_matches_eager(method, backward):
+    model, x = _model(method, backward).eval(), _x()
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
+
+
+def _onnx_run(path: str, x: torch.Tensor) -> torch.Tensor:
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+@pytest.mark.slow  # ~9 s of onnxscript translation; the refusals below run by default
+def test_onnx_export_of_an_isqrt_model_matches_eager(tmp_path):
+    model, x = _model("isqrt").eval(), _x()
+    path = str(tmp_path / "isqrt.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), path, dynamo=True, external_data=False, verbose=False)
+    with torch.no_grad():
+        assert (_onnx_run(path, x) - model(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.slow  # exporting the ResNet-18 twice through onnxscript: ~8 s
+def test_svd_model_exports_to_onnx_with_a_reported_matmul_root(tmp_path):
+    model = _model("svd").eval()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    path = str(tmp_path / "svd.onnx")
+    report = gcp.zoo.export_onnx(model, path, images, tol=1e-3)
+    assert report.method == "isqrt" and model.head.method == "svd"  # the model itself is untouched
+    assert report.root is not None and report.root.rel_error <= 1e-3
+    # the chosen root, measured here with an independent float64 eigendecomposition
+    with torch.no_grad():
+        cov = gcp.covariance(model.head.reduce(model.forward_features(images)).double())
+        lam, vec = torch.linalg.eigh(cov)
+        exact = vec @ torch.diag_embed(lam.clamp_min(0).sqrt()) @ vec.transpose(-1, -2)
+        ns = gcp.isqrtm(cov, iters=report.root.iters)
+        err = (torch.linalg.matrix_norm(ns - exact) / torch.linalg.matrix_norm(exact)).max()
+    assert err <= 1.1e-3
+    assert report.max_abs_diff <= 1e-5  # onnxruntime vs the exported configuration in eager mode
+    # fewer iterations than chosen would not have met the tolerance
+    previous = [e for i, e in report.root.tried if i < report.root.iters]
+    assert all(e > 1e-3 for e in previous)
+    # any batch size runs (dynamic batch dimension)
+    one = images[:1]
+    exported = copy.deepcopy(model)
+    exported.set_method("isqrt", iters=report.root.iters)
+    with torch.no_grad():
+        assert (_onnx_run(path, one) - exported(one)).abs().max() <= 1e-5
+    with pytest.raises(gcp.ExportError, match="exists"):
+        gcp.zoo.export_onnx(model, path, images)
+
+
+def test_onnx_export_refusals_are_typed(tmp_path):
+    images = _x()
+    model = _model("mpa").eval()
+    with pytest.raises(gcp.ExportError, match="Cholesky"):
+        gcp.zoo.export_onnx(model, str(tmp_path / "a.onnx"), images)
+    power = _model("svd").eval()
+    power.set_method(alpha=0.25)
+    with pytest.raises(gcp.ExportError, match="alpha=0.5"):
+        gcp.zoo.export_onnx(power, str(tmp_path / "b.onnx"), images)
+    for tol in (0, -1e-3):
+        with pytest.raises(gcp.ExportError, match="tol must be"):
+            gcp.zoo.export_onnx(power, str(tmp_path / "d.onnx"), images, tol=tol)
+    with pytest.raises(gcp.ExportError, match="non-empty"):
+        gcp.zoo.export_onnx(model, str(tmp_path / "e.onnx"), images[:0])
+    assert not list(tmp_path.iterdir())  # nothing written by any refusal
+    with pytest.raises(gcp.ExportError, match="no Newton–Schulz root within"):
+        gcp.zoo.choose_matmul_root(_model("svd").eval(), images, tol=1e-12, candidates=(5, 10))
+
+
+def test_legacy_onnx_exporter_names_the_way_out_for_svd(tmp_path):
+    """The TorchScript-based exporter reaches gcp's own check, which says what works."""
+    model = _model("svd").eval()
+    with pytest.raises(gcp.ExportError, match="set_method\\('isqrt'"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (_x(),), str(tmp_path / "c.onnx"), dynamo=False)

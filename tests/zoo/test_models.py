@@ -1,0 +1,157 @@
+"""Model zoo: the timm contract over every registered model, pretrained loading, save/load."""
+
+import os
+
+import pytest
+import timm
+import torch
+
+import gcp
+import gcp.zoo
+from gcp.zoo import save_weights
+from gcp.zoo.io import sha256_of
+
+SMALL = dict(num_classes=7, reduced_dim=16)
+
+
+def test_resnet_last_stage_keeps_14x14_without_dilation():
+    model = gcp.zoo.create_model("gcp_resnet18", num_classes=3)
+    x = torch.randn(1, 3, 224, 224)
+    assert model.forward_features(x).shape[-2:] == (14, 14)
+    assert all(m.dilation == (1, 1) for m in model.backbone.layer4.modules() if isinstance(m, torch.nn.Conv2d))
+    assert gcp.zoo.create_model("gcp_resnet18", num_classes=3, last_stride=2).forward_features(x).shape[-2:] == (7, 7)
+    assert gcp.zoo.create_model("gcp_vgg16_bn", num_classes=3, reduced_dim=8).forward_features(x).shape[-2:] == (14, 14)
+
+
+def test_head_options_pass_through_timm_create_model():
+    model = timm.create_model("gcp_resnet50", method="svd", backward="pade", num_classes=200, degree=(8, 8))
+    assert (model.head.method, model.head.backward, model.head.opts) == ("svd", "pade", {"degree": (8, 8)})
+    assert model.num_classes == 200 and model.head_hidden_size == 32896 and model.num_features == 2048
+    assert sum(p.numel() for p in model.head.fc.parameters()) == 32896 * 200 + 200
+    with pytest.raises(gcp.InvalidOptionError, match="unknown option"):
+        timm.create_model("gcp_resnet18", method="svd", backward="taylor", degre=3)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(gcp.zoo.UnknownModelError, match="did you mean gcp_resnet50"):
+        gcp.zoo.create_model("gcp_resnt50")
+
+
+def test_pretrained_without_weights_is_a_clear_error():
+    with pytest.raises(gcp.zoo.CheckpointError, match="no downloadable weights.*gcp.zoo.convert"):
+        gcp.zoo.create_model("gcp_resnet50.isqrt_cov_in1k", pretrained=True)
+
+
+def _saved(tmp_path, **kwargs):
+    torch.manual_seed(1)
+    model = gcp.zoo.create_model("gcp_resnet18", **{**SMALL, **kwargs}).eval()
+    path = str(tmp_path / "w.safetensors")
+    save_weights(model, path)
+    return model, path
+
+
+def test_pretrained_file_with_hash_and_num_classes_rule(tmp_path):
+    model, path = _saved(tmp_path)
+    x = torch.randn(2, 3, 64, 64)
+    digest = sha256_of(path)
+    loaded = gcp.zoo.create_model("gcp_resnet18", **SMALL, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=f"{path}#sha256={digest}")).eval()
+    assert torch.equal(loaded(x), model(x))
+    # a different number of classes: classifier fresh, everything else loaded (timm's rule)
+    other = gcp.zoo.create_model("gcp_resnet18", num_classes=3, reduced_dim=16, pretrained=True,
+                             pretrained_cfg_overlay=dict(file=path)).eval()
+    assert torch.equal(other.backbone.conv1.weight, model.backbone.conv1.weight)
+    assert other.head.fc.weight.shape == (3, 136)
+    with pytest.raises(gcp.zoo.CheckpointError, match="SHA-256 of .* expected 0000"):
+        gcp.zoo.create_model("gcp_resnet18", **SMALL, pretrained=True,
+                         pretrained_cfg_overlay=dict(file=f"{path}#sha256={'0' * 64}"))
+
+
+def test_pretrained_url_download_checks_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    model, path = _saved(tmp_path)
+    url = f"file://{path}#sha256={sha256_of(path)}"
+    loaded = gcp.zoo.create_model("gcp_resnet18", **SMALL, pretrained=True, pretrained_cfg_overlay=dict(url=url)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_checkpoint_that_does_not_fit_lists_the_keys(tmp_path):
+    model, path = _saved(tmp_path)
+    plain = str(tmp_path / "plain.pth")  # no metadata: the key check itself must catch it
+    torch.save(model.state_dict(), plain)
+    with pytest.raises(gcp.zoo.CheckpointError, match=r"saved for reduced_dim=16 but the model has reduced_dim=32"):
+        gcp.zoo.create_model("gcp_resnet18", num_classes=7, reduced_dim=32, pretrained=True,
+                         pretrained_cfg_overlay=dict(file=path))
+    with pytest.raises(gcp.zoo.CheckpointError, match=r"shape mismatches: head.fc.weight: checkpoint \(7, 136\) vs model \(7, 528\), head.reduce.bn.bias"):
+        gcp.zoo.create_model("gcp_resnet18", num_classes=7, reduced_dim=32, pretrained=True,
+                         pretrained_cfg_overlay=dict(file=plain))
+    with pytest.raises(gcp.zoo.CheckpointError, match=r"weights of gcp_resnet18 but the model is gcp_resnet34"):
+        gcp.zoo.create_model("gcp_resnet34", **SMALL, pretrained=True, pretrained_cfg_overlay=dict(file=path))
+    with pytest.raises(gcp.zoo.CheckpointError, match=r"missing keys: backbone.layer1.2.*"):
+        gcp.zoo.create_model("gcp_resnet34", **SMALL, pretrained=True, pretrained_cfg_overlay=dict(file=plain))
+    partial = str(tmp_path / "partial.pth")
+    torch.save({k: v for k, v in model.state_dict().items() if "layer4" not in k} | {"extra.w": torch.ones(1)}, partial)
+    with pytest.raises(gcp.zoo.CheckpointError, match=r"missing keys: backbone.layer4.0.bn1.bias.*unexpected keys: extra.w"):
+        gcp.zoo.create_model("gcp_resnet18", **SMALL, pretrained=True, pretrained_cfg_overlay=dict(file=partial))
+    with pytest.raises(gcp.zoo.CheckpointError, match="last_stride=1 but the model has last_stride=2"):
+        gcp.zoo.create_model("gcp_resnet18", **SMALL, last_stride=2, pretrained=True, pretrained_cfg_overlay=dict(file=path))
+
+
+def test_corrupt_or_missing_checkpoint(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(gcp.zoo.CheckpointError, match="cannot read checkpoint"):
+        gcp.zoo.create_model("gcp_resnet18", **SMALL, pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
+    with pytest.raises(gcp.zoo.CheckpointError, match="not found"):
+        gcp.zoo.create_model("gcp_resnet18", **SMALL, pretrained=True,
+                         pretrained_cfg_overlay=dict(file=str(tmp_path / "nope.safetensors")))
+
+
+def test_backbone_pretrained_from_file_keeps_fresh_head(tmp_path):
+    torch.manual_seed(2)
+    ref = timm.create_model("resnet18")
+    path = str(tmp_path / "resnet18.pth")
+    torch.save(ref.state_dict(), path)
+    model = gcp.zoo.create_model("gcp_resnet18", **SMALL, backbone_pretrained=path)
+    assert torch.equal(model.backbone.layer4[0].conv1.weight, ref.layer4[0].conv1.weight)
+    assert model.backbone.layer4[0].conv1.stride == (1, 1)  # stride removed after loading
+    fresh = gcp.zoo.create_model("gcp_resnet18", **SMALL)
+    assert not torch.equal(model.backbone.conv1.weight, fresh.backbone.conv1.weight)
+
+
+def test_save_pretrained_rebuilds_options_and_never_overwrites(tmp_path):
+    model = gcp.zoo.create_model("gcp_resnet18", num_classes=4, reduced_dim=8, method="svd", backward="taylor",
+                             degree=9).eval()
+    out = str(tmp_path / "run")
+    gcp.zoo.save_pretrained(model, out)
+    again = gcp.zoo.load_pretrained(out)
+    assert (again.head.method, again.head.backward, again.head.opts) == ("svd", "taylor", {"degree": 9})
+    with pytest.raises(gcp.zoo.CheckpointError, match="already holds a saved model"):
+        gcp.zoo.save_pretrained(model, out)
+    before = os.path.getmtime(os.path.join(out, "model.safetensors"))
+    gcp.zoo.save_pretrained(model, out, overwrite=True)
+    assert os.path.getmtime(os.path.join(out, "model.safetensors")) >= before
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+    with pytest.raises(gcp.zoo.CheckpointError, match="no config.json"):
+        gcp.zoo.load_pretrained(str(tmp_path))
+
+
+def test_model_table_lists_every_model_with_published_numbers(capsys):
+    from gcp.zoo.__main__ import main, model_rows
+
+    rows = {r["name"]: r for r in model_rows()}
+    assert set(rows) == set(gcp.zoo.list_models())
+    assert rows["gcp_resnet50"]["representation"] == 32896
+    assert abs(rows["gcp_resnet50"]["params_m"] - 56.9) < 0.1  # iSQRT-COV paper: 56.9 M
+    assert "77.86" in rows["gcp_resnet50"]["published_top1"]
+    assert main() == 0 and "| `gcp_vgg16_bn` |" in capsys.readouterr().out
+
+
+def test_weight_tag_builds_the_architecture_its_weights_need():
+    model = gcp.zoo.create_model("gcp_resnet50.svd_pade_in1k", reduced_dim=16)
+    assert model.arch_args["last_stride"] == 2 and (model.head.method, model.head.backward) == ("svd", "pade")
+    assert model.pretrained_cfg["pool_size"] == (7, 7)
+    assert model.forward_features(torch.randn(1, 3, 224, 224)).shape[-2:] == (7, 7)
+    # a value the user gives wins over the tag's default
+    assert gcp.zoo.create_model("gcp_resnet50.svd_pade_in1k", reduced_dim=16, last_stride=1).arch_args["last_stride"] == 1
