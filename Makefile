@@ -1,7 +1,7 @@
 # Two entry points that work on a fresh machine: both create .venv when it is missing.
 PY := .venv/bin/python
 
-.PHONY: bootstrap demo test test-all test-slow bench bench-gpu
+.PHONY: bootstrap demo lint test test-all test-slow bench bench-gpu
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -9,7 +9,10 @@ bootstrap:
 demo: bootstrap
 	$(PY) -m gcp.compare --quick
 
-test: bootstrap
+lint: bootstrap
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q --durations=15
 
 test-all: bootstrap

@@ -11,6 +11,10 @@ Public API::
     gcp.ZCAWhitening, gcp.zca_whiten                   # ZCA whitening (BatchNorm replacement)
     gcp.PCADenoising, gcp.pca_denoise                  # PCA denoising
     gcp.GCPError and subclasses                        # typed errors (all ValueError)
+
+The layers above the core are subpackages that ``import gcp`` does not load: :mod:`gcp.zoo`
+(timm models), :mod:`gcp.train` (training), :mod:`gcp.finegrained` (fine-tuning),
+:mod:`gcp.compare` (the ``gcp-compare`` tool) and :mod:`gcp.bench` (benchmark timing).
 """
 
 from ._validation import finite_checks, set_finite_checks
@@ -35,7 +39,7 @@ from .pooling import METHODS, SCRIPTABLE_METHODS, GCPHead, covariance_pool, norm
 from .spectral import eigh, inv_sqrtm, powm, sqrtm
 from .whitening import ZCAWhitening, replace_batchnorm, zca_whiten
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BACKWARDS",

@@ -15,7 +15,11 @@ echo "[check_install] venv in $work/v"
 "$py" -m venv "$work/v"
 "$work/v/bin/python" -m pip install --quiet --disable-pip-version-check "$root[all]"
 cd "$work"  # outside the repository: only the installed package can be imported
-"$work/v/bin/python" -c "import gcp, zoo, finegrained, timm; print('[check_install] gcp', gcp.__version__, 'models', len(zoo.list_models()))"
+"$work/v/bin/python" -c "import gcp, gcp.zoo, gcp.finegrained.finetune, timm; print('[check_install] gcp', gcp.__version__, 'models', len(gcp.zoo.list_models()))"
+# one top-level package: the generic names of earlier layouts must not be importable
+"$work/v/bin/python" -c "import importlib.util as u, sys; bad = [n for n in ('zoo', 'gcptrain', 'finegrained') if u.find_spec(n)]; sys.exit(f'importable: {bad}' if bad else 0)"
+"$work/v/bin/gcp-train" --help > /dev/null
+"$work/v/bin/gcp-finetune" --help > /dev/null
 "$work/v/bin/gcp-compare" --quick --out "$work/compare"
 test -s "$work/compare/report.md"
 echo "[check_install] ok"

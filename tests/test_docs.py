@@ -1,0 +1,57 @@
+"""The README is a short user's guide whose links all resolve; the reference pages' links too."""
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(page: pathlib.Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for line in page.read_text().splitlines():
+        if line.startswith("#"):
+            text = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", text)))
+    return out
+
+
+def test_readme_is_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) < 250
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_link_resolves(page):
+    broken = []
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"[a-z]+:", target):  # http(s), mailto: not checked offline
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists() or (anchor and dest.is_file() and anchor not in _anchors(dest)):
+            broken.append(target)
+    assert broken == []
+
+
+def test_readme_links_to_every_reference_page():
+    text = (ROOT / "README.md").read_text()
+    assert [p.name for p in (ROOT / "docs").glob("*.md") if f"docs/{p.name}" not in text] == []
+
+
+def test_no_page_narrates_history_outside_the_changelog():
+    """History lives in CHANGELOG.md; the guide and the reference describe what is."""
+    phrases = ("this release", "before →", "before, ", "issue #")
+    found = [(p.name, ph) for p in PAGES if p.name != "CHANGELOG.md" for ph in phrases if ph in p.read_text()]
+    assert found == []
+
+
+def test_no_code_cites_an_issue():
+    """Comments and docstrings say why, not which ticket: no ``issue 12`` / ``(#12)`` in the code."""
+    pattern = re.compile(r"\bissues? \d+|\(#\d+\)", re.I)
+    files = [*(ROOT / "gcp").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    cited = [str(f.relative_to(ROOT)) for f in files if f.name != "test_docs.py" and pattern.search(f.read_text())]
+    assert cited == []
