@@ -31,6 +31,7 @@ from .errors import (
     NonSquareError,
     ShapeError,
     UnknownBackwardError,
+    UnsupportedDerivativeError,
 )
 from .lyapunov import lyap_sign_solve
 from .newton_schulz import isqrtm
@@ -56,6 +57,7 @@ __all__ = [
     "DTypeError",
     "ExportError",
     "GCPError",
+    "UnsupportedDerivativeError",
     "IndefiniteError",
     "InvalidOptionError",
     "NonFiniteError",

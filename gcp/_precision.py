@@ -13,10 +13,16 @@ from .errors import DTypeError
 def resolve_compute_dtype(
     dtype: torch.dtype, requested: Optional[torch.dtype], minimum: torch.dtype
 ) -> torch.dtype:
-    """The dtype to compute in: ``requested`` if given, else the wider of ``dtype`` and ``minimum``."""
+    """The dtype to compute in: ``requested`` if given, else the wider of ``dtype`` and ``minimum``.
+
+    Only float32 and float64 can be requested: torch's eigendecomposition, Cholesky and the
+    triangular solves have no 16-bit kernels, and 16-bit matmuls would lose the digits these
+    routes exist to keep.
+    """
     if requested is not None:
-        if not requested.is_floating_point:
-            raise DTypeError(f"compute_dtype must be a floating dtype, got {requested}")
+        if not isinstance(requested, torch.dtype) or requested not in (torch.float32, torch.float64):
+            raise DTypeError(f"compute_dtype must be torch.float32 or torch.float64, got {requested}; "
+                             "16-bit inputs are computed in float32/float64 and cast back by default")
         return requested
     return dtype if torch.finfo(dtype).bits >= torch.finfo(minimum).bits else minimum
 

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import torch
 
+from ._transforms import under_vmap
 from .errors import DTypeError, ExportError, IndefiniteError, NonFiniteError, NonSquareError, ShapeError
 
 _FINITE_CHECKS = True
@@ -53,13 +54,14 @@ def check_floating(x: torch.Tensor, name: str = "input") -> None:
 
 def _skip_value_checks(x: torch.Tensor) -> bool:
     """True when value checks are off, or a tensor's values cannot be read: meta tensors, FX
-    symbolic and JIT tracing."""
+    symbolic and JIT tracing, and ``torch.func.vmap`` (a vmapped function cannot branch on values)."""
     return (
         not _FINITE_CHECKS
         or x.device.type == "meta"
         or torch.jit.is_scripting()
         or torch.jit.is_tracing()
         or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+        or under_vmap(x)
     )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._higher_order import refuse_higher
 from ._precision import autocast_off, resolve_compute_dtype
 from ._validation import check_onnx_exportable, check_square_batch, check_trace_normalisable
 from .errors import InvalidOptionError
@@ -113,21 +114,31 @@ _check_pade_denominator(5, 5)  # the paper's default, checked at import so trace
 class _LyapunovSqrt(torch.autograd.Function):
     """``X^{1/2} ≈ √‖X‖_F · R(I − X/‖X‖_F)``; backward solves ``B Y + Y B = G/√‖X‖_F``, ``B = R``."""
 
-    @staticmethod
-    def forward(ctx, x, approximant, lyap_iters):  # type: ignore[override]
-        norm = torch.linalg.matrix_norm(x).clamp_min(torch.finfo(x.dtype).tiny)[..., None, None]
-        root = approximant(_eye_like(x) - x / norm)
-        ctx.save_for_backward(root, norm)
-        ctx.lyap_iters = lyap_iters
-        return root * norm.sqrt()
+    generate_vmap_rule = True
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
-        root, norm = ctx.saved_tensors
+    def forward(x, approximant, lyap_iters):  # type: ignore[override]
+        norm = torch.linalg.matrix_norm(x).clamp_min(torch.finfo(x.dtype).tiny)[..., None, None]
+        root = approximant(_eye_like(x) - x / norm)
+        return root * norm.sqrt(), root, norm
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, _, lyap_iters = inputs
+        _, root, norm = output
+        ctx.mark_non_differentiable(root, norm)
+        ctx.save_for_backward(x, root, norm)
+        ctx.lyap_iters = lyap_iters
+
+    @staticmethod
+    def backward(ctx, grad, *_):  # type: ignore[override]
+        x, root, norm = ctx.saved_tensors
         rhs = 0.5 * (grad + grad.transpose(-1, -2)) / norm.sqrt()
         gx = lyap_sign_solve(root, rhs, ctx.lyap_iters)
-        return 0.5 * (gx + gx.transpose(-1, -2)), None, None
+        gx = 0.5 * (gx + gx.transpose(-1, -2))
+        # the Lyapunov backward is the exact gradient of the approximant's root, not a function
+        # whose own derivative is known: a second derivative is refused, never zero
+        return refuse_higher(gx, "gcp.mpa_sqrtm / gcp.mtp_sqrtm (Lyapunov backward)", x, grad), None, None
 
 
 def _run(
@@ -136,7 +147,7 @@ def _run(
     check_int(lyap_iters, "lyap_iters", minimum=1)
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
-        return _LyapunovSqrt.apply(x.to(cdt), approximant, lyap_iters).to(x.dtype)
+        return _LyapunovSqrt.apply(x.to(cdt), approximant, lyap_iters)[0].to(x.dtype)
 
 
 def mtp_sqrtm(

@@ -16,6 +16,7 @@ __all__ = [
     "UnknownBackwardError",
     "InvalidOptionError",
     "ExportError",
+    "UnsupportedDerivativeError",
 ]
 
 
@@ -58,3 +59,10 @@ class InvalidOptionError(GCPError):
 
 class ExportError(GCPError):
     """A configuration cannot be scripted or exported as asked; the message says which route works."""
+
+
+class UnsupportedDerivativeError(GCPError):
+    """A derivative the route does not compute was requested: a second (or higher) derivative
+    through a backward that is not differentiable, or forward mode (``torch.func.jvp``,
+    ``jacfwd``) through a route without one. The message lists the routes that compute it.
+    Raised when the derivative is computed, never replaced by zeros."""

@@ -86,6 +86,14 @@ def covariance_pool(x: Tensor, method: str = "svd", backward: str = "exact", **k
         >>> y.shape
         torch.Size([2, 64, 64])
     """
+    positions = x.shape[2:].numel() if isinstance(x, Tensor) and x.dim() >= 3 else None
+    if positions is not None and positions < 2 and method in ("svd", "mpa", "mtp"):
+        # the covariance of one position is the zero matrix, where a square root is not
+        # differentiable: the gradient would be Inf/NaN, so refuse before any work
+        raise ShapeError(
+            f"covariance pooling over {positions} position(s) (feature maps {tuple(x.shape[2:])}): the "
+            f"covariance is zero and method={method!r} has no finite gradient there; use larger inputs "
+            "(e.g. a larger --img-size) so the final feature map has at least 2 positions, or method='isqrt'")
     return normalize_covariance(covariance(x), method, backward, **kwargs)
 
 

@@ -7,10 +7,12 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from ._higher_order import FORWARD_OVER_REVERSE, ExactPowerGrad, exact_power_grad, refuse_higher
 from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
+from ._transforms import under_forward_mode
 from ._validation import check_definite, check_onnx_exportable, check_square_batch
 from .backward import BackwardMode, Options, SpectralState, get_backward
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, UnsupportedDerivativeError
 from .validators import check_real
 
 DEFAULT_EPS = 1e-10
@@ -42,56 +44,98 @@ def eigh_power_forward(x: Tensor, p: float, eps: float) -> Tensor:
     return _spectral_power(lam, vecs, floor, p).to(x.dtype)
 
 
-def _save(ctx: Any, state: SpectralState) -> None:
-    ctx.save_for_backward(state.lam, state.vecs, state.floor, state.x)
-
-
-def _load(ctx: Any) -> SpectralState:
-    lam, vecs, floor, x = ctx.saved_tensors
-    return SpectralState(lam=lam, vecs=vecs, floor=floor, x=x)
-
-
 class _PowM(torch.autograd.Function):
+    """``X^p`` by ``eigh``. The floored eigenvalues and the eigenvectors are returned as extra,
+    non-differentiable outputs: with ``setup_context`` (what ``torch.func`` needs) that is how a
+    forward hands its intermediates to the backward."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, p, mode, opts, eps, cdt):  # type: ignore[override]
+    def forward(x, p, mode, opts, eps, cdt):  # type: ignore[override]
         with autocast_off(x.device):
-            state = _eigh_state(x, cdt, eps, mode.needs_input)
+            state = _eigh_state(x, cdt, eps, False)
             check_definite(state.lam, x.dtype)
             out = _spectral_power(state.lam, state.vecs, state.floor, p)
             floored = torch.maximum(state.lam, state.floor)
-            state = SpectralState(lam=floored, vecs=state.vecs, floor=state.floor, x=state.x)
-        _save(ctx, state)
-        ctx.p, ctx.mode, ctx.opts = p, mode, opts
-        return out.to(x.dtype)
+        return out.to(x.dtype), floored, state.vecs, state.floor
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
-        state = _load(ctx)
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, p, mode, opts, _, cdt = inputs
+        _, floored, vecs, floor = output
+        ctx.mark_non_differentiable(floored, vecs, floor)
+        ctx.save_for_backward(x, floored, vecs, floor)
+        ctx.save_for_forward(floored, vecs)
+        ctx.p, ctx.mode, ctx.opts, ctx.cdt = p, mode, opts, cdt
+
+    @staticmethod
+    def backward(ctx, grad, *_):  # type: ignore[override]
+        x, lam, vecs, floor = ctx.saved_tensors
+        if torch.is_grad_enabled() and ctx.p in ctx.mode.second_order_powers:
+            # a graph of the backward is wanted (create_graph=True, torch.func): build it from
+            # the closed-form second derivative rather than autograd through eigh
+            if under_forward_mode():
+                raise UnsupportedDerivativeError(FORWARD_OVER_REVERSE)
+            with autocast_off(grad.device):
+                return ExactPowerGrad.apply(x, grad, lam, vecs, ctx.p), None, None, None, None, None
+        state = SpectralState(lam=lam, vecs=vecs, floor=floor, x=x.to(ctx.cdt) if ctx.mode.needs_input else None)
         with autocast_off(grad.device):
-            gx = ctx.mode.powm_grad(state, ctx.p, grad.to(state.lam.dtype), ctx.opts)
-        return gx.to(grad.dtype), None, None, None, None, None
+            gx = ctx.mode.powm_grad(state, ctx.p, grad.to(lam.dtype), ctx.opts).to(grad.dtype)
+        gx = refuse_higher(gx, f"gcp.powm(p={ctx.p:g}) with backward={ctx.mode.name!r}", x, grad)
+        return gx, None, None, None, None, None
+
+
+class _PowMForwardMode(_PowM):
+    """:class:`_PowM` with forward-mode AD (``torch.func.jvp``/``jacfwd``). A separate class
+    because dynamo cannot trace an autograd Function that defines ``jvp``; compiled code uses
+    :class:`_PowM`."""
+
+    @staticmethod
+    def jvp(ctx, dx, *_):  # type: ignore[override]
+        # forward mode is the Fréchet derivative Df(X)[dX] itself, which only "exact" computes;
+        # the other modes define a gradient, not a derivative of the function
+        if not ctx.mode.second_order_powers:
+            raise UnsupportedDerivativeError(
+                f"forward-mode derivatives (torch.func.jvp, jacfwd) of gcp.powm need backward='exact'; "
+                f"{ctx.mode.name!r} defines only a backward")
+        lam, vecs = ctx.saved_tensors  # in jvp: what save_for_forward kept
+        with autocast_off(dx.device):
+            dy = exact_power_grad(lam, vecs, ctx.p, dx.to(lam.dtype)).to(dx.dtype)
+        return dy, None, None, None
 
 
 class _Eigh(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, mode, opts, eps, cdt):  # type: ignore[override]
-        with autocast_off(x.device):
-            state = _eigh_state(x, cdt, eps, False)
-        _save(ctx, state)
-        ctx.mode, ctx.opts, ctx.in_dtype = mode, opts, x.dtype
-        return state.lam.to(x.dtype), state.vecs.to(x.dtype)
+    generate_vmap_rule = True
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_lam, grad_vecs):  # type: ignore[override]
-        state = _load(ctx)
-        cdt = state.lam.dtype
-        grad_lam = torch.zeros_like(state.lam) if grad_lam is None else grad_lam.to(cdt)
-        grad_vecs = torch.zeros_like(state.vecs) if grad_vecs is None else grad_vecs.to(cdt)
-        with autocast_off(state.lam.device):
-            gx = ctx.mode.eigh_grad(state, grad_lam, grad_vecs, ctx.opts)
-        return gx.to(ctx.in_dtype), None, None, None, None
+    def forward(x, mode, opts, eps, cdt):  # type: ignore[override]
+        with autocast_off(x.device):
+            state = _eigh_state(x, cdt, eps, False)
+        # copies: an output that is also a saved, non-differentiable one would lose its gradient
+        return (state.lam.to(x.dtype, copy=True), state.vecs.to(x.dtype, copy=True), state.lam, state.vecs,
+                state.floor)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, mode, opts, _, _ = inputs
+        _, _, lam, vecs, floor = output
+        ctx.mark_non_differentiable(lam, vecs, floor)
+        ctx.save_for_backward(x, lam, vecs, floor)
+        ctx.mode, ctx.opts = mode, opts
+
+    @staticmethod
+    def backward(ctx, grad_lam, grad_vecs, *_):  # type: ignore[override]
+        x, lam, vecs, floor = ctx.saved_tensors
+        state = SpectralState(lam=lam, vecs=vecs, floor=floor)
+        cdt = lam.dtype
+        grad_lam = torch.zeros_like(lam) if grad_lam is None else grad_lam.to(cdt)
+        grad_vecs = torch.zeros_like(vecs) if grad_vecs is None else grad_vecs.to(cdt)
+        with autocast_off(lam.device):
+            gx = ctx.mode.eigh_grad(state, grad_lam, grad_vecs, ctx.opts).to(x.dtype)
+        # eigenvectors of a repeated eigenvalue are not unique: no second derivative is exact there
+        gx = refuse_higher(gx, f"gcp.eigh with backward={ctx.mode.name!r}", x, grad_lam, grad_vecs)
+        return gx, None, None, None, None
 
 
 def _prepare(
@@ -147,7 +191,8 @@ def powm(
     check_real(p, "p")
     mode, options, cdt = _prepare(x, backward, eps, compute_dtype, opts)
     mode.check_power(float(p))
-    return _PowM.apply(x, float(p), mode, options, float(eps), cdt)
+    function = _PowM if torch.compiler.is_compiling() else _PowMForwardMode
+    return function.apply(x, float(p), mode, options, float(eps), cdt)[0]
 
 
 def sqrtm(x: Tensor, backward: str = "exact", **kwargs: Any) -> Tensor:
@@ -197,7 +242,8 @@ def eigh(
             f"backward {backward!r} differentiates matrix square roots, not eigenvectors; "
             "use one of: " + ", ".join(n for n in _eigh_modes())
         )
-    return _Eigh.apply(x, mode, options, float(eps), cdt)
+    lam, vecs = _Eigh.apply(x, mode, options, float(eps), cdt)[:2]
+    return lam, vecs
 
 
 def _eigh_modes() -> list[str]:

@@ -23,8 +23,12 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import Tensor
 
+from .._transforms import mul_
 from ..errors import InvalidOptionError
 from ..validators import is_int, is_real
+
+# the powers whose second divided differences factor into first ones (gcp._higher_order)
+SECOND_ORDER_POWERS: tuple[float, ...] = (0.5, -0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class BackwardMode:
     options: ClassVar[type[Options]] = Options
     supports_eigh: ClassVar[bool] = True
     needs_input: ClassVar[bool] = False
+    # powers p whose backward of X^p is itself differentiable (gcp._higher_order); others refuse
+    second_order_powers: ClassVar[tuple[float, ...]] = ()
 
     def __init__(self) -> None:
         # read once: torch.compile cannot trace dataclasses.fields() on every call
@@ -195,10 +201,10 @@ class CouplingMode(BackwardMode):
         m = sym(rotate_in(state.vecs, grad))
         f, df = power_values(state.lam, p)
         k, tied = self.coupling_and_ties(state, opts)
-        inner = sym(k.mul_(m).mul_(2.0 * f.unsqueeze(-2)))  # sym(K ∘ Ω)
+        inner = sym(mul_(mul_(k, m), 2.0 * f.unsqueeze(-2)))  # sym(K ∘ Ω)
         del k
         if tied is not None:  # the limit f'(λ) of tied pairs, as "exact" computes it
-            inner = torch.where(tied, power_divided_difference(state.lam, p).mul_(m), inner)
+            inner = torch.where(tied, mul_(power_divided_difference(state.lam, p), m), inner)
         inner.diagonal(dim1=-2, dim2=-1).add_(df * torch.diagonal(m, dim1=-2, dim2=-1))
         return conjugate(state.vecs, inner)
 

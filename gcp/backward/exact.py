@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ._base import (
+    SECOND_ORDER_POWERS,
     CouplingMode,
     Options,
     SpectralState,
@@ -51,6 +52,7 @@ class Exact(CouplingMode):
     name = "exact"
     summary = "closed-form Daleckii–Krein gradient, exact and finite on repeated eigenvalues"
     options = ExactOptions
+    second_order_powers = SECOND_ORDER_POWERS
 
     def coupling(self, state: SpectralState, opts: ExactOptions) -> Tensor:
         lam = state.lam

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._transforms import mul_
 from ..errors import InvalidOptionError
 from ._base import BackwardMode, Options, SpectralState, check_int, conjugate, rotate_in, sym
 
@@ -112,6 +113,6 @@ class NewtonSchulz(BackwardMode):
         c = s * trace.pow(s - 1.0) * (m_diag * g).sum(-1, keepdim=True) - trace.pow(s - 2.0) * (
             torch.diagonal(dg, dim1=-2, dim2=-1) * m_diag * lam
         ).sum(-1, keepdim=True)
-        inner = dg.mul_(m).mul_(t.pow(s - 1.0))
+        inner = mul_(mul_(dg, m), t.pow(s - 1.0))
         inner.diagonal(dim1=-2, dim2=-1).add_(c)
         return sym(conjugate(state.vecs, inner))

@@ -72,6 +72,9 @@ def _check_inputs(images: Tensor, tol: float) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] < 1:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ExportError(f"images must be a non-empty (B, C, H, W) batch, got {shape}")
+    if not images.is_floating_point():
+        raise ExportError(f"images must be a floating-point batch, normalised as the model expects (timm's "
+                          f"transforms give float32), got {images.dtype}")
 
 
 @torch.no_grad()

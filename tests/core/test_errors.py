@@ -67,7 +67,9 @@ def test_square_root_only_modes():
 
 @pytest.mark.parametrize("kwargs, pattern", [
     ({"eps": 0.0}, "eps must be"), ({"eps": 2.0}, "eps must be"),
-    ({"compute_dtype": torch.int32}, "compute_dtype must be a floating dtype"),
+    ({"compute_dtype": torch.int32}, "compute_dtype must be torch.float32 or torch.float64"),
+    ({"compute_dtype": torch.float16}, "compute_dtype must be torch.float32 or torch.float64"),
+    ({"compute_dtype": torch.bfloat16}, "compute_dtype must be torch.float32 or torch.float64"),
 ])
 def test_invalid_forward_options(kwargs, pattern):
     with pytest.raises(gcp.GCPError, match=pattern):
