@@ -27,6 +27,7 @@ bench: bootstrap
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_head.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_second_order.py
 
 # every benchmark on a GPU in one call (for a lent accelerator)
 bench-gpu: bootstrap
@@ -35,3 +36,4 @@ bench-gpu: bootstrap
 	$(PY) benchmarks/bench_memory.py --device cuda
 	$(PY) benchmarks/bench_head.py --device cuda
 	$(PY) benchmarks/bench_train.py --device cuda
+	$(PY) benchmarks/bench_second_order.py --device cuda

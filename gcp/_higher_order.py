@@ -50,6 +50,12 @@ FORWARD_OVER_REVERSE = (
     "create_graph=True) or torch.autograd.functional.hvp")
 
 
+def refuse_forward_mode(route: str) -> None:
+    raise UnsupportedDerivativeError(
+        f"forward-mode derivatives (torch.func.jvp, jacfwd) of {route} are not computed; "
+        "gcp.sqrtm / gcp.inv_sqrtm / gcp.powm with backward='exact' and gcp.isqrtm support them")
+
+
 def refusal(route: str, order: int = 2) -> str:
     return (f"{route} does not compute derivatives of order {order}: its backward is not differentiable. "
             f"Supported: {SUPPORTED}.")

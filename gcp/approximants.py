@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._higher_order import refuse_higher
+from ._higher_order import refuse_forward_mode, refuse_higher
 from ._precision import autocast_off, resolve_compute_dtype
 from ._validation import check_onnx_exportable, check_square_batch, check_trace_normalisable
 from .errors import InvalidOptionError
@@ -141,13 +141,22 @@ class _LyapunovSqrt(torch.autograd.Function):
         return refuse_higher(gx, "gcp.mpa_sqrtm / gcp.mtp_sqrtm (Lyapunov backward)", x, grad), None, None
 
 
+class _LyapunovSqrtForwardMode(_LyapunovSqrt):
+    """Refuses forward mode with a typed error (eager only: dynamo cannot trace a custom ``jvp``)."""
+
+    @staticmethod
+    def jvp(ctx, *tangents):  # type: ignore[override]
+        refuse_forward_mode("gcp.mpa_sqrtm / gcp.mtp_sqrtm")
+
+
 def _run(
     x: Tensor, approximant: Callable[[Tensor], Tensor], lyap_iters: int, compute_dtype: Optional[torch.dtype]
 ) -> Tensor:
     check_int(lyap_iters, "lyap_iters", minimum=1)
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
-        return _LyapunovSqrt.apply(x.to(cdt), approximant, lyap_iters)[0].to(x.dtype)
+        function = _LyapunovSqrt if torch.compiler.is_compiling() else _LyapunovSqrtForwardMode
+        return function.apply(x.to(cdt), approximant, lyap_iters)[0].to(x.dtype)
 
 
 def mtp_sqrtm(

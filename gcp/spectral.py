@@ -7,7 +7,13 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ._higher_order import FORWARD_OVER_REVERSE, ExactPowerGrad, exact_power_grad, refuse_higher
+from ._higher_order import (
+    FORWARD_OVER_REVERSE,
+    ExactPowerGrad,
+    exact_power_grad,
+    refuse_forward_mode,
+    refuse_higher,
+)
 from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._transforms import under_forward_mode
 from ._validation import check_definite, check_onnx_exportable, check_square_batch
@@ -96,9 +102,7 @@ class _PowMForwardMode(_PowM):
         # forward mode is the Fréchet derivative Df(X)[dX] itself, which only "exact" computes;
         # the other modes define a gradient, not a derivative of the function
         if not ctx.mode.second_order_powers:
-            raise UnsupportedDerivativeError(
-                f"forward-mode derivatives (torch.func.jvp, jacfwd) of gcp.powm need backward='exact'; "
-                f"{ctx.mode.name!r} defines only a backward")
+            refuse_forward_mode(f"gcp.powm with backward={ctx.mode.name!r} (it defines only a gradient)")
         lam, vecs = ctx.saved_tensors  # in jvp: what save_for_forward kept
         with autocast_off(dx.device):
             dy = exact_power_grad(lam, vecs, ctx.p, dx.to(lam.dtype)).to(dx.dtype)
@@ -136,6 +140,14 @@ class _Eigh(torch.autograd.Function):
         # eigenvectors of a repeated eigenvalue are not unique: no second derivative is exact there
         gx = refuse_higher(gx, f"gcp.eigh with backward={ctx.mode.name!r}", x, grad_lam, grad_vecs)
         return gx, None, None, None, None
+
+
+class _EighForwardMode(_Eigh):
+    """:class:`_Eigh` refusing forward mode with a typed error (eager only; see :class:`_PowMForwardMode`)."""
+
+    @staticmethod
+    def jvp(ctx, *tangents):  # type: ignore[override]
+        refuse_forward_mode("gcp.eigh")
 
 
 def _prepare(
@@ -242,7 +254,8 @@ def eigh(
             f"backward {backward!r} differentiates matrix square roots, not eigenvectors; "
             "use one of: " + ", ".join(n for n in _eigh_modes())
         )
-    lam, vecs = _Eigh.apply(x, mode, options, float(eps), cdt)[:2]
+    function = _Eigh if torch.compiler.is_compiling() else _EighForwardMode
+    lam, vecs = function.apply(x, mode, options, float(eps), cdt)[:2]
     return lam, vecs
 
 

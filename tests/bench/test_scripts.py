@@ -14,6 +14,7 @@ RUNS = {
     "bench_memory.py": ["--dim", "8", "--batch", "2", "--runs", "1", "--routes", "exact,ns"],
     "bench_head.py": ["--batch", "2", "--channels", "64", "--size", "4", "--reduced-dim", "8", "--repeats", "1"],
     "bench_train.py": ["--batch", "2", "--img-size", "32", "--rounds", "2"],
+    "bench_second_order.py": ["--dims", "8", "--batch", "2", "--repeats", "1"],
 }
 
 

@@ -280,3 +280,20 @@ def test_pca_errors():
         gcp.PCADenoising(8, k=9)
     with pytest.raises(gcp.InvalidOptionError, match="not eigenvectors"):
         gcp.PCADenoising(8, k=2, backward="lyap")
+
+
+@pytest.mark.parametrize("method", ["svd", "mpa", "mtp"])
+def test_one_position_is_refused_where_the_gradient_would_not_be_finite(method):
+    """A 1×1 map has a zero covariance; the square root has no finite gradient there."""
+    head = gcp.GCPHead(8, 3, reduced_dim=4, method=method)
+    with pytest.raises(gcp.ShapeError, match=r"1 position\(s\).*at least 2 positions"):
+        head(torch.randn(2, 8, 1, 1))
+
+
+def test_one_position_isqrt_has_a_finite_gradient_and_two_positions_work_for_svd():
+    x = torch.randn(2, 8, 1, 1, requires_grad=True)
+    gcp.GCPHead(8, 3, reduced_dim=4, method="isqrt")(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    y = torch.randn(2, 8, 1, 2, requires_grad=True)
+    gcp.GCPHead(8, 3, reduced_dim=4, method="svd")(y).sum().backward()
+    assert y.grad.shape == y.shape

@@ -123,6 +123,8 @@ def test_onnx_export_refusals_are_typed(tmp_path):
             gcp.zoo.export_onnx(power, str(tmp_path / "d.onnx"), images, tol=tol)
     with pytest.raises(gcp.ExportError, match="non-empty"):
         gcp.zoo.export_onnx(model, str(tmp_path / "e.onnx"), images[:0])
+    with pytest.raises(gcp.ExportError, match="floating-point batch.*torch.uint8"):
+        gcp.zoo.export_onnx(model, str(tmp_path / "f.onnx"), (images * 255).to(torch.uint8))
     assert not list(tmp_path.iterdir())  # nothing written by any refusal
     with pytest.raises(gcp.ExportError, match="no Newton–Schulz root within"):
         gcp.zoo.choose_matmul_root(_model("svd").eval(), images, tol=1e-12, candidates=(5, 10))
