@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import FGVCAircraft, StanfordCars
 
-from gcp.train.data import image_folder, load_image
+from gcp.train.data import image_folder, is_litter, load_image
 from gcp.train.errors import DatasetError
 
 CUB_LAYOUT = ("CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, "
@@ -41,18 +41,55 @@ def _require(path: str, layout: str) -> str:
     return path
 
 
-def _read_table(path: str, columns: int, layout: str) -> list[list[str]]:
-    """Whitespace-separated rows of ``columns`` fields (the last may contain spaces)."""
-    rows = []
-    with open(_require(path, layout)) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=columns - 1)
-            if len(parts) != columns:
-                raise DatasetError(f"{path}:{number}: expected {columns} fields, got {line.strip()!r}")
-            rows.append(parts)
+def read_lines(path: str, layout: str = "") -> list[str]:
+    """The lines of a text annotation file, decoded as UTF-8 (a byte-order mark is allowed); any
+    other encoding is a :class:`DatasetError` naming the file and line, never a UnicodeDecodeError."""
+    with open(_require(path, layout), "rb") as fh:
+        raw = fh.read()
+    lines = []
+    for number, line in enumerate(raw.split(b"\n"), 1):
+        try:
+            lines.append(line.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r"))
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start}); the "
+                               "annotation files are plain UTF-8/ASCII") from None
+    return lines
+
+
+def _read_table(path: str, columns: int, layout: str, unique_first: bool = True) -> list[list[str]]:
+    """Whitespace-separated rows of ``columns`` fields (the last may contain spaces); the first
+    field (an id) must not repeat."""
+    rows, seen = [], {}
+    for number, line in enumerate(read_lines(path, layout), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=columns - 1)
+        if len(parts) != columns:
+            raise DatasetError(f"{path}:{number}: expected {columns} fields, got {line.strip()!r}")
+        if unique_first and parts[0] in seen:
+            raise DatasetError(f"{path}:{number}: id {parts[0]} repeats line {seen[parts[0]]}")
+        seen[parts[0]] = number
+        rows.append(parts)
     return rows
+
+
+def _number(text: str, kind: type, where: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise DatasetError(f"{where}: {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and value != value:
+        raise DatasetError(f"{where}: {text!r} is not a number")
+    return value
+
+
+def _unique_names(names: list[str], path: str) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, 1):
+        if name in seen:
+            raise DatasetError(f"{path}: class {name!r} is listed twice (entries {seen[name]} and {i}); two labels "
+                               "would name one class")
+        seen[name] = i
 
 
 class LabelledImages(Dataset):
@@ -74,7 +111,11 @@ class LabelledImages(Dataset):
         image: Image.Image = load_image(path)
         if self.boxes is not None:
             x, y, w, h = self.boxes[index]
-            image = image.crop((int(x), int(y), int(round(x + w)), int(round(y + h))))
+            if x + w > image.width + 1 or y + h > image.height + 1:  # one pixel of rounding allowed
+                raise DatasetError(f"the box {(x, y, w, h)} of {path} reaches outside the "
+                                   f"{image.width}×{image.height} image")
+            image = image.crop((int(x), int(y), min(image.width, int(round(x + w))),
+                                min(image.height, int(round(y + h)))))
         if self.transform is not None:
             image = self.transform(image)
         return image, target
@@ -92,6 +133,7 @@ def cub200(root: str, split: str = "train", transform: Optional[Callable] = None
     is_train = {i: f for i, f in _read_table(os.path.join(base, "train_test_split.txt"), 2, CUB_LAYOUT)}
     labels = {i: c for i, c in _read_table(os.path.join(base, "image_class_labels.txt"), 2, CUB_LAYOUT)}
     classes = [name for _, name in _read_table(os.path.join(base, "classes.txt"), 2, CUB_LAYOUT)]
+    _unique_names(classes, os.path.join(base, "classes.txt"))
     boxes_raw = {r[0]: r[1:] for r in _read_table(os.path.join(base, "bounding_boxes.txt"), 5, CUB_LAYOUT)} \
         if bbox_crop else {}
     bad_split = [(i, f) for i, f in is_train.items() if f not in ("0", "1")]
@@ -105,15 +147,22 @@ def cub200(root: str, split: str = "train", transform: Optional[Callable] = None
             raise DatasetError(f"image id {image_id} of images.txt has no split or label in {base}")
         if is_train[image_id] != want:
             continue
-        label = int(labels[image_id]) - 1
+        label = _number(labels[image_id], int, f"image_class_labels.txt, image {image_id}") - 1
         if not 0 <= label < len(classes):
             raise DatasetError(f"image_class_labels.txt: label {label + 1} of image {image_id} is outside "
                                f"1..{len(classes)}")
+        folder = rel.replace("\\", "/").split("/")[0]
+        if folder != classes[label]:  # the archive files each image under its class's folder
+            raise DatasetError(f"image_class_labels.txt: image {image_id} ({rel}) has label {label + 1} "
+                               f"({classes[label]!r}) but lies in the folder of class {folder!r}")
         samples.append((os.path.join(base, "images", rel), label))
         if bbox_crop:
             if image_id not in boxes_raw:
                 raise DatasetError(f"bounding_boxes.txt has no box for image {image_id}")
-            boxes.append(tuple(float(v) for v in boxes_raw[image_id]))  # type: ignore[arg-type]
+            box = tuple(_number(v, float, f"bounding_boxes.txt, image {image_id}") for v in boxes_raw[image_id])
+            if box[2] <= 0 or box[3] <= 0 or box[0] < 0 or box[1] < 0:
+                raise DatasetError(f"bounding_boxes.txt: image {image_id} has an empty or negative box {box}")
+            boxes.append(box)  # type: ignore[arg-type]
     return LabelledImages(samples, classes, transform, boxes if bbox_crop else None)
 
 
@@ -159,17 +208,22 @@ def fgvc_aircraft(root: str, split: str = "trainval", transform: Optional[Callab
     classes_file = _require(os.path.join(data, levels[annotation_level]), layout)
     split_file = _require(os.path.join(data, f"images_{annotation_level}_{split}.txt"), layout)
     _require(os.path.join(data, "images"), layout)
-    with open(classes_file) as fh:
-        lines = fh.read().split("\n")
+    lines = read_lines(classes_file, layout)
     while lines and not lines[-1].strip():
         lines.pop()  # the trailing newline
     blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
     if blank:
         raise DatasetError(f"{classes_file}:{blank[0]}: blank line (it would become a class without a name)")
-    with open(split_file) as fh:
-        for number, line in enumerate(fh, 1):
-            if line.strip() and len(line.strip().split(" ", 1)) != 2:
-                raise DatasetError(f"{split_file}:{number}: expected '<image id> <class name>', got {line.strip()!r}")
+    _unique_names([line.strip() for line in lines], classes_file)
+    seen: dict[str, int] = {}
+    for number, line in enumerate(read_lines(split_file, layout), 1):
+        if line.strip() and len(line.strip().split(" ", 1)) != 2:
+            raise DatasetError(f"{split_file}:{number}: expected '<image id> <class name>', got {line.strip()!r}")
+        if line.strip():
+            image_id = line.strip().split(" ", 1)[0]
+            if image_id in seen:
+                raise DatasetError(f"{split_file}:{number}: image {image_id} repeats line {seen[image_id]}")
+            seen[image_id] = number
     try:
         ds = _from_torchvision(FGVCAircraft(root, split=split, annotation_level=annotation_level))
     except (ValueError, KeyError) as exc:
@@ -193,13 +247,20 @@ def stanford_dogs(root: str, split: str = "train", transform: Optional[Callable]
         labels = [int(v) - 1 for v in mat["labels"].tolist()]
     except (KeyError, ValueError, OSError) as exc:
         raise DatasetError(f"malformed {lists} (needs file_list and labels): {exc}") from exc
-    classes = sorted(e.name for e in os.scandir(images) if e.is_dir())
+    classes = sorted(e.name for e in os.scandir(images) if e.is_dir() and not is_litter(e.name))
     if len(files) != len(labels):
         raise DatasetError(f"{lists}: {len(files)} files but {len(labels)} labels")
     bad = [(f, t) for f, t in zip(files, labels) if not 0 <= t < len(classes)]
     if bad:
         raise DatasetError(f"{lists}: label {bad[0][1] + 1} of {bad[0][0]} is outside 1..{len(classes)} "
                            f"(the class folders of {images})")
+    if len(set(files)) != len(files):
+        repeated = next(f for f in files if files.count(f) > 1)
+        raise DatasetError(f"{lists}: {repeated} is listed more than once")
+    wrong = [(f, t) for f, t in zip(files, labels) if f.replace("\\", "/").split("/")[0] != classes[t]]
+    if wrong:
+        raise DatasetError(f"{lists}: {wrong[0][0]} has label {wrong[0][1] + 1} ({classes[wrong[0][1]]}) but lies in "
+                           "another class's folder")
     samples = [(os.path.join(images, f), t) for f, t in zip(files, labels)]
     return LabelledImages(samples, [c.split("-", 1)[-1] for c in classes], transform)
 

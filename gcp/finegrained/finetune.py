@@ -1,9 +1,8 @@
 """Fine-tune a GCP model on a fine-grained dataset; optionally compare backward modes.
 
-    python -m gcp.finegrained.finetune --dataset cub --data-dir /data/birds --model gcp_resnet50 \\
-        --backbone-pretrained --output runs/cub-r50
-    python -m gcp.finegrained.finetune --dataset aircraft --data-dir /data --checkpoint runs/r50-imagenet ...
-    python -m gcp.finegrained.finetune --dataset cars --data-dir /data --backward all --seeds 0 1 2 --output runs/cmp
+    gcp-finetune --dataset cub --data-dir /data/birds --model gcp_resnet50 --backbone-pretrained --output runs/cub-r50
+    gcp-finetune --dataset aircraft --data-dir /data --checkpoint runs/r50-imagenet ...
+    gcp-finetune --dataset cars --data-dir /data --method svd --backward all --seeds 0 1 2 --output runs/cmp
 
 The recipe of the model (finegrained-resnet or finegrained-vgg, below) fills every option you do
 not give. ``--backward`` takes one mode, a comma-separated list or ``all``; with several modes or
@@ -22,37 +21,38 @@ import torch
 import gcp
 import gcp.zoo
 from gcp.train import cli
-from gcp.train.checkpoint import FitState, load_checkpoint
-from gcp.train.data import check_samples, check_splits, fixed_crop_transforms
-from gcp.train.distributed import DistInfo, init_distributed
+from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
+from gcp.train.data import check_samples, check_splits, transforms_for
+from gcp.train.distributed import init_distributed
 from gcp.train.engine import run
 from gcp.train.errors import CheckpointError, ConfigError
+from gcp.train.record import DEFAULT_MODEL, DataSpec, RunRecord, model_data_defaults, resolve, with_class_count
 
 from .compare import write_comparison
 from .datasets import DATASETS, LAYOUTS, build_dataset
-from .recipes import recipe_for, resize_for
+from .recipes import recipe_for
 
 
 def build_parser() -> argparse.ArgumentParser:
     layouts = "dataset layouts (--data-dir):\n" + "\n".join(f"  {k}: {v}" for k, v in LAYOUTS.items())
-    p = argparse.ArgumentParser(prog="python -m gcp.finegrained.finetune", description=__doc__,
+    p = argparse.ArgumentParser(prog="gcp-finetune", description=__doc__,
                                 epilog=layouts + "\n\n" + cli.recipes_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     g.add_argument("--data-dir", required=True)
-    g.add_argument("--bbox-crop", action="store_true", help="CUB: crop each image to its bounding box")
-    g.add_argument("--annotation-level", default="variant", choices=("variant", "family", "manufacturer"),
-                   help="FGVC-Aircraft label granularity")
+    g.add_argument("--bbox-crop", action="store_true", default=None, help="CUB: crop each image to its bounding box")
+    g.add_argument("--annotation-level", default=None, choices=("variant", "family", "manufacturer"),
+                   help="FGVC-Aircraft label granularity (default variant)")
     g.add_argument("--img-size", type=int, default=None, help="crop size (default 448; the resize keeps its ratio)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="gcp_resnet50")
+    g.add_argument("--model", default=None, help=f"a zoo model (default {DEFAULT_MODEL}; a resumed run: its own)")
     g.add_argument("--pretrained", action="store_true", help="the zoo model's own pretrained weights")
     g.add_argument("--backbone-pretrained", nargs="?", const=True, default=False,
                    help="timm ImageNet backbone weights (or a file of them); fresh GCP head")
     g.add_argument("--checkpoint", default=None,
                    help="GCP weights to start from: a gcp.zoo.save_pretrained folder or a weight file")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0])
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 (a resumed run: its own)")
     g.add_argument("--resume", default=None, help="a last.pth to continue, or 'auto': every run continues "
                    "from its own OUTPUT/.../last.pth when present")
     cli.add_head_arguments(p, backward_help="a mode, a comma-separated list or 'all'")
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def backward_modes(text: Optional[str]) -> list[Optional[str]]:
+    """The modes of ``--backward``: one, a comma-separated list without repeats, or ``all``."""
     if text is None:
         return [None]
     modes = list(gcp.BACKWARDS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
@@ -69,75 +70,102 @@ def backward_modes(text: Optional[str]) -> list[Optional[str]]:
         raise ConfigError(f"--backward {text!r} names no mode")
     for m in modes:
         gcp.get_backward(m)  # UnknownBackwardError lists the valid ones
+    repeated = sorted({m for m in modes if modes.count(m) > 1})
+    if repeated:
+        raise ConfigError(f"--backward {text!r} lists {', '.join(repeated)} more than once: each mode runs once")
     return modes
 
 
-def build_model(args: argparse.Namespace, head: dict[str, Any], num_classes: int) -> torch.nn.Module:
+def build_model(record: RunRecord, args: argparse.Namespace) -> torch.nn.Module:
+    head = record.head.model_kwargs()
     if args.checkpoint and os.path.isdir(args.checkpoint):
-        return gcp.zoo.load_pretrained(args.checkpoint, num_classes=num_classes, **head)
+        return gcp.zoo.load_pretrained(args.checkpoint, num_classes=record.num_classes, **head)
     overlay = dict(pretrained_cfg_overlay=dict(file=args.checkpoint)) if args.checkpoint else {}
-    return gcp.zoo.create_model(args.model, num_classes=num_classes, pretrained=args.pretrained or bool(overlay),
-                            backbone_pretrained=args.backbone_pretrained, **head, **overlay)
+    return gcp.zoo.create_model(record.model, num_classes=record.num_classes,
+                                pretrained=args.pretrained or bool(overlay),
+                                backbone_pretrained=args.backbone_pretrained, **head, **overlay)
 
 
-def load_splits(args: argparse.Namespace, img_size: int) -> tuple[Any, Any]:
-    train_tf, test_tf = fixed_crop_transforms(img_size, resize_for(args.dataset, img_size))
-    opts: dict[str, Any] = {}
-    if args.dataset == "cub" and args.bbox_crop:
-        opts["bbox_crop"] = True
-    if args.dataset == "aircraft":
-        opts["annotation_level"] = args.annotation_level
-    train_set = build_dataset(args.dataset, args.data_dir, "train", train_tf, **opts)
-    test_set = build_dataset(args.dataset, args.data_dir, "test", test_tf, **opts)
-    check_splits(train_set.classes, test_set.classes, f"{args.dataset} train", f"{args.dataset} test")
+def load_splits(data: DataSpec, image_check: bool) -> tuple[Any, Any]:
+    train_tf, test_tf = transforms_for(data)
+    opts = dict(data.options)
+    train_set = build_dataset(data.dataset, data.root, "train", train_tf, **opts)
+    test_set = build_dataset(data.dataset, data.root, "test", test_tf, **opts)
+    check_splits(train_set.classes, test_set.classes, f"{data.dataset} train", f"{data.dataset} test")
     for name, ds in (("train", train_set), ("test", test_set)):
-        check_samples(ds.samples, len(ds.classes), f"{args.dataset} {name} split", not args.no_image_check)
+        check_samples(ds.samples, len(ds.classes), f"{data.dataset} {name} split", image_check)
     return train_set, test_set
 
 
-def run_one(args: argparse.Namespace, backward: Optional[str], seed: int, output: str, info: DistInfo,
-            splits: tuple[Any, Any]) -> FitState:
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    given = cli.given_flags(args)
+    options = {}
+    if given.pop("bbox_crop", None):
+        options["bbox_crop"] = True
+    level = given.pop("annotation_level", None)
+    if level is not None:
+        options["annotation_level"] = level
+    if options:
+        given["data_options"] = options
+    given.pop("backward", None)  # a list: each run gets one of its modes
+    given["eval_split"] = "test"
+    return given
+
+
+def plan_runs(args: argparse.Namespace) -> list[tuple[Optional[str], int, str]]:
+    """(mode, seed, folder) of every run, checked before the first one starts."""
+    modes = backward_modes(args.backward)
+    seeds = args.seeds if args.seeds is not None else [0]
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds must be distinct integers >= 0, got {seeds}")
+    several = len(modes) > 1 or len(seeds) > 1
+    if several and args.resume not in (None, "auto"):
+        raise ConfigError("with several modes or seeds, --resume takes 'auto' (each run resumes its own)")
+    if not several:
+        return [(modes[0], seeds[0], args.output)]
+    return [(m, s, os.path.join(args.output, m or "default", f"seed{s}")) for m in modes for s in seeds]
+
+
+def resolve_run(args: argparse.Namespace, mode: Optional[str], seed: Optional[int], output: str
+                ) -> tuple[RunRecord, Optional[dict], str]:
+    """One run's record (and the checkpoint it resumes, if any)."""
     resume_path = os.path.join(output, "last.pth") if args.resume == "auto" else args.resume
     resume = load_checkpoint(resume_path) if resume_path and os.path.exists(resume_path) else None
     if args.resume not in (None, "auto") and resume is None:
         raise CheckpointError(f"checkpoint not found: {args.resume}")
-    base = dict(resume["config"]) if resume is not None and resume.get("config") else recipe_for(args.model)
-    fixed: dict[str, Any] = dict(output=output, seed=seed, flip_average=True)
-    cfg = cli.resolve(args, base, **fixed)
-    if backward is not None:  # one run of a --backward list: the mode is this run's
-        cfg.head = dict(cfg.head, backward=backward, method=cfg.head.get("method", "svd"))
-    torch.manual_seed(seed)
-    model = build_model(args, cfg.head, len(splits[0].classes)).to(info.device)
-    stored = dict(model=args.model, dataset=args.dataset, data_dir=args.data_dir, backward=backward, seed=seed)
-    return run(model, splits[0], splits[1], info, cfg, resume=resume, resume_source=resume_path or "",
-               cli_settings=stored)
+    given = dict(_given(args), output=output)
+    if mode is not None:
+        given["backward"] = mode
+    if seed is not None and (args.seeds is not None or resume is None):
+        given["seed"] = seed
+    if resume is not None:
+        stored = stored_record(resume, resume_path)
+        return resolve(given, stored=stored, start_epoch=int(resume["epoch"]) + 1), resume, resume_path
+    model = given.get("model") or DEFAULT_MODEL
+    recipe = {"model": model, **model_data_defaults(model),
+              **recipe_for(model, given["dataset"], given.get("img_size"))}
+    return resolve(given, recipe=recipe), None, ""
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    info = init_distributed(args.device)
-    modes = backward_modes(args.backward)
-    args.backward = None  # each run sets its own mode (run_one)
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise ConfigError(f"--seeds must be distinct integers >= 0, got {args.seeds}")
-    img_size = args.img_size if args.img_size is not None else recipe_for(args.model)["img_size"]
-    if img_size < 32:
-        raise ConfigError(f"--img-size must be >= 32, got {img_size}")
-    several = len(modes) > 1 or len(args.seeds) > 1
-    if several and args.resume not in (None, "auto"):
-        raise ConfigError("with several modes or seeds, --resume takes 'auto' (each run resumes its own)")
-    splits = load_splits(args, img_size)
-    if not several:
-        run_one(args, modes[0], args.seeds[0], args.output, info, splits)
-        return 0
+    info = init_distributed(args.device, args.dist_timeout)
+    plan = plan_runs(args)
+    resolved = [resolve_run(args, mode, seed, out) for mode, seed, out in plan]  # every refusal before any run
+    for record, _, _ in resolved:
+        check_output_outside_data(record.output, record.data.root)
+    splits = load_splits(resolved[0][0].data, not args.no_image_check)
     results: dict[str, list[list[dict]]] = {}
-    for mode in modes:
-        for seed in args.seeds:
-            name = mode or "default"
-            state = run_one(args, mode, seed, os.path.join(args.output, name, f"seed{seed}"), info, splits)
-            results.setdefault(name, []).append(state.history)
-    if info.is_main:
-        paths = write_comparison(results, args.output, title=f"{args.dataset}, {args.model}")
+    for (mode, _, _), (record, resume, source) in zip(plan, resolved):
+        if record.data != resolved[0][0].data:
+            raise ConfigError(f"{record.output}: its checkpoint read other data than this comparison's first run")
+        record = with_class_count(record, splits[0].classes, from_checkpoint=resume is not None)
+        torch.manual_seed(record.seed)
+        model = build_model(record, args).to(info.device)
+        state = run(model, splits[0], splits[1], info, record, resume=resume, resume_source=source)
+        results.setdefault(mode or "default", []).append(state.history)
+    if len(plan) > 1 and info.is_main:
+        paths = write_comparison(results, args.output, title=f"{args.dataset}, {resolved[0][0].model}")
         print("wrote " + ", ".join(paths))
     return 0
 

@@ -6,7 +6,7 @@ evaluation averages the centre crop and its flip.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from gcp.train.config import RECIPES
 
@@ -18,9 +18,13 @@ def recipe_name(model: str) -> str:
     return "finegrained-vgg" if "vgg" in model else "finegrained-resnet"
 
 
-def recipe_for(model: str) -> dict[str, Any]:
-    """The preset for a zoo ``model`` (VGG: 40 epochs, lr 3e-3, ×20 classifier; others 100, 1.2e-3, ×5)."""
-    return dict(RECIPES[recipe_name(model)])
+def recipe_for(model: str, dataset: str, img_size: Optional[int] = None) -> dict[str, Any]:
+    """The preset for a zoo ``model`` on ``dataset`` (VGG: 40 epochs, lr 3e-3, ×20 classifier;
+    others 100, 1.2e-3, ×5), with the dataset's resize at ``img_size`` (default the recipe's 448)."""
+    recipe = dict(RECIPES[recipe_name(model)])
+    size = recipe["img_size"] if img_size is None else img_size
+    recipe["resize"] = resize_for(dataset, size)
+    return recipe
 
 
 def resize_for(dataset: str, img_size: int) -> tuple[int, ...]:

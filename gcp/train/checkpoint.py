@@ -25,9 +25,10 @@ from torch import nn
 from gcp.zoo.io import atomic_write, load_state_dict_strict
 
 from .distributed import unwrap
-from .errors import CheckpointError, RunFolderError
+from .errors import CheckpointError, ConfigError, RunFolderError
+from .record import RunRecord
 
-CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "cli_settings")
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "record")
 RUN_FILE = "run.json"
 SUMMARY_FIELDS = ("epoch", "method", "backward", "lr", "train_loss", "eval_loss", "top1", "top5",
                   "epoch_time_s", "images_per_s", "nonfinite_steps")
@@ -99,22 +100,37 @@ class FitState:
     best_top1: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     run_id: str = ""
+    saved_epochs: int = 0  # epochs that last.pth holds
 
 
 def resume_state(ckpt: dict[str, Any]) -> FitState:
     return FitState(start_epoch=int(ckpt["epoch"]) + 1, best_top1=float(ckpt.get("best_top1", -math.inf)),
-                    history=list(ckpt.get("history", [])), run_id=str(ckpt.get("run_id", "")))
+                    history=list(ckpt.get("history", [])), run_id=str(ckpt.get("run_id", "")),
+                    saved_epochs=int(ckpt["epoch"]) + 1)
 
 
-def _remove_leftovers(output: str) -> list[str]:
-    """Temporary files of a write that a kill interrupted (``atomic_write``'s ``.tmp-*``)."""
-    removed = []
-    if os.path.isdir(output):
-        for name in os.listdir(output):
-            if name.startswith(".tmp-"):
-                os.remove(os.path.join(output, name))
-                removed.append(name)
-    return removed
+def stored_record(ckpt: dict[str, Any], source: str) -> RunRecord:
+    """The :class:`RunRecord` a checkpoint stores; a typed error naming the file otherwise."""
+    try:
+        return RunRecord.from_dict(ckpt["record"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{source} does not hold a valid run record ({exc}); it was not written by this "
+                              "version of gcp.train") from None
+
+
+def check_output_outside_data(output: str, data_root: str) -> None:
+    """A run folder inside the dataset would be read as data (an extra class folder) or mix
+    checkpoints into the images."""
+    out, data = os.path.realpath(output), os.path.realpath(data_root)
+    if out == data or out.startswith(data + os.sep):
+        raise RunFolderError(f"--output {output} is inside --data-dir {data_root}; choose a folder outside the dataset")
+
+
+def resumable_hint(output: str, state: FitState) -> str:
+    last = os.path.join(output, "last.pth")
+    if state.saved_epochs and os.path.isfile(last):
+        return f"{last} holds {state.saved_epochs} completed epoch(s): continue with --resume {last}"
+    return f"no epoch was saved; rerun the same command to start again in {output}"
 
 
 def _run_id_of(output: str) -> Optional[str]:
@@ -133,38 +149,122 @@ def _run_id_of(output: str) -> Optional[str]:
     return None
 
 
-def claim_output(output: str, resume: Optional[dict[str, Any]], resume_path: Optional[str] = None) -> str:
-    """Make ``output`` this run's folder and return the run id; refuse to mix two runs.
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
-    A fresh run needs a folder without a run in it. A resumed run continues in its own folder,
-    or in a new, empty one (a fork of the same run); a folder that holds another run is refused.
-    Temporary files left by a kill are removed.
+
+class RunFolder:
+    """Exclusive use of a run folder for the lifetime of a run.
+
+    A lock file created with ``O_EXCL`` claims the folder atomically before anything in it is
+    touched: a second command aimed at a folder in use is refused and never removes or writes
+    a file of the running run. A lock whose process is gone (a killed run) is taken over.
+    Only the holder removes leftover temporary files, which are then its own predecessors'.
     """
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise RunFolderError(f"--output {output} is a file, not a folder")
-    _remove_leftovers(output)
-    existing = _run_id_of(output) if os.path.isdir(output) else None
-    if resume is None:
-        if existing is not None:
-            raise RunFolderError(
-                f"{output} already holds a run; pass --resume {os.path.join(output, 'last.pth')} to continue "
-                "it, or choose another --output")
-        run_id = uuid.uuid4().hex
-    else:
-        run_id = str(resume.get("run_id") or "")
-        if existing is not None and existing != run_id:
-            raise RunFolderError(
-                f"{output} holds another run than {resume_path or 'the checkpoint'} (run {existing} vs "
-                f"{run_id or 'an unnamed run'}); resume into the checkpoint's own folder or an empty one")
-        run_id = run_id or uuid.uuid4().hex
-    os.makedirs(output, exist_ok=True)
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(dict(run_id=run_id, updated=time.strftime("%Y-%m-%dT%H:%M:%S")), fh)
+    LOCK = ".lock"
 
-    atomic_write(os.path.join(output, RUN_FILE), write)
-    return run_id
+    def __init__(self, output: str, enabled: bool = True) -> None:
+        self.output = output
+        self.enabled = enabled
+        self._held = False
+
+    def __enter__(self) -> "RunFolder":
+        if not self.enabled:
+            return self
+        if os.path.exists(self.output) and not os.path.isdir(self.output):
+            raise RunFolderError(f"--output {self.output} is a file, not a folder")
+        try:
+            os.makedirs(self.output, exist_ok=True)
+        except OSError as exc:
+            raise RunFolderError(f"cannot create the run folder {self.output}: {exc.strerror or exc}") from None
+        path = os.path.join(self.output, self.LOCK)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder(path)
+                if holder is not None and holder != os.getpid() and _pid_alive(holder):
+                    raise RunFolderError(f"{self.output} is in use by another run (process {holder}); wait for it "
+                                         f"to end or choose another --output (if no such run exists, delete "
+                                         f"{path})") from None
+                try:  # the holder is gone: a killed run's lock
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+                continue
+            except OSError as exc:
+                raise RunFolderError(f"cannot write to the run folder {self.output}: {exc.strerror or exc}") from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            self._held = True
+            return self
+        raise RunFolderError(f"{self.output} is being claimed by another run at the same moment; retry")
+
+    @staticmethod
+    def _holder(path: str) -> Optional[int]:
+        try:
+            with open(path) as fh:
+                return int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._held:
+            try:
+                os.remove(os.path.join(self.output, self.LOCK))
+            except OSError:
+                pass
+            self._held = False
+
+    def claim(self, resume: Optional[dict[str, Any]], resume_path: str = "") -> str:
+        """Make the locked folder this run's and return the run id; refuse to mix two runs or to
+        let an older checkpoint replace newer epochs. Repairs what a kill between writes left."""
+        output = self.output
+        for name in os.listdir(output):  # temporary files of writes a kill interrupted
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(output, name))
+        existing = _run_id_of(output)
+        last = os.path.join(output, "last.pth")
+        if resume is None:
+            if existing is not None and os.path.isfile(last):
+                raise RunFolderError(
+                    f"{output} already holds a run; pass --resume {last} to continue it, or choose another --output")
+            # a run that never finished an epoch leaves nothing to continue: start again
+            for name in ("best.pth", "summary.csv"):
+                if existing is not None and os.path.exists(os.path.join(output, name)):
+                    os.remove(os.path.join(output, name))
+            run_id = uuid.uuid4().hex
+        else:
+            run_id = str(resume.get("run_id") or "")
+            if existing is not None and existing != run_id:
+                raise RunFolderError(
+                    f"{output} holds another run than {resume_path or 'the checkpoint'} (run {existing} vs "
+                    f"{run_id or 'an unnamed run'}); resume into the checkpoint's own folder or an empty one")
+            if existing is not None and os.path.isfile(last) and os.path.realpath(last) != os.path.realpath(
+                    resume_path or last):
+                newest = int(load_checkpoint(last)["epoch"])
+                if newest > int(resume["epoch"]):
+                    raise RunFolderError(
+                        f"{resume_path} is epoch {int(resume['epoch']) + 1} of this run, but {last} already holds "
+                        f"epoch {newest + 1}: resuming here would replace the newer epochs. Resume from {last}, or "
+                        f"fork the older checkpoint into a new, empty --output")
+            run_id = run_id or uuid.uuid4().hex
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as fh:
+                json.dump(dict(run_id=run_id, updated=time.strftime("%Y-%m-%dT%H:%M:%S")), fh)
+
+        atomic_write(os.path.join(output, RUN_FILE), write)
+        if resume is not None:
+            repair_after_resume(output, resume)
+        return run_id
 
 
 def repair_after_resume(output: str, ckpt: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
-"""The flags both training commands share, and how they become a :class:`RunConfig`.
+"""The flags both training commands share, and how they become run-record values.
 
 Every shared flag defaults to ``None`` ("not given"), so a recipe or a resumed checkpoint can
-fill it and a value the user gave always wins. Library code takes :class:`RunConfig` values;
-only this module reads argparse namespaces.
+fill it and a value the user gave always wins (:func:`gcp.train.record.resolve`). Library code
+takes :class:`~gcp.train.record.RunRecord` values; only this module reads argparse namespaces.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-from dataclasses import fields
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import gcp
 
-from .config import HEAD_KEYS, RECIPES, RunConfig
+from .config import RECIPES
 
 
 def parse_head_option(text: str) -> tuple[str, Any]:
@@ -85,36 +84,34 @@ def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
+    g.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="under torchrun: end the job with a clear error when a rank does not respond within "
+                        "this many seconds (default 300; gloo's own default is 30 minutes)")
     g.add_argument("--no-image-check", action="store_true",
                    help="skip opening every image's header before training (files and labels are still checked)")
 
 
-def _given_head(ns: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
-    if prefix:
-        head = {k: getattr(ns, f"hybrid_{k}") for k in ("method", "backward")
-                if getattr(ns, f"hybrid_{k}", None) is not None}
-        head.update(dict(getattr(ns, "hybrid_head_opt", None) or []))
-        return head
-    head = {k: getattr(ns, k) for k in HEAD_KEYS if getattr(ns, k, None) is not None}
-    head.update(dict(getattr(ns, "head_opt", None) or []))
-    return head
+# argparse destination -> run-record key, where they differ
+_RENAMED = {"head_opt": "head_options", "hybrid_head_opt": "hybrid_options", "val_split": "eval_split"}
+# flags that steer the command rather than define the run
+_COMMAND_ONLY = {"recipe", "resume", "evaluate_only", "pretrained", "pretrained_file", "backbone_pretrained",
+                 "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout"}
 
 
-def resolve(ns: argparse.Namespace, base: Optional[Mapping[str, Any]] = None, **fixed: Any) -> RunConfig:
-    """A validated :class:`RunConfig`: flags given in ``ns`` over ``base`` (a recipe, or the
-    settings of a resumed checkpoint) over the defaults; ``fixed`` wins over all (values the
-    command decides, e.g. the fine-grained flip-averaged evaluation)."""
-    values: dict[str, Any] = {k: v for k, v in dict(base or {}).items() if k in {f.name for f in fields(RunConfig)}}
-    for f in fields(RunConfig):
-        if f.name in ("head", "hybrid_head"):
+def given_flags(ns: argparse.Namespace) -> dict[str, Any]:
+    """The run settings the user gave (every shared flag defaults to ``None``: not given), under
+    their :class:`~gcp.train.record.RunRecord` names; repeated ``KEY=VALUE`` options become dicts."""
+    out: dict[str, Any] = {}
+    for name, value in vars(ns).items():
+        if name in _COMMAND_ONLY or value is None:
             continue
-        given = getattr(ns, f.name, None)
-        if given is not None:
-            values[f.name] = tuple(given) if f.name == "decay_milestones" else given
-    values["head"] = {**values.get("head", {}), **_given_head(ns)}
-    values["hybrid_head"] = {**values.get("hybrid_head", RunConfig().hybrid_head), **_given_head(ns, "hybrid")}
-    values.update(fixed)
-    return RunConfig.from_dict(values).validate()
+        key = _RENAMED.get(name, name)
+        if key in ("head_options", "hybrid_options"):
+            value = dict(value)
+        elif key == "decay_milestones":
+            value = tuple(value)
+        out[key] = value
+    return out
 
 
 def exit_on_error(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> int:
@@ -123,5 +120,16 @@ def exit_on_error(main: Callable[[Optional[list[str]]], int], argv: Optional[lis
     try:
         return main(argv)
     except gcp.GCPError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line. A ``DataLoader`` worker's error reaches the main process
+    as the same type with the worker's traceback as its message; its last line is the cause."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        cause = last.split(": ", 1)[1] if ": " in last else last
+        return f"{cause} (in a DataLoader worker)"
+    return " ".join(text.split())

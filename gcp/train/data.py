@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform
@@ -22,45 +23,70 @@ from tqdm import tqdm
 
 from .distributed import DistInfo
 from .errors import ConfigError, DatasetError
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from .record import DataSpec
 
 
 # ----------------------------------------------------------------------------- transforms
-def train_transform(img_size: int, mean=MEAN, std=STD, interpolation: str = "bilinear") -> Callable:
-    """ImageNet training: RandomResizedCrop + horizontal flip (no colour jitter), as in iSQRT-COV /
-    SVD-Padé (timm's ``create_transform``)."""
-    return create_transform(img_size, is_training=True, color_jitter=0.0, interpolation=interpolation,
-                            mean=mean, std=std)
+def transforms_for(data: DataSpec) -> tuple[Callable, Callable]:
+    """The training and evaluation transforms a :class:`DataSpec` names.
 
-
-def eval_transform(img_size: int, crop_pct: float = 0.875, mean=MEAN, std=STD,
-                   interpolation: str = "bilinear") -> Callable:
-    """ImageNet evaluation: resize to ``img_size / crop_pct`` (256 for 224), centre-crop ``img_size``."""
-    return create_transform(img_size, is_training=False, crop_pct=crop_pct, interpolation=interpolation,
-                            mean=mean, std=std)
-
-
-def fixed_crop_transforms(img_size: int, resize: Sequence[int]) -> tuple[Callable, Callable]:
-    """Fine-grained (fast-MPN-COV): resize (one value: the shorter side; two: ``(h, w)``), centre
-    crop ``img_size``; training adds a horizontal flip. timm's factory has no deterministic
-    train-time crop, hence torchvision's transforms here."""
-    size = resize[0] if len(resize) == 1 else tuple(resize)
-    norm = [T.ToTensor(), T.Normalize(MEAN, STD)]
-    train = T.Compose([T.Resize(size), T.CenterCrop(img_size), T.RandomHorizontalFlip(), *norm])
-    test = T.Compose([T.Resize(size), T.CenterCrop(img_size), *norm])
+    Without ``resize`` (ImageNet): RandomResizedCrop + flip for training, resize to
+    ``img_size / crop_pct`` + centre crop for evaluation (timm's ``create_transform``, no colour
+    jitter, as in iSQRT-COV / SVD-Padé). With ``resize`` (fine-grained, fast-MPN-COV): resize (one
+    value: the shorter side; two: ``(h, w)``) + centre crop ``img_size`` for both, a flip for
+    training; timm's factory has no deterministic train-time crop, hence torchvision's transforms.
+    """
+    if not data.resize:
+        common = dict(interpolation=data.interpolation, mean=data.mean, std=data.std)
+        train = create_transform(data.img_size, is_training=True, color_jitter=0.0, **common)
+        test = create_transform(data.img_size, is_training=False, crop_pct=data.crop_pct, **common)
+        return train, test
+    size = data.resize[0] if len(data.resize) == 1 else tuple(data.resize)
+    mode = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+            "nearest": T.InterpolationMode.NEAREST}[data.interpolation]
+    norm = [T.ToTensor(), T.Normalize(data.mean, data.std)]
+    train = T.Compose([T.Resize(size, interpolation=mode), T.CenterCrop(data.img_size), T.RandomHorizontalFlip(),
+                       *norm])
+    test = T.Compose([T.Resize(size, interpolation=mode), T.CenterCrop(data.img_size), *norm])
     return train, test
 
 
-# ----------------------------------------------------------------------------- checks
+# ----------------------------------------------------------------------------- images
+_HIGH_BIT_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode, without silent clipping: 16-bit grey is scaled by 1/257
+    (PIL's own ``convert("RGB")`` would clip it to white), 32-bit integer and float images by
+    their maximum; palette images with transparency go through RGBA; alpha is dropped."""
+    if image.mode in _HIGH_BIT_MODES or image.mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = _HIGH_BIT_MODES.get(image.mode) or max(float(arr.max()), 1.0)
+        grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"refused as a decompression bomb ({exc})"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 def load_image(path: str) -> Image.Image:
     """RGB image at ``path``; a file that cannot be decoded is a :class:`DatasetError` naming it."""
     try:
         with open(path, "rb") as fh:
             image = Image.open(fh)
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DatasetError(f"cannot decode image {path}: {exc}") from None
+            image.load()
+            return to_rgb(image)
+    except _IMAGE_ERRORS as exc:
+        raise DatasetError(f"cannot decode image {path}: {_describe(exc)}") from None
 
 
 def check_samples(samples: Sequence[tuple[str, int]], num_classes: int, where: str,
@@ -70,7 +96,8 @@ def check_samples(samples: Sequence[tuple[str, int]], num_classes: int, where: s
         raise DatasetError(f"{where} lists no images")
     missing = [p for p, _ in samples if not os.path.isfile(p)]
     if missing:
-        raise DatasetError(f"{where}: {len(missing)} listed image(s) do not exist, e.g. {missing[0]}")
+        raise DatasetError(f"{where}: {len(missing)} listed image(s) do not exist (or are broken links), "
+                           f"e.g. {missing[0]}")
     bad = [(p, t) for p, t in samples if not (isinstance(t, int) and 0 <= t < num_classes)]
     if bad:
         raise DatasetError(f"{where}: label {bad[0][1]} of {bad[0][0]} is outside 0..{num_classes - 1}")
@@ -79,10 +106,10 @@ def check_samples(samples: Sequence[tuple[str, int]], num_classes: int, where: s
     for path, _ in tqdm(samples, desc=f"checking {where}", disable=not progress or len(samples) < 1000,
                         leave=False):
         try:
-            with Image.open(path) as image:  # reads the header only
+            with Image.open(path) as image:  # reads the header only (and refuses decompression bombs)
                 _ = image.size
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DatasetError(f"cannot decode image {path} ({where}): {exc}") from None
+        except _IMAGE_ERRORS as exc:
+            raise DatasetError(f"cannot decode image {path} ({where}): {_describe(exc)}") from None
 
 
 def check_splits(train_classes: Sequence[str], eval_classes: Sequence[str], train_where: str, eval_where: str,
@@ -105,6 +132,26 @@ def check_splits(train_classes: Sequence[str], eval_classes: Sequence[str], trai
     return num_classes or count
 
 
+def is_litter(name: str) -> bool:
+    """Files and folders an OS or a tool leaves in a dataset: hidden entries (``.DS_Store``,
+    ``._img.jpg`` AppleDouble files, ``.ipynb_checkpoints``), ``__MACOSX``, ``Thumbs.db``."""
+    return name.startswith(".") or name in ("__MACOSX", "Thumbs.db", "desktop.ini")
+
+
+class CleanImageFolder(ImageFolder):
+    """torchvision's ``ImageFolder`` without OS litter: hidden or tool folders are not classes,
+    hidden files are not images."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not is_litter(e.name))
+        return classes, {c: i for i, c in enumerate(classes)}
+
+
+def _is_image(path: str) -> bool:
+    parts = os.path.normpath(path).split(os.sep)
+    return path.lower().endswith(IMG_EXTENSIONS) and not any(is_litter(p) for p in parts[-2:])
+
+
 def image_folder(root: str, split: str, transform: Optional[Callable] = None) -> ImageFolder:
     """``root/split/<class>/<image>``, checked first so a bad layout names what is wrong."""
     folder = os.path.join(root, split)
@@ -112,14 +159,14 @@ def image_folder(root: str, split: str, transform: Optional[Callable] = None) ->
         raise DatasetError(f"dataset folder not found: {root}")
     if not os.path.isdir(folder):
         raise DatasetError(f"missing split folder {folder}; expected {root}/{split}/<class>/<image>.jpg")
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not is_litter(e.name))
     if not classes:
         raise DatasetError(f"{folder} has no class sub-folders; expected {folder}/<class>/<image>.jpg")
-    empty = [c for c in classes if not any(
-        f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(os.path.join(folder, c)) for f in files)]
+    empty = [c for c in classes if not any(_is_image(os.path.join(d, f)) for d, _, files in
+                                           os.walk(os.path.join(folder, c), followlinks=True) for f in files)]
     if empty:
         raise DatasetError(f"class folder(s) without images in {folder}: {', '.join(empty[:10])}")
-    return ImageFolder(folder, transform=transform, loader=load_image)
+    return CleanImageFolder(folder, transform=transform, loader=load_image, is_valid_file=_is_image)
 
 
 # ----------------------------------------------------------------------------- loaders

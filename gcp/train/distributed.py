@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -46,12 +47,14 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return dev
 
 
-def init_distributed(device: Optional[str] = None) -> DistInfo:
+def init_distributed(device: Optional[str] = None, timeout: float = 300.0) -> DistInfo:
     """Read torchrun's environment; start the process group (NCCL on GPU, gloo on CPU).
 
     timm's ``init_distributed_device_so`` would do the same but picks the backend from the
     device string only and assumes CUDA by default; ours runs gloo on CPU machines too.
     """
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {timeout!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -60,7 +63,9 @@ def init_distributed(device: Optional[str] = None) -> DistInfo:
         dev = torch.device("cuda", local if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if world > 1 and not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        # a rank that stops answering ends every collective after `timeout`, not gloo's 30 minutes
+        torch_dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
+                                      timeout=datetime.timedelta(seconds=timeout))
     return DistInfo(rank, world, local, dev)
 
 
@@ -75,3 +80,11 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that timed out or lost its peer (gloo/NCCL word it as
+    "timed out", "Timeout" or "Connection closed by peer")."""
+    text = str(exc).lower()
+    return isinstance(exc, torch_dist.DistError) or any(
+        w in text for w in ("timed out", "timeout", "connection closed by peer", "connection reset"))

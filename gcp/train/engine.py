@@ -1,5 +1,5 @@
-"""One training run end to end: optimiser, schedule, resume, DDP, loaders, the epoch loop and
-the run folder's files."""
+"""One training run end to end, from its :class:`~gcp.train.record.RunRecord`: optimiser,
+schedule, resume, DDP, loaders, the epoch loop and the run folder's files."""
 
 from __future__ import annotations
 
@@ -12,52 +12,45 @@ from tqdm import tqdm
 
 from .checkpoint import (
     FitState,
-    claim_output,
-    repair_after_resume,
+    RunFolder,
+    check_output_outside_data,
     restore,
+    resumable_hint,
     resume_state,
     save_checkpoint,
+    stored_record,
     write_summary,
 )
-from .config import RunConfig, check_resume
 from .data import make_loader
-from .distributed import DistInfo, unwrap
+from .distributed import DistInfo, is_timeout, unwrap
+from .errors import RunFolderError, TrainingError
 from .loop import amp_dtype, evaluate, seed_epoch, train_one_epoch
 from .optim import make_optimizer, make_scheduler
+from .record import Normalisation, RunRecord, resolve
 
 
 class HeadSchedule:
-    """Which head normalisation (method, backward, mode options) runs at each epoch."""
+    """Which head normalisation runs at each epoch: the record's head, then the hybrid phase's."""
 
-    def __init__(self, head: dict[str, Any], switch_epoch: Optional[int], hybrid: dict[str, Any]) -> None:
-        self.base = _normalisation(head)
-        self.switch_epoch = switch_epoch
-        self.hybrid = _normalisation(hybrid)
+    def __init__(self, record: RunRecord) -> None:
+        self.base = record.head.norm
+        self.hybrid = record.hybrid
 
-    def at(self, epoch: int) -> dict[str, Any]:
-        return self.hybrid if self.switch_epoch is not None and epoch >= self.switch_epoch else self.base
-
-
-def _normalisation(head: dict[str, Any]) -> dict[str, Any]:
-    """The part of the head options ``set_method`` takes (the architecture ones stay)."""
-    return {k: v for k, v in head.items() if k not in ("reduced_dim", "last_stride", "drop_rate")}
+    def at(self, epoch: int) -> Normalisation:
+        return self.hybrid.norm if self.hybrid is not None and epoch >= self.hybrid.switch_epoch else self.base
 
 
-def _apply(model: nn.Module, wanted: dict[str, Any]) -> None:
-    """Switch the head to ``wanted`` (method, backward, iters, alpha, eps and the mode options,
-    which replace the head's own) unless it already runs exactly that."""
-    head = model.head
-    settings = ("method", "backward", "iters", "alpha", "eps")
-    options = {k: v for k, v in wanted.items() if k not in settings}
-    if head.opts != options or any(getattr(head, k) != wanted[k] for k in settings if k in wanted):
-        model.set_method(wanted.get("method"), wanted.get("backward"), iters=wanted.get("iters"),
-                         alpha=wanted.get("alpha"), eps=wanted.get("eps"), **options)
+def _apply(model: nn.Module, wanted: Normalisation) -> None:
+    """Switch the head to ``wanted`` (its mode options replace the head's own) unless it already
+    runs exactly that."""
+    if Normalisation.of_head(model.head).canonical() != wanted.canonical():
+        model.set_method(**wanted.head_kwargs())
 
 
 def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-        info: DistInfo, cfg: RunConfig, *, state: FitState, schedule: HeadSchedule, amp: Optional[torch.dtype] = None,
+        info: DistInfo, cfg: RunRecord, *, state: FitState, schedule: HeadSchedule, amp: Optional[torch.dtype] = None,
         scaler: Optional[torch.amp.GradScaler] = None, ema: Any = None,
-        set_epoch: Optional[Callable[[int], None]] = None, cli_settings: Optional[dict[str, Any]] = None) -> FitState:
+        set_epoch: Optional[Callable[[int], None]] = None) -> FitState:
     """Train from ``state.start_epoch`` to ``cfg.epochs``; rank 0 writes ``best.pth`` (when it is
     the best epoch), then ``last.pth``, then ``summary.csv`` (see :mod:`gcp.train.checkpoint`)."""
     eval_model = ema.module if ema is not None else model
@@ -87,8 +80,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
             ckpt = dict(
                 model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler is not None else None,
-                ema=ema.module.state_dict() if ema is not None else None, epoch=epoch, cli_settings=cli_settings or {},
-                config=cfg.as_dict(), run_id=state.run_id, metrics=metrics, best_top1=state.best_top1,
+                ema=ema.module.state_dict() if ema is not None else None, epoch=epoch, record=cfg.to_dict(),
+                run_id=state.run_id, metrics=metrics, best_top1=state.best_top1,
                 history=state.history,
             )
             # best before last: a kill between the two leaves last.pth one epoch behind, and the
@@ -96,6 +89,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
             if is_best:
                 save_checkpoint(os.path.join(cfg.output, "best.pth"), ckpt)
             save_checkpoint(os.path.join(cfg.output, "last.pth"), ckpt)
+            state.saved_epochs = epoch + 1
             write_summary(os.path.join(cfg.output, "summary.csv"), state.history)
             tqdm.write(f"epoch {epoch}: {row['method']}/{row['backward']} train_loss {stats.loss:.4f} eval_loss "
                        f"{metrics['loss']:.4f} top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
@@ -103,46 +97,59 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
     return state
 
 
-def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, cfg: RunConfig,
-        resume: Optional[dict[str, Any]] = None, resume_source: str = "checkpoint",
-        cli_settings: Optional[dict[str, Any]] = None) -> FitState:
-    """Train ``model`` (already on ``info.device``) under ``cfg`` and return the history.
+def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: RunRecord,
+        resume: Optional[dict[str, Any]] = None, resume_source: str = "checkpoint") -> FitState:
+    """Train ``model`` (already on ``info.device``) as ``record`` says and return the history.
 
-    With ``resume`` (a loaded checkpoint), the run continues where it stopped; its recorded
-    settings must agree with ``cfg`` (:func:`gcp.train.config.check_resume`).
+    With ``resume`` (a loaded checkpoint), the run continues where it stopped; ``record`` must be
+    its stored record up to what a resume may change (:func:`gcp.train.record.resolve`). A
+    Ctrl-C, a folder that cannot be written and a rank that stops answering end the run with a
+    typed error; the folder then holds the last completed epoch, resumable.
     """
     state = resume_state(resume) if resume is not None else FitState()
-    if resume is not None and resume.get("config") is not None:
-        check_resume(RunConfig.from_dict(resume["config"]), cfg, state.start_epoch)
-    # every check that can fail runs before the run folder is touched
-    train_loader, set_epoch = make_loader(train_set, cfg.batch_size, cfg.workers, info, train=True, seed=cfg.seed)
-    val_loader, _ = make_loader(val_set, cfg.batch_size, cfg.workers, info, train=False)
-    amp = amp_dtype(cfg.amp)
-    if info.is_main:
-        state.run_id = claim_output(cfg.output, resume, resume_source)
-        if resume is not None:
-            repair_after_resume(cfg.output, resume)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ema = None
-    if cfg.model_ema:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.model_ema_decay)
-    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.classifier_lr_mult,
-                               cfg.reduction_lr_mult)
-    scheduler = make_scheduler(optimizer, cfg.epochs, cfg.sched, cfg.decay_milestones, cfg.decay_rate,
-                               cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
-    scaler = torch.amp.GradScaler(info.device.type) if cfg.amp == "fp16" else None
     if resume is not None:
-        restore(resume, model, optimizer, scheduler, scaler, ema, source=resume_source)
+        resolve(record.flat(), stored=stored_record(resume, resume_source), start_epoch=state.start_epoch)
+    check_output_outside_data(record.output, record.data.root)
+    # every check that can fail runs before the run folder is touched
+    train_loader, set_epoch = make_loader(train_set, record.batch_size, record.workers, info, train=True,
+                                          seed=record.seed)
+    val_loader, _ = make_loader(val_set, record.batch_size, record.workers, info, train=False)
+    amp = amp_dtype(record.amp)
+    with RunFolder(record.output, enabled=info.is_main) as folder:
         if info.is_main:
-            print(f"resumed {resume_source} at epoch {state.start_epoch}")
-    scheduler.step(state.start_epoch)
-    train_model: nn.Module = model
-    if info.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    schedule = HeadSchedule(cfg.head, cfg.hybrid_switch_epoch, cfg.hybrid_head)
-    return fit(train_model, train_loader, val_loader, optimizer, scheduler, info, cfg, state=state,
-               schedule=schedule, amp=amp, scaler=scaler, ema=ema, set_epoch=set_epoch, cli_settings=cli_settings)
+            state.run_id = folder.claim(resume, resume_source)
+        if record.channels_last:
+            model.to(memory_format=torch.channels_last)
+        ema = None
+        if record.model_ema:
+            from timm.utils import ModelEmaV3
+
+            ema = ModelEmaV3(model, decay=record.model_ema_decay)
+        optimizer = make_optimizer(model, record.lr, record.momentum, record.weight_decay,
+                                   record.classifier_lr_mult, record.reduction_lr_mult)
+        scheduler = make_scheduler(optimizer, record.epochs, record.sched, record.decay_milestones,
+                                   record.decay_rate, record.warmup_epochs, record.warmup_lr, record.min_lr)
+        scaler = torch.amp.GradScaler(info.device.type) if record.amp == "fp16" else None
+        if resume is not None:
+            restore(resume, model, optimizer, scheduler, scaler, ema, source=resume_source)
+            if info.is_main:
+                print(f"resumed {resume_source} at epoch {state.start_epoch}")
+        scheduler.step(state.start_epoch)
+        train_model: nn.Module = model
+        if info.distributed:
+            train_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        try:
+            return fit(train_model, train_loader, val_loader, optimizer, scheduler, info, record, state=state,
+                       schedule=HeadSchedule(record), amp=amp, scaler=scaler, ema=ema, set_epoch=set_epoch)
+        except KeyboardInterrupt:
+            raise TrainingError(f"interrupted; {resumable_hint(record.output, state)}") from None
+        except OSError as exc:
+            raise RunFolderError(f"cannot write the run folder {record.output}: {exc.strerror or exc}; "
+                                 f"{resumable_hint(record.output, state)}") from None
+        except RuntimeError as exc:
+            if info.distributed and is_timeout(exc):
+                raise TrainingError(f"rank {info.rank}: another process did not answer within --dist-timeout "
+                                    f"({exc.__class__.__name__}); a rank stopped or hangs. "
+                                    f"{resumable_hint(record.output, state)}") from None
+            raise

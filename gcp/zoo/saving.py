@@ -11,7 +11,7 @@ from torch import nn
 
 from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, load_weights_file
 from .errors import CheckpointError
-from .io import atomic_write
+from .io import CLASSIFIER_PREFIX, atomic_write
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
@@ -80,7 +80,35 @@ def load_pretrained(path: str, **overrides: Any) -> nn.Module:
         raise CheckpointError(f"{cfg_path} is not a valid GCP model config: {exc}") from exc
     args.pop("backbone", None)
     args["num_classes"] = config.get("num_classes", 1000)
+    weights = os.path.join(path, WEIGHTS_NAME)
+    _check_agreement(cfg_path, weights, args, overrides)
     args.update(overrides)
     model = create_model(name, **args)
-    load_weights_file(model, os.path.join(path, WEIGHTS_NAME))
+    load_weights_file(model, weights)
     return model
+
+
+def _check_agreement(cfg_path: str, weights: str, args: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """``config.json`` and the weights file must describe the same model: the classifier's class
+    count, and the head options the weights' own metadata records. An override the caller passes
+    is honoured (a different ``num_classes`` then gets a fresh classifier, as timm does)."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(weights):
+        raise CheckpointError(f"{weights} not found: the folder of {cfg_path} has no weights")
+    try:
+        with safe_open(weights, framework="pt") as fh:
+            meta = fh.metadata() or {}
+            rows = fh.get_slice(CLASSIFIER_PREFIX + "weight").get_shape()[0] \
+                if CLASSIFIER_PREFIX + "weight" in fh.keys() else None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
+        raise CheckpointError(f"cannot read {weights}: {exc}") from None
+    if rows is not None and "num_classes" not in overrides and rows != args["num_classes"]:
+        raise CheckpointError(f"{cfg_path} says num_classes={args['num_classes']} but the classifier in {weights} "
+                              f"has {rows} classes; pass num_classes= to choose (a different count gets a fresh "
+                              "classifier)")
+    saved = json.loads(meta["gcp_config"]).get("arch_args", {}) if "gcp_config" in meta else {}
+    for key in ("method", "backward", "reduced_dim", "last_stride"):
+        if key in saved and key in args and key not in overrides and saved[key] != args[key]:
+            raise CheckpointError(f"{cfg_path} says {key}={args[key]!r} but {weights} was saved with "
+                                  f"{key}={saved[key]!r}; pass {key}= to choose")

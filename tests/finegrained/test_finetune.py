@@ -11,8 +11,9 @@ from PIL import Image
 from gcp.finegrained import datasets
 from gcp.finegrained.finetune import main as finetune
 from gcp.finegrained.recipes import recipe_for, resize_for
+from gcp.train import DataSpec
 from gcp.train import RunFolderError
-from gcp.train.data import fixed_crop_transforms
+from gcp.train.data import transforms_for
 from gcp.train.errors import DatasetError
 from tests import _fixtures
 
@@ -78,13 +79,14 @@ def test_missing_annotation_file_names_it(tmp_path):
 
 
 def test_recipes():
-    resnet, vgg = recipe_for("gcp_resnet50"), recipe_for("gcp_vgg16_bn")
+    resnet, vgg = recipe_for("gcp_resnet50", "cub"), recipe_for("gcp_vgg16_bn", "aircraft")
     assert (resnet["img_size"], resnet["batch_size"], resnet["lr"], resnet["classifier_lr_mult"], resnet["epochs"]) \
         == (448, 10, 1.2e-3, 5.0, 100)
     assert (vgg["lr"], vgg["classifier_lr_mult"], vgg["epochs"], vgg["decay_milestones"]) == (3e-3, 20.0, 40, (20,))
     assert resize_for("aircraft", 448) == (512, 512) and resize_for("cars", 448) == (448, 448)
     assert resize_for("aircraft", 32) == (37, 37)
-    train_tf, test_tf = fixed_crop_transforms(32, resize_for("aircraft", 32))
+    assert (resnet["resize"], vgg["resize"]) == ((448,), (512, 512))
+    train_tf, test_tf = transforms_for(DataSpec("aircraft", "/d", img_size=32, resize=resize_for("aircraft", 32)))
     assert test_tf(Image.new("RGB", (50, 40))).shape == (3, 32, 32)
 
 
@@ -123,7 +125,7 @@ def test_finetune_from_a_saved_model_and_resume(roots, tmp_path):
 def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
     out = tmp_path / "cmp"
     assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "1",
-                     "--backward", "exact,pi", "--seeds", "0", "1", *ARGS]) == 0
+                     "--method", "svd", "--backward", "exact,pi", "--seeds", "0", "1", *ARGS]) == 0
     with open(out / "comparison.csv") as fh:
         rows = {r["mode"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"exact", "pi"} and rows["exact"]["seeds"] == "2" and rows["pi"]["epochs"] == "1"

@@ -42,7 +42,8 @@ def test_one_epoch_writes_summary_and_checkpoints(dataset, tmp_path):
         assert float(rows[0][key]) >= 0, key
     assert float(rows[0]["images_per_s"]) > 0
     ckpt = torch.load(out / "last.pth", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "epoch", "cli_settings", "metrics", "history"} <= set(ckpt)
+    assert {"model", "optimizer", "scheduler", "epoch", "record", "metrics", "history"} <= set(ckpt)
+    assert "config" not in ckpt and "cli_settings" not in ckpt  # the record is the only description of the run
     assert (out / "best.pth").exists()
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
 
@@ -84,10 +85,13 @@ def test_hybrid_switch_changes_the_head_at_the_right_epoch(dataset, tmp_path):
 
 def test_classifier_multiplier_and_recipe(dataset, tmp_path):
     parse = train_imagenet.build_parser().parse_args
-    cfg = cli.resolve(parse(["--data-dir", dataset, "--epochs", "3"]), gcptrain.RECIPES["isqrt-cov-r50"])
+    cfg = train_imagenet.resolve_record(parse(["--data-dir", dataset, "--epochs", "3", "--recipe", "isqrt-cov-r50"]),
+                                        None, 0)
     assert (cfg.batch_size, cfg.lr, cfg.decay_milestones, cfg.epochs) == (160, 0.1, (30, 45, 60), 3)
-    cfg = cli.resolve(parse(["--data-dir", dataset]), gcptrain.RECIPES["svd-pade-r50"])
-    assert (cfg.batch_size, cfg.lr, cfg.head) == (256, 0.0794, dict(method="svd", backward="pade", last_stride=2))
+    assert (cfg.data.img_size, cfg.data.crop_pct, cfg.data.interpolation) == (224, 0.875, "bilinear")
+    cfg = train_imagenet.resolve_record(parse(["--data-dir", dataset, "--recipe", "svd-pade-r50"]), None, 0)
+    assert (cfg.batch_size, cfg.lr) == (256, 0.0794)
+    assert cfg.head.model_kwargs() == dict(method="svd", backward="pade", last_stride=2)
     out = tmp_path / "mult"
     assert _run(dataset, out, "--epochs", "1", "--classifier-lr-mult", "5", "--reduction-lr-mult", "2") == 0
     groups = {g["name"]: g for g in torch.load(out / "last.pth", weights_only=True)["optimizer"]["param_groups"]}
@@ -105,7 +109,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(dataset,
     assert (out / "last.pth").read_bytes() == b"garbage" and (out / "summary.csv").read_text() == "keep"
     other = tmp_path / "other"
     assert _run(dataset, other, "--epochs", "1") == 0
-    with pytest.raises(gcptrain.ConfigError, match="reduced_dim"):  # a resume keeps the run's settings
+    with pytest.raises(gcptrain.ConfigError, match="--reduced-dim: 8 in the checkpoint, 4 now"):  # a resume keeps the run's settings
         _run(dataset, tmp_path / "x", "--epochs", "1", "--reduced-dim", "4", "--resume", str(other / "last.pth"))
 
 
@@ -164,6 +168,6 @@ def test_bf16_amp_ema_channels_last(dataset, tmp_path):
     assert _run(dataset, out, "--epochs", "1", "--amp", "bf16", "--model-ema", "--channels-last",
                 "--method", "svd", "--backward", "taylor", "--head-opt", "degree=9") == 0
     ckpt = torch.load(out / "last.pth", weights_only=True)
-    assert ckpt["ema"] is not None and ckpt["config"]["head"]["degree"] == 9
+    assert ckpt["ema"] is not None and ckpt["record"]["head_options"]["degree"] == 9
     row = _summary(out)[0]
     assert row["nonfinite_steps"] == "0" and float(row["train_loss"]) > 0

@@ -122,7 +122,7 @@ def test_cub_listed_file_missing_label_out_of_range_bad_split(cub, tmp_path):
     images = (base / "images.txt").read_text().splitlines()
     first = images[0].split()[1]
     os.remove(base / "images" / first)
-    with pytest.raises(gcptrain.DatasetError, match=f"do not exist, e.g. .*{os.path.basename(first)}"):
+    with pytest.raises(gcptrain.DatasetError, match=f"do not exist .*e.g. .*{os.path.basename(first)}"):
         finetune(["--dataset", "cub", "--data-dir", str(root), "--output", str(tmp_path / "o"), *FT])
     shutil.rmtree(root)
     root = _cub_copy(cub, tmp_path)
@@ -187,7 +187,7 @@ def test_resume_refuses_a_changed_schedule_and_extends_epochs_honestly(imagenet,
     last = str(split / "last.pth")
     with pytest.raises(gcptrain.ConfigError, match="lr: 0.01 in the checkpoint, 0.02 now"):
         _train(imagenet, split, "--epochs", "2", "--resume", last, "--lr", "0.02")
-    with pytest.raises(gcptrain.ConfigError, match="head"):
+    with pytest.raises(gcptrain.ConfigError, match="--method: .isqrt. in the checkpoint, .svd. now"):
         _train(imagenet, split, "--epochs", "2", "--resume", last, "--method", "svd")
     # extending --epochs on the step schedule, giving no other flag: the run's own settings, the
     # same lr per epoch (milestone 1) and the same numbers as a straight 2-epoch run
@@ -259,11 +259,11 @@ def test_kill_between_checkpoint_writes_then_resume(imagenet, tmp_path, monkeypa
     args = ("--epochs", "3", "--decay-milestones", "5")
     monkeypatch.setattr(run_module, "evaluate", scripted_eval)
     monkeypatch.setattr(run_module, "save_checkpoint", dying_save)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(gcptrain.TrainingError, match="interrupted; .*last.pth holds 1 completed epoch.*--resume"):
         _train(imagenet, out, *args)
     monkeypatch.setattr(run_module, "save_checkpoint", real_save)
     monkeypatch.setattr(run_module, "write_summary", dying_summary)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(gcptrain.TrainingError, match="interrupted"):
         _train(imagenet, out, *args, "--resume", str(out / "last.pth"))
     assert len(_summary(out)) == 2 and torch.load(out / "last.pth", weights_only=True)["epoch"] == 2
     monkeypatch.setattr(run_module, "write_summary", real_summary)
@@ -326,8 +326,10 @@ def test_head_options_travel_through_the_hybrid_switch():
     from gcp.train.engine import HeadSchedule, _apply
 
     model = gcp.zoo.create_model("gcp_resnet18", num_classes=3, reduced_dim=8, method="svd", backward="taylor", degree=9)
-    schedule = HeadSchedule(dict(method="svd", backward="taylor", degree=9, reduced_dim=8), 2,
-                        dict(method="svd", backward="pade", degree=(6, 6)))
+    record = gcptrain.resolve(dict(dataset="imagefolder", data_dir="/d", model="gcp_resnet18", method="svd",
+                                   backward="taylor", head_options=dict(degree=9), reduced_dim=8, epochs=4,
+                                   hybrid_switch_epoch=2, hybrid_options=dict(degree=(6, 6))))
+    schedule = HeadSchedule(record)
     _apply(model, schedule.at(1))
     assert (model.head.backward, model.head.opts) == ("taylor", {"degree": 9})
     _apply(model, schedule.at(2))  # the switch: the hybrid phase's own mode options

@@ -1,0 +1,436 @@
+"""The run record: everything that defines a run, in one typed, frozen value.
+
+A :class:`RunRecord` holds the model name, the head (architecture options apart from the
+normalisation), the hybrid phase, the data (dataset, root, splits, size, resize/crop, statistics,
+dataset options), the optimisation and the run settings. Checkpoints store it and nothing else
+about the run. :func:`resolve` builds it from the flags a user gave, a recipe and a stored
+record, with one precedence rule; the same function decides what a resume may change.
+
+Rules live where the type is defined: :class:`Normalisation` refuses a backward mode or
+``alpha`` for any method but ``svd``, ``iters`` for any but ``isqrt``, and mode options where no
+mode takes them, naming what to pass instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+import gcp
+import gcp.zoo
+from gcp.validators import is_int, is_real
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "gcp_resnet50"
+
+# what each method's defaults are when the head is built (gcp.GCPHead's), for comparing heads
+_HEAD_DEFAULTS = {"svd": dict(backward="exact", alpha=0.5), "isqrt": dict(iters=5)}
+
+
+def _sorted_items(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((str(k), _freeze(v)) for k, v in dict(options).items()))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return _sorted_items(value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """JSON/pickle-safe plain values: tuples become lists."""
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+# ----------------------------------------------------------------------------- the head
+@dataclass(frozen=True)
+class Normalisation:
+    """The part of the head that :meth:`gcp.GCPHead.set_method` switches: method, backward mode,
+    iterations, power, and the options of the mode (``svd``) or approximant (``mpa``/``mtp``)."""
+
+    method: str
+    backward: Optional[str] = None
+    iters: Optional[int] = None
+    alpha: Optional[float] = None
+    options: tuple[tuple[str, Any], ...] = ()
+    flag_prefix: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _sorted_items(dict(self.options)))
+        p = self.flag_prefix
+        if self.method not in gcp.METHODS:
+            raise ConfigError(f"--{p}method must be one of {', '.join(gcp.METHODS)}, got {self.method!r}")
+        if self.method != "svd":
+            for name, value in (("backward", self.backward), ("alpha", self.alpha)):
+                if value is not None:
+                    raise ConfigError(
+                        f"--{p}{name} {value} applies to --{p}method svd only, and this run's method is "
+                        f"{self.method!r}: pass --{p}method svd --{p}{name} {value}, or drop --{p}{name}")
+        if self.method != "isqrt" and self.iters is not None:
+            raise ConfigError(f"--{p}iters {self.iters} applies to --{p}method isqrt only (Newton–Schulz "
+                              f"iterations), and this run's method is {self.method!r}")
+        if self.options and self.method in ("isqrt", "none"):
+            raise ConfigError(f"--{p}head-opt {dict(self.options)} has no meaning for --{p}method {self.method}: "
+                              "options belong to a backward mode of method svd or to mpa/mtp")
+        try:  # the options themselves: checked on a tiny head, before any model is built
+            gcp.GCPHead(2, 0, reduced_dim=None, **self.head_kwargs())
+        except (gcp.GCPError, TypeError) as exc:
+            raise ConfigError(f"--{p}method/--{p}backward/--{p}head-opt: {exc}") from None
+
+    def head_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``GCPHead`` / ``create_model`` / ``set_method``."""
+        out: dict[str, Any] = dict(method=self.method)
+        for name in ("backward", "iters", "alpha"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        out.update(dict(self.options))
+        return out
+
+    def canonical(self) -> tuple:
+        """The normalisation with the head's defaults filled in (two specs that build the same
+        head compare equal)."""
+        filled = {**_HEAD_DEFAULTS.get(self.method, {}), **{k: v for k, v in self.head_kwargs().items()
+                                                           if k in ("backward", "iters", "alpha")}}
+        return (self.method, tuple(sorted(filled.items())), self.options)
+
+    @classmethod
+    def of_head(cls, head: Any) -> "Normalisation":
+        """What a built ``GCPHead`` runs."""
+        m = head.method
+        return cls(m, backward=head.backward if m == "svd" else None, alpha=head.alpha if m == "svd" else None,
+                   iters=head.iters if m == "isqrt" else None, options=_sorted_items(head.opts))
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The head: its normalisation, and the architecture options fixed when the model is built
+    (``None``: the model's default)."""
+
+    norm: Normalisation
+    reduced_dim: Optional[int] = None
+    last_stride: Optional[int] = None
+    drop_rate: Optional[float] = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        out = self.norm.head_kwargs()
+        out.update({k: getattr(self, k) for k in ("reduced_dim", "last_stride", "drop_rate")
+                    if getattr(self, k) is not None})
+        return out
+
+
+@dataclass(frozen=True)
+class HybridSpec:
+    """The hybrid protocol (Song et al., ICCV 2021): from ``switch_epoch`` on, the head runs ``norm``."""
+
+    switch_epoch: int
+    norm: Normalisation
+
+
+# ----------------------------------------------------------------------------- the data
+@dataclass(frozen=True)
+class DataSpec:
+    """Which images a run reads and how they are prepared.
+
+    ``dataset`` names a layout (``imagefolder`` for ImageNet-style folders; the fine-grained
+    formats ``cub``, ``cars``, ``aircraft``, ``dogs``). With ``resize`` empty, evaluation resizes
+    to ``img_size / crop_pct`` and training uses RandomResizedCrop (ImageNet); with ``resize``
+    (one value: the shorter side, two: ``(h, w)``) both centre-crop ``img_size`` after it, and
+    training adds a flip (fast-MPN-COV's fine-grained protocol)."""
+
+    dataset: str
+    root: str
+    train_split: str = "train"
+    eval_split: str = "val"
+    img_size: int = 224
+    crop_pct: float = 0.875
+    resize: tuple[int, ...] = ()
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = tuple(IMAGENET_DEFAULT_MEAN)
+    std: tuple[float, ...] = tuple(IMAGENET_DEFAULT_STD)
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resize", tuple(self.resize))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "options", _sorted_items(dict(self.options)))
+        if not (is_int(self.img_size) and self.img_size >= 32):
+            raise ConfigError(f"--img-size must be an integer >= 32, got {self.img_size!r}")
+        if not (is_real(self.crop_pct) and 0 < self.crop_pct <= 1):
+            raise ConfigError(f"--crop-pct must be in (0, 1], got {self.crop_pct!r}")
+        if not all(is_int(r) and r >= self.img_size for r in self.resize) or len(self.resize) > 2:
+            raise ConfigError(f"the resize {self.resize} must be one or two sizes >= --img-size {self.img_size}")
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ConfigError(f"interpolation must be bilinear, bicubic or nearest, got {self.interpolation!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"mean/std must be three numbers each (std > 0), got {self.mean}, {self.std}")
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything that defines a run (defaults: the papers' SGD). See the module docstring."""
+
+    model: str
+    head: HeadSpec
+    data: DataSpec
+    num_classes: Optional[int] = None
+    class_names: tuple[str, ...] = ()  # the dataset's classes, in label order (filled when it is read)
+    hybrid: Optional[HybridSpec] = None
+    epochs: int = 90
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    classifier_lr_mult: float = 1.0
+    reduction_lr_mult: float = 1.0
+    sched: str = "step"
+    decay_milestones: tuple[int, ...] = ()
+    decay_rate: float = 0.1
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-4
+    min_lr: float = 0.0
+    grad_clip: Optional[float] = None
+    amp: str = "none"
+    channels_last: bool = False
+    model_ema: bool = False
+    model_ema_decay: float = 0.9998
+    seed: int = 0
+    max_steps_per_epoch: Optional[int] = None
+    flip_average: bool = False
+    # how the run is executed, not what it computes: these may change on resume
+    output: str = "runs/train"
+    workers: int = 4
+    device: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decay_milestones", tuple(self.decay_milestones))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        self._validate()
+
+    def _validate(self) -> None:
+        def need(ok: bool, flag: str, rule: str, value: Any) -> None:
+            if not ok:
+                raise ConfigError(f"--{flag} must be {rule}, got {value!r}")
+
+        need(isinstance(self.model, str) and bool(self.model), "model", "a model name", self.model)
+        need(self.num_classes is None or (is_int(self.num_classes) and self.num_classes >= 1), "num-classes",
+             "an integer >= 1", self.num_classes)
+        need(is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        need(is_int(self.batch_size) and self.batch_size >= 1, "batch-size", "an integer >= 1", self.batch_size)
+        need(is_real(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
+        need(is_int(self.workers) and self.workers >= 0, "workers", "an integer >= 0", self.workers)
+        need(is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
+        need(is_real(self.weight_decay) and self.weight_decay >= 0, "weight-decay", "a number >= 0",
+             self.weight_decay)
+        for flag, value in (("classifier-lr-mult", self.classifier_lr_mult),
+                            ("reduction-lr-mult", self.reduction_lr_mult)):
+            need(is_real(value) and value > 0, flag, "a number > 0", value)
+        need(self.sched in ("step", "cosine"), "sched", "'step' or 'cosine'", self.sched)
+        milestones = list(self.decay_milestones)
+        need(all(is_int(m) and m >= 0 for m in milestones) and milestones == sorted(set(milestones)),
+             "decay-milestones", "increasing epochs >= 0", milestones)
+        need(is_real(self.decay_rate) and 0 < self.decay_rate <= 1, "decay-rate", "in (0, 1]", self.decay_rate)
+        need(is_int(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs, "warmup-epochs",
+             f"an integer in [0, --epochs {self.epochs})", self.warmup_epochs)
+        need(is_real(self.warmup_lr) and self.warmup_lr >= 0, "warmup-lr", "a number >= 0", self.warmup_lr)
+        need(is_real(self.min_lr) and 0 <= self.min_lr <= self.lr, "min-lr", "in [0, --lr]", self.min_lr)
+        need(self.grad_clip is None or (is_real(self.grad_clip) and self.grad_clip > 0), "grad-clip",
+             "a number > 0", self.grad_clip)
+        need(self.amp in ("none", "bf16", "fp16"), "amp", "none, bf16 or fp16", self.amp)
+        need(is_real(self.model_ema_decay) and 0 < self.model_ema_decay < 1, "model-ema-decay", "in (0, 1)",
+             self.model_ema_decay)
+        need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        need(self.max_steps_per_epoch is None or (is_int(self.max_steps_per_epoch) and self.max_steps_per_epoch >= 1),
+             "max-steps-per-epoch", "an integer >= 1", self.max_steps_per_epoch)
+        if self.hybrid is not None:
+            need(is_int(self.hybrid.switch_epoch) and 1 <= self.hybrid.switch_epoch < self.epochs,
+                 "hybrid-switch-epoch", f"an epoch in 1..{self.epochs - 1} (--epochs {self.epochs})",
+                 self.hybrid.switch_epoch)
+
+    # ------------------------------------------------------------------ flat form (flags, recipes)
+    def flat(self) -> dict[str, Any]:
+        """The record as flag-named values (what :func:`resolve` merges and compares)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("head", "data", "hybrid")}
+        out.update(_norm_flat(self.head.norm, ""))
+        out.update(reduced_dim=self.head.reduced_dim, last_stride=self.head.last_stride,
+                   drop_rate=self.head.drop_rate)
+        d = self.data
+        out.update(dataset=d.dataset, data_dir=d.root, train_split=d.train_split, eval_split=d.eval_split,
+                   img_size=d.img_size, crop_pct=d.crop_pct, resize=d.resize, interpolation=d.interpolation,
+                   mean=d.mean, std=d.std, data_options=dict(d.options))
+        if self.hybrid is not None:
+            out["hybrid_switch_epoch"] = self.hybrid.switch_epoch
+            out.update(_norm_flat(self.hybrid.norm, "hybrid_"))
+        return out
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> "RunRecord":
+        v = dict(values)
+        unknown = sorted(set(v) - FLAT_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown run setting(s) {', '.join(unknown)}")
+        if "model" not in v or "dataset" not in v or "data_dir" not in v:
+            raise ConfigError("a run needs a model, a dataset and a data folder")
+        method = v.get("method") or _default_method(v["model"])
+        norm = Normalisation(method, v.get("backward"), v.get("iters"), v.get("alpha"),
+                             _sorted_items(v.get("head_options") or {}))
+        head = HeadSpec(norm, v.get("reduced_dim"), v.get("last_stride"), v.get("drop_rate"))
+        hybrid = None
+        if v.get("hybrid_switch_epoch") is not None:
+            hnorm = Normalisation(v.get("hybrid_method") or "svd",
+                                  v.get("hybrid_backward") or ("pade" if (v.get("hybrid_method") or "svd") == "svd"
+                                                               else None),
+                                  None, None, _sorted_items(v.get("hybrid_options") or {}), flag_prefix="hybrid-")
+            hybrid = HybridSpec(v["hybrid_switch_epoch"], hnorm)
+        elif any(v.get(k) for k in ("hybrid_method", "hybrid_backward", "hybrid_options")):
+            raise ConfigError("--hybrid-method/--hybrid-backward/--hybrid-head-opt need --hybrid-switch-epoch")
+        data_keys = dict(dataset="dataset", root="data_dir", train_split="train_split", eval_split="eval_split",
+                         img_size="img_size", crop_pct="crop_pct", resize="resize", interpolation="interpolation",
+                         mean="mean", std="std", options="data_options")
+        data = DataSpec(**{k: (_sorted_items(v[f]) if k == "options" else v[f])
+                           for k, f in data_keys.items() if v.get(f) is not None})
+        rest = {k: v[k] for k in _RUN_FIELDS if k in v and v[k] is not None}
+        if "decay_milestones" in v and v["decay_milestones"] is not None:
+            rest["decay_milestones"] = tuple(v["decay_milestones"])
+        return cls(model=v["model"], head=head, data=data, hybrid=hybrid, **rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists, dicts, numbers, strings) for a checkpoint."""
+        return {k: _thaw(val) for k, val in self.flat().items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunRecord":
+        return cls.from_flat({k: (tuple(val) if k in _TUPLE_KEYS and val is not None else val)
+                              for k, val in values.items()})
+
+
+def _norm_flat(norm: Normalisation, prefix: str) -> dict[str, Any]:
+    out = {f"{prefix}method": norm.method, f"{prefix}backward": norm.backward,
+           f"{prefix}options" if prefix else "head_options": dict(norm.options)}
+    if not prefix:
+        out.update(iters=norm.iters, alpha=norm.alpha)
+    return out
+
+
+def _default_method(model: str) -> str:
+    """The zoo model's own default head method (written once, in its ``ModelSpec``)."""
+    name = model.split(".")[0]
+    spec = gcp.zoo.SPECS.get(name)
+    if spec is None:
+        raise gcp.zoo.UnknownModelError(f"unknown GCP model {model!r}; gcp.zoo.list_models() lists them")
+    return spec.method
+
+
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name not in ("model", "head", "data", "hybrid"))
+_TUPLE_KEYS = {"decay_milestones", "resize", "mean", "std", "class_names"}
+FLAT_KEYS = frozenset(
+    {"model", *_RUN_FIELDS, "method", "backward", "iters", "alpha", "head_options", "reduced_dim", "last_stride",
+     "drop_rate", "hybrid_switch_epoch", "hybrid_method", "hybrid_backward", "hybrid_options", "dataset",
+     "data_dir", "train_split", "eval_split", "img_size", "crop_pct", "resize", "interpolation", "mean", "std",
+     "data_options"})
+
+# what a resume may change: how the run is executed, never what it computes (--epochs: below)
+RESUME_MUTABLE = frozenset({"epochs", "workers", "device", "output"})
+# what an evaluation of a checkpoint takes from it: the model, its head and its data
+EVALUATION_FIXED = frozenset(
+    {"model", "num_classes", "class_names", "method", "backward", "iters", "alpha", "head_options", "reduced_dim",
+     "last_stride", "drop_rate", "dataset", "data_dir", "train_split", "eval_split", "img_size", "crop_pct", "resize",
+     "interpolation", "mean", "std", "data_options"})
+_NORM_KEYS = ("method", "backward", "iters", "alpha", "head_options")
+_HYBRID_NORM_KEYS = ("hybrid_method", "hybrid_backward", "hybrid_options")
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` wins; a method given in ``over`` that differs from ``base``'s takes its
+    method-specific settings from ``over`` only (a recipe's ``iters`` never reaches an svd head)."""
+    out = dict(base)
+    for method_key, keys in (("method", _NORM_KEYS), ("hybrid_method", _HYBRID_NORM_KEYS)):
+        if over.get(method_key) is not None and over[method_key] != base.get(method_key):
+            for k in keys:
+                out.pop(k, None)
+    out.update({k: v for k, v in over.items() if v is not None})
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return _freeze(_thaw(a)) == _freeze(_thaw(b))
+
+
+def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = None,
+            stored: Optional[RunRecord] = None, start_epoch: int = 0, evaluation: bool = False) -> RunRecord:
+    """The run's record, resolved once.
+
+    Without ``stored``: the flags ``given`` over the ``recipe`` over the defaults. With
+    ``stored`` (a resume, or an evaluation of a checkpoint): the stored record, and every given
+    value must equal the stored one except those a resume may change (:data:`RESUME_MUTABLE`;
+    ``--epochs`` only on a step schedule and not below the epochs already run). An evaluation
+    takes the model, head and data from ``stored`` and lets the rest change. Repeating a value
+    the run already used is not a change. Unknown keys are an error, never filtered.
+    """
+    for source, values in (("flag", given), ("recipe setting", recipe or {})):
+        unknown = sorted(set(values) - FLAT_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown {source}(s) {', '.join(unknown)}")
+    given = {k: v for k, v in given.items() if v is not None}
+    if stored is None:
+        return RunRecord.from_flat(_merge(dict(recipe or {}), given))
+    base = stored.flat()
+    fixed = EVALUATION_FIXED if evaluation else FLAT_KEYS - RESUME_MUTABLE
+    changed = [f"--{k.replace('_', '-')}: {base.get(k)!r} in the checkpoint, {v!r} now"
+               for k, v in given.items() if k in fixed and not _same(base.get(k), v)]
+    if changed:
+        what = "an evaluated checkpoint keeps its model, head and data" if evaluation else \
+            "a resumed run keeps the settings it ran with"
+        raise ConfigError(f"{what}; these differ: " + "; ".join(changed)
+                          + ". Start a new run (--pretrained-file / --checkpoint to start from its weights)")
+    record = RunRecord.from_flat({**base, **given})
+    if not evaluation and record.epochs != stored.epochs:
+        if record.epochs < start_epoch:
+            raise ConfigError(f"--epochs {record.epochs}: the checkpoint has already run {start_epoch} epochs")
+        if stored.sched != "step":
+            raise ConfigError(f"--epochs {stored.epochs} → {record.epochs}: the cosine schedule spans all epochs, so "
+                              "changing their number would change the lr of epochs already run")
+    return record
+
+
+def model_data_defaults(model: str) -> dict[str, Any]:
+    """The preprocessing of ``model``'s pretrained config (timm's ``resolve_data_config``): the
+    lowest-priority source of a run's data settings, below a recipe and the flags."""
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=False) if timm.is_model(model.split(".")[0]) \
+        else None
+    if cfg is None:
+        return {}
+    d = resolve_data_config(pretrained_cfg=cfg.to_dict())
+    return dict(img_size=int(d["input_size"][-1]), crop_pct=float(d["crop_pct"]), interpolation=d["interpolation"],
+                mean=tuple(d["mean"]), std=tuple(d["std"]))
+
+
+def with_class_count(record: RunRecord, class_names: Any, from_checkpoint: bool) -> RunRecord:
+    """``record`` with the dataset's classes; refuses a ``--num-classes`` below their number, and a
+    checkpoint whose classes are not this dataset's (its labels would mean other classes)."""
+    names = tuple(str(c) for c in class_names)
+    if from_checkpoint and record.class_names and record.class_names != names:
+        diff = next((f"label {i}: {a!r} in the checkpoint, {b!r} here" for i, (a, b) in
+                     enumerate(zip(record.class_names, names)) if a != b),
+                    f"{len(record.class_names)} classes in the checkpoint, {len(names)} here")
+        raise ConfigError(f"the checkpoint was trained on other classes than {record.data.root} holds ({diff}); "
+                          "its classifier and metrics would not match these labels")
+    count = record.num_classes if record.num_classes is not None else len(names)
+    if count < len(names):
+        raise ConfigError(f"--num-classes {count} is smaller than the {len(names)} classes of the dataset")
+    return dataclasses.replace(record, num_classes=count, class_names=names)
