@@ -23,7 +23,7 @@ from .checkpoint import (
 )
 from .data import make_loader
 from .distributed import DistInfo, is_timeout, unwrap
-from .errors import RunFolderError, TrainingError
+from .errors import ConfigError, RunFolderError, TrainingError
 from .loop import amp_dtype, evaluate, seed_epoch, train_one_epoch
 from .optim import make_optimizer, make_scheduler
 from .record import Normalisation, RunRecord, resolve
@@ -97,6 +97,27 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
     return state
 
 
+def check_feature_map(model: nn.Module, record: RunRecord, info: DistInfo) -> None:
+    """The head pools the backbone's last map; at a small ``--img-size`` a stride-32 backbone
+    leaves one position, whose zero covariance the svd/mpa/mtp heads cannot differentiate.
+    Found with one forward of a blank image, before any work, rather than mid-epoch."""
+    methods = {record.head.norm.method} | ({record.hybrid.norm.method} if record.hybrid else set())
+    net = unwrap(model)
+    if not methods & {"svd", "mpa", "mtp"} or not hasattr(net, "forward_features"):
+        return
+    size = record.data.img_size
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        feats = net.forward_features(torch.zeros(1, 3, size, size, device=info.device))
+    net.train(was_training)
+    if feats.dim() == 4 and feats.shape[-2] * feats.shape[-1] < 2:
+        raise ConfigError(f"--img-size {size}: {record.model}'s final feature map is {feats.shape[-2]}×"
+                          f"{feats.shape[-1]}, one position, whose covariance is zero; method "
+                          f"{'/'.join(sorted(methods & {'svd', 'mpa', 'mtp'}))} has no finite gradient there. Use a "
+                          "larger --img-size (or --last-stride 1 on a ResNet), or --method isqrt")
+
+
 def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: RunRecord,
         resume: Optional[dict[str, Any]] = None, resume_source: str = "checkpoint") -> FitState:
     """Train ``model`` (already on ``info.device``) as ``record`` says and return the history.
@@ -110,6 +131,7 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
     if resume is not None:
         resolve(record.flat(), stored=stored_record(resume, resume_source), start_epoch=state.start_epoch)
     check_output_outside_data(record.output, record.data.root)
+    check_feature_map(model, record, info)
     # every check that can fail runs before the run folder is touched
     train_loader, set_epoch = make_loader(train_set, record.batch_size, record.workers, info, train=True,
                                           seed=record.seed)

@@ -48,8 +48,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, epochs: int, sched: str = "
 
     if sched not in ("step", "cosine"):
         raise ConfigError(f"--sched must be 'step' or 'cosine', got {sched!r}")
+    # no milestones: a constant lr, whatever the number of epochs (a placeholder milestone past
+    # the last epoch would decay the lr of epochs added on resume); decay_rate 1 makes it a no-op
+    constant = sched == "step" and not milestones
     scheduler, _ = create_scheduler_v2(
         optimizer, sched="multistep" if sched == "step" else "cosine", num_epochs=epochs,
-        decay_milestones=[m + 1 for m in milestones] or [epochs + 1], decay_rate=decay_rate,
+        decay_milestones=[m + 1 for m in milestones] or [epochs + 1], decay_rate=1.0 if constant else decay_rate,
         warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr)
     return scheduler

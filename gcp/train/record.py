@@ -79,6 +79,10 @@ class Normalisation:
         if self.method != "isqrt" and self.iters is not None:
             raise ConfigError(f"--{p}iters {self.iters} applies to --{p}method isqrt only (Newton–Schulz "
                               f"iterations), and this run's method is {self.method!r}")
+        reserved = sorted(k for k, _ in self.options if k in ("method", "backward", "iters", "alpha", "eps"))
+        if reserved:
+            raise ConfigError(f"--{p}head-opt {reserved[0]}=…: {reserved[0]} is a head setting, not a mode option; "
+                              f"pass --{p}{reserved[0]}")
         if self.options and self.method in ("isqrt", "none"):
             raise ConfigError(f"--{p}head-opt {dict(self.options)} has no meaning for --{p}method {self.method}: "
                               "options belong to a backward mode of method svd or to mpa/mtp")

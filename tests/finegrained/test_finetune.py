@@ -11,8 +11,7 @@ from PIL import Image
 from gcp.finegrained import datasets
 from gcp.finegrained.finetune import main as finetune
 from gcp.finegrained.recipes import recipe_for, resize_for
-from gcp.train import DataSpec
-from gcp.train import RunFolderError
+from gcp.train import DataSpec, RunFolderError
 from gcp.train.data import transforms_for
 from gcp.train.errors import DatasetError
 from tests import _fixtures
@@ -122,6 +121,7 @@ def test_finetune_from_a_saved_model_and_resume(roots, tmp_path):
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
     out = tmp_path / "cmp"
     assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "1",

@@ -11,7 +11,6 @@ import torch
 
 import gcp.train as gcptrain
 import gcp.train.imagenet as train_imagenet
-from gcp.train import cli
 from tests._fixtures import image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -206,6 +206,7 @@ def test_cosine_epochs_cannot_change_on_resume(imagenet, tmp_path):
         _train(imagenet, out, "--epochs", "2", "--sched", "cosine", "--resume", str(out / "last.pth"))
 
 
+@pytest.mark.slow
 def test_resume_auto_continues_the_same_lr_as_a_straight_run(cub, tmp_path):
     args = ["--dataset", "cub", "--data-dir", cub, *FT, "--lr", "0.01", "--decay-milestones", "1"]
     assert finetune([*args, "--output", str(tmp_path / "s"), "--epochs", "2"]) == 0
@@ -217,6 +218,7 @@ def test_resume_auto_continues_the_same_lr_as_a_straight_run(cub, tmp_path):
 
 
 # ----------------------------------------------------------------------------- nothing lost
+@pytest.mark.slow
 def test_a_folder_of_another_run_is_refused_on_resume(imagenet, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _train(imagenet, a, "--epochs", "1") == 0

@@ -1,0 +1,113 @@
+"""The run record, resolved in one place: precedence, the head spec's rules, what a resume and an
+evaluation may change, and the round trip through a checkpoint (unit tests, no training)."""
+
+import pytest
+
+import gcp.train as gcptrain
+from gcp.train.config import RECIPES
+from gcp.train.record import FLAT_KEYS, Normalisation, RunRecord, resolve, with_class_count
+
+DATA = dict(dataset="imagefolder", data_dir="/data/x")
+
+
+def _record(**given):
+    return resolve({**DATA, "model": "gcp_resnet18", **given})
+
+
+def test_flag_over_recipe_over_defaults():
+    r = resolve({**DATA, "lr": 0.5}, recipe=RECIPES["isqrt-cov-r50"])
+    assert (r.lr, r.batch_size, r.epochs, r.model) == (0.5, 160, 65, "gcp_resnet50")
+    assert r.momentum == 0.9  # the default where neither says
+    assert r.head.norm == Normalisation("isqrt", iters=5)
+
+
+def test_every_recipe_uses_only_record_keys_and_resolves():
+    for name, recipe in RECIPES.items():
+        assert set(recipe) <= FLAT_KEYS, name
+        resolve({**DATA, "model": "gcp_resnet18"}, recipe=recipe)
+
+
+def test_unknown_flag_or_recipe_key_is_an_error_not_filtered():
+    with pytest.raises(gcptrain.ConfigError, match="unknown flag.*learning_rate"):
+        resolve({**DATA, "learning_rate": 0.1})
+    with pytest.raises(gcptrain.ConfigError, match="unknown recipe setting.*lr_steps"):
+        resolve(DATA, recipe={"lr_steps": (30,)})
+
+
+@pytest.mark.parametrize("given, pattern", [
+    (dict(backward="pade"), "--backward pade applies to --method svd only.*'isqrt'.*pass --method svd --backward pade"),
+    (dict(method="mpa", alpha=0.4), "--alpha 0.4 applies to --method svd only"),
+    (dict(method="svd", iters=3), "--iters 3 applies to --method isqrt only"),
+    (dict(method="isqrt", head_options=dict(degree=9)), "--head-opt .* no meaning for --method isqrt"),
+    (dict(method="svd", backward="taylor", head_options=dict(degree=-1)), "degree"),
+    (dict(method="svd", backward="pade", head_options=dict(iters=3)), "iters is a head setting"),
+    (dict(method="svd", backward="pade", head_options=dict(order=3)), "unknown option"),
+])
+def test_the_head_spec_refuses_options_of_another_method(given, pattern):
+    with pytest.raises(gcptrain.ConfigError, match=pattern):
+        _record(**given)
+
+
+def test_the_default_method_is_the_models_own():
+    assert _record().head.norm.method == "isqrt"  # gcp.zoo's ModelSpec default, written once
+
+
+def test_a_method_given_over_a_recipe_takes_its_own_settings_only():
+    """The recipe's iters=5 belongs to its isqrt head; --method svd must not inherit it."""
+    r = resolve({**DATA, "method": "svd", "backward": "pade"}, recipe=RECIPES["isqrt-cov-r50"])
+    assert r.head.norm == Normalisation("svd", backward="pade")
+
+
+def test_round_trip_through_plain_values():
+    r = _record(method="svd", backward="pade", head_options=dict(degree=(6, 6)), decay_milestones=(1, 3),
+                epochs=5, hybrid_switch_epoch=2, hybrid_method="svd", hybrid_backward="taylor",
+                hybrid_options=dict(degree=9), resize=(256,), img_size=224)
+    plain = r.to_dict()
+    assert all(not isinstance(v, tuple) for v in plain.values())  # JSON/pickle friendly
+    assert RunRecord.from_dict(plain) == r
+    assert r.hybrid.norm.options == (("degree", 9),)
+
+
+def test_resume_compares_the_whole_record_with_what_may_change_listed():
+    stored = _record(epochs=3, decay_milestones=(1,))
+    # repeating the run's own values is not a change; workers, device and output may change
+    same = resolve({**DATA, "model": "gcp_resnet18", "epochs": 3, "workers": 0, "device": "cpu", "output": "o2"},
+                   stored=stored, start_epoch=1)
+    assert (same.workers, same.output) == (0, "o2")
+    assert resolve({**DATA, "epochs": 5}, stored=stored, start_epoch=2).epochs == 5  # step schedule
+    for flag, value in (("img_size", 320), ("model", "gcp_resnet34"), ("data_dir", "/other"), ("lr", 0.3),
+                        ("method", "svd"), ("seed", 3), ("crop_pct", 0.9)):
+        with pytest.raises(gcptrain.ConfigError, match=f"--{flag.replace('_', '-')}: .* in the checkpoint"):
+            resolve({**DATA, flag: value}, stored=stored, start_epoch=1)
+    with pytest.raises(gcptrain.ConfigError, match="already run 2 epochs"):
+        resolve({**DATA, "epochs": 1}, stored=stored, start_epoch=2)
+    cosine = _record(epochs=3, sched="cosine")
+    with pytest.raises(gcptrain.ConfigError, match="cosine schedule spans all epochs"):
+        resolve({**DATA, "epochs": 4}, stored=cosine, start_epoch=1)
+
+
+def test_an_evaluation_takes_model_head_and_data_from_the_checkpoint():
+    stored = _record(method="svd", backward="pade", last_stride=2, img_size=160)
+    r = resolve({**DATA, "batch_size": 8}, stored=stored, evaluation=True)
+    assert (r.head.norm.method, r.head.last_stride, r.data.img_size, r.batch_size) == ("svd", 2, 160, 8)
+    with pytest.raises(gcptrain.ConfigError, match="evaluated checkpoint keeps its model, head and data.*img-size"):
+        resolve({**DATA, "img_size": 224}, stored=stored, evaluation=True)
+
+
+def test_class_names_are_recorded_and_checked():
+    r = with_class_count(_record(), ["a", "b", "c"], from_checkpoint=False)
+    assert (r.num_classes, r.class_names) == (3, ("a", "b", "c"))
+    with pytest.raises(gcptrain.ConfigError, match="other classes.*label 1: 'b' in the checkpoint, 'x' here"):
+        with_class_count(r, ["a", "x", "c"], from_checkpoint=True)
+    with pytest.raises(gcptrain.ConfigError, match="3 classes in the checkpoint, 4 here"):
+        with_class_count(r, ["a", "b", "c", "d"], from_checkpoint=True)
+    with pytest.raises(gcptrain.ConfigError, match="--num-classes 2 is smaller than the 3 classes"):
+        with_class_count(_record(num_classes=2), ["a", "b", "c"], from_checkpoint=False)
+
+
+@pytest.mark.parametrize("given, flag", [(dict(img_size=16), "img-size"), (dict(crop_pct=1.5), "crop-pct"),
+                                         (dict(epochs=True), "epochs"),
+                                         (dict(epochs=5, hybrid_switch_epoch=9), "hybrid-switch-epoch")])
+def test_bad_values_name_the_flag(given, flag):
+    with pytest.raises(gcptrain.ConfigError, match=flag):
+        _record(**given)
