@@ -6,7 +6,6 @@ check that nothing was written), the others run one or two tiny epochs.
 
 from __future__ import annotations
 
-import csv
 import os
 import pickle
 import shutil
@@ -21,30 +20,9 @@ import gcp.train.imagenet as train_imagenet
 from gcp.finegrained.finetune import build_parser as finetune_parser
 from gcp.finegrained.finetune import main as finetune
 from tests import _fixtures
-
-BASE = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "4",
-        "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "1"]
-FT = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "3", "--workers", "0",
-      "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def imagenet(tmp_path_factory):
-    return _fixtures.image_folder(str(tmp_path_factory.mktemp("imagenet")))
-
-
-@pytest.fixture(scope="module")
-def cub(tmp_path_factory):
-    return _fixtures.cub(str(tmp_path_factory.mktemp("cub")))
-
-
-def _train(data, out, *extra):
-    return train_imagenet.main(["--data-dir", data, "--output", str(out), *BASE, *extra])
-
-
-def _summary(out):
-    with open(os.path.join(out, "summary.csv")) as fh:
-        return list(csv.DictReader(fh))
+from tests.train._runs import FT
+from tests.train._runs import summary as _summary
+from tests.train._runs import train as _train
 
 
 # ----------------------------------------------------------------------------- flags mean what they say

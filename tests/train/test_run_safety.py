@@ -3,7 +3,6 @@ each asserted end to end through the commands (tiny data, one or two epochs)."""
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -23,25 +22,9 @@ from gcp.finegrained.finetune import main as finetune
 from gcp.train import cli
 from gcp.train.data import check_samples, image_folder, load_image, to_rgb
 from tests import _fixtures
-
-BASE = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "4",
-        "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "1"]
-FT = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "3", "--workers", "0",
-      "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def imagenet(tmp_path_factory):
-    return _fixtures.image_folder(str(tmp_path_factory.mktemp("imagenet")))
-
-
-def _train(data, out, *extra):
-    return train_imagenet.main(["--data-dir", data, "--output", str(out), *BASE, *extra])
-
-
-def _summary(out):
-    with open(os.path.join(out, "summary.csv")) as fh:
-        return list(csv.DictReader(fh))
+from tests.train._runs import BASE, FT
+from tests.train._runs import summary as _summary
+from tests.train._runs import train as _train
 
 
 def _ckpt(path):
