@@ -25,6 +25,8 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from gcp.bench.timing import positive_int
+
 from ..backward import BACKWARDS
 from ..errors import GCPError
 from . import sections
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zca-dims", type=int, nargs="+", default=None,
                    help="group sizes of the ZCA section, divisors of 32 (default 4 8 16 32)")
     p.add_argument("--device", default="cpu", help="device of every section (cpu, cuda); the report names it")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (an integer >= 1)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace the report already in --out")
     rec = p.add_argument_group("recommendation for your setting (--recommend; under a minute at d = 256 on 2 cores)")
@@ -77,7 +79,13 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out} is an existing file, not a folder")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a device name (cpu, cuda, cuda:1)")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {args.device}: gcp-compare runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
     if args.recommend:
         args.dim = 256 if args.dim is None else args.dim

@@ -68,12 +68,29 @@ def load_user_matrices(path: str, dtype: torch.dtype) -> Tensor:
     if not bool(torch.isfinite(obj).all()):
         raise GCPError(f"--features: {path!r} holds NaN or Inf values")
     x = obj.to(F64)
-    if x.dim() == 3 and x.shape[-1] == x.shape[-2] and torch.allclose(x, x.transpose(-1, -2)):
-        return x
-    if x.dim() in (3, 4):
-        return covariance(x)
-    raise ShapeError(f"--features: expected (N, d, d) covariances or (N, C, H, W) / (N, C, M) features, "
-                     f"got shape {tuple(x.shape)}")
+    if x.dim() == 3 and x.shape[-1] == x.shape[-2]:
+        # decided by shape: a square (N, d, d) tensor is a batch of covariances, symmetrised; one
+        # that is clearly not symmetric is refused rather than read as features of another spectrum
+        asym = float(((x - x.transpose(-1, -2)).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(
+            torch.finfo(F64).tiny)).max())
+        if asym > 1e-2:
+            raise ShapeError(f"--features: {path!r} holds square (N, d, d) matrices, read as covariances, but they "
+                             f"are not symmetric (relative asymmetry {asym:.1e}); save features as (N, C, H, W) "
+                             "or (N, C, M) with M != C")
+        x = 0.5 * (x + x.transpose(-1, -2))
+    elif x.dim() in (3, 4):
+        if x.shape[2:].numel() < 2:
+            raise ShapeError(f"--features: {path!r} has {x.shape[2:].numel()} position(s) per sample; a covariance "
+                             "needs at least 2")
+        x = covariance(x)
+    else:
+        raise ShapeError(f"--features: expected (N, d, d) covariances or (N, C, H, W) / (N, C, M) features, "
+                         f"got shape {tuple(x.shape)}")
+    zero = int((x.flatten(1).abs().amax(1) == 0).sum())
+    if zero:
+        raise GCPError(f"--features: {zero} of {x.shape[0]} covariances are zero (constant features or a single "
+                       "position): they have no spectrum to recommend a route for")
+    return x
 
 
 def _fwd_bwd(fn, x: Tensor, g: Tensor) -> Tensor:
@@ -138,9 +155,29 @@ def recommend(dim: int, batch: int, dtype: torch.dtype, device: torch.device, fe
     return best, list(evidence.values()), source
 
 
+EVIDENCE = (
+    "## What this rests on\n\n"
+    "The criterion is: no non-finite gradient on the degenerate suite, a gradient within `--tol` of the "
+    "float64 `exact` gradient at your spectrum, then speed. Gradient fidelity says how close a route's "
+    "gradient is to the true one; it does not say which route trains better. The smoothed routes "
+    "(`taylor`, `pi`, `trunc`) and the matmul routes (`isqrt`, `mpa`, `mtp`, `ns`) differ from the "
+    "true gradient by design on rank-deficient covariances (d channels over fewer positions, GCP's "
+    "normal case), and the SVD-Padé paper (Song et al., ICCV 2021) argues that this smoothing can "
+    "help training there. This recommendation does not measure training: the training and ZCA "
+    "sections of `gcp-compare` (`--sections training,zca`) do, and at the scale they run they show "
+    "which modes fail (non-finite steps), not a ranking of the stable ones. If you train with a "
+    "smoothed or matmul route on purpose, raise `--tol` to have it timed and ranked here.\n")
+
+
 def render(best: Optional[str], evidence: list[RouteEvidence], source: str, dim: int, batch: int, dtype: torch.dtype,
            device: torch.device, tol: float) -> str:
-    """The recommendation and its evidence as markdown (printed and written to ``--out``)."""
+    """The recommendation and its evidence as markdown (printed and written to ``--out``), with
+    what the criterion does and does not establish."""
+    return _render(best, evidence, source, dim, batch, dtype, device, tol) + "\n" + EVIDENCE
+
+
+def _render(best: Optional[str], evidence: list[RouteEvidence], source: str, dim: int, batch: int,
+            dtype: torch.dtype, device: torch.device, tol: float) -> str:
     by = {e.mode: e for e in evidence}
     if best is None:
         stable = sorted((e for e in evidence if e.stable), key=lambda e: e.grad_err)

@@ -212,3 +212,45 @@ def test_bad_flags_are_refused_before_work(bad, tmp_path, capsys):
         main(["--quick", *bad, "--out", str(tmp_path / "o")])
     assert exc.value.code == 2 and "error:" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_recommend_names_what_it_rests_on(tmp_path):
+    out = tmp_path / "rec"
+    assert main(["--recommend", "--dim", "8", "--batch", "2", "--out", str(out)]) == 0
+    text = (out / "recommendation.md").read_text()
+    assert "## What this rests on" in text and "does not say which route trains better" in text
+    assert "--sections training,zca" in text
+
+
+def test_recommend_reads_square_tensors_as_covariances_by_shape(tmp_path, capsys):
+    a = torch.randn(5, 10, 30, dtype=torch.float64)
+    cov = a @ a.transpose(-1, -2) / 30
+    slightly_off = cov + 1e-4 * torch.randn(5, 10, 10, dtype=torch.float64)  # round-off of a saved covariance
+    torch.save(slightly_off, tmp_path / "cov.pt")
+    assert main(["--recommend", "--dim", "10", "--batch", "2", "--features", str(tmp_path / "cov.pt"),
+                 "--out", str(tmp_path / "r1")]) == 0
+    assert "5 matrices from" in (tmp_path / "r1" / "recommendation.md").read_text()
+    torch.save(torch.randn(5, 10, 10), tmp_path / "square_features.pt")
+    assert main(["--recommend", "--dim", "10", "--batch", "2", "--features", str(tmp_path / "square_features.pt"),
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "not symmetric" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("features, pattern", [
+    (torch.randn(4, 10, 1, 1), "1 position"),                   # one position per sample
+    (torch.ones(4, 10, 6), "covariances are zero"),              # constant features
+])
+def test_recommend_refuses_degenerate_features(tmp_path, capsys, features, pattern):
+    torch.save(features, tmp_path / "f.pt")
+    assert main(["--recommend", "--dim", "10", "--batch", "2", "--features", str(tmp_path / "f.pt"),
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert pattern in err and "inf" not in err.split("error:")[1]
+
+
+@pytest.mark.parametrize("bad, pattern", [(["--threads", "0"], "--threads"), (["--device", "foo"], "--device"),
+                                          (["--device", "meta"], "cpu or cuda")])
+def test_threads_and_device_are_checked(tmp_path, capsys, bad, pattern):
+    with pytest.raises(SystemExit) as exc:
+        main(["--quick", *bad, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and pattern in capsys.readouterr().err
