@@ -94,6 +94,8 @@ def load_pretrained_weights(model: nn.Module, cfg: Mapping[str, Any]) -> None:
     """Load the weights a timm pretrained cfg points at (``file``, ``url`` or ``hf_hub_id``)."""
     if cfg.get("file"):
         location = str(cfg["file"])
+        if os.path.isdir(location):  # timm's local-dir: source, a saved model folder
+            location = os.path.join(location, WEIGHTS_NAME)
     elif cfg.get("url"):
         location = fetch(str(cfg["url"]))
     elif cfg.get("hf_hub_id"):

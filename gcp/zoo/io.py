@@ -8,6 +8,7 @@ untrusted file is never unpickled.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import tempfile
@@ -47,7 +48,10 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
     try:
         if path.endswith(".safetensors"):
             return load_file(path)
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # timm's train.py stores its argparse.Namespace in a checkpoint's "args": a plain
+        # attribute bag, allowed so that its checkpoints load without unpickling anything else
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch/pickle raise many types for a bad file
         # torch's message would suggest weights_only=False, i.e. unpickling an untrusted file
         raise CheckpointError(f"cannot read checkpoint {path}: not a weight file ({type(exc).__name__}); "

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from safetensors.torch import save_file
 from torch import nn
 
-from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, load_weights_file
+from ._pretrained import CONFIG_NAME, WEIGHTS_NAME
 from .errors import CheckpointError
 from .io import CLASSIFIER_PREFIX, atomic_write
 
@@ -35,22 +35,45 @@ def save_weights(model: nn.Module, path: str, config: Optional[dict] = None) -> 
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
+def _timm_config(model: nn.Module) -> dict[str, Any]:
+    """``config.json`` in timm's own layout (``architecture``, ``num_classes``, ``model_args``,
+    ``pretrained_cfg``), written by timm's ``save_config_for_hf``, so that timm's tools —
+    ``timm.create_model("local-dir:<folder>")``, ``validate.py``, the Hub — read the folder."""
+    import tempfile
+
+    # timm's writer of that file lives in timm.models._hub; its public save_for_hf would also
+    # write (and here duplicate) the weights, which save_weights writes atomically with metadata
+    from timm.models._hub import save_config_for_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_config_for_hf(model, os.path.join(tmp, CONFIG_NAME))
+        with open(os.path.join(tmp, CONFIG_NAME)) as fh:
+            return json.load(fh)
+
+
 def save_pretrained(model: nn.Module, path: str, overwrite: bool = False) -> str:
-    """Write ``path/model.safetensors`` and ``path/config.json`` (model name, head options,
-    num_classes, mean/std, input size), each atomically. An existing save is never replaced
-    unless ``overwrite=True``. Returns ``path``.
+    """Write ``path/model.safetensors`` and ``path/config.json`` in timm's layout (the model name,
+    its head options as ``model_args``, num_classes, preprocessing), each atomically. An existing
+    save is never replaced unless ``overwrite=True``. Returns ``path``. The folder loads with
+    :func:`load_pretrained` and with ``timm.create_model("local-dir:<path>", pretrained=True)``.
 
     Example:
         >>> gcp.zoo.save_pretrained(model, "runs/cub-r50")
         >>> same = gcp.zoo.load_pretrained("runs/cub-r50")
     """
-    config = model_config(model)
-    if not config.get("architecture"):
-        raise CheckpointError("save_pretrained needs a model built by gcp.zoo.create_model (no architecture recorded)")
+    import timm
+
+    meta = model_config(model)
+    name = meta.get("architecture")
+    if not name or not timm.is_model(str(name).split(".")[0]) or not getattr(model, "arch_args", None):
+        raise CheckpointError(f"save_pretrained needs a model built by gcp.zoo.create_model / timm.create_model "
+                              f"(a {type(model).__name__} built by hand records no architecture to rebuild it "
+                              "from); save its state_dict with gcp.zoo.save_weights instead")
     weights, cfg_path = os.path.join(path, WEIGHTS_NAME), os.path.join(path, CONFIG_NAME)
     if not overwrite and (os.path.exists(weights) or os.path.exists(cfg_path)):
         raise CheckpointError(f"{path} already holds a saved model; pass overwrite=True to replace it")
-    save_weights(model, weights, config)
+    config = _timm_config(model)
+    save_weights(model, weights, meta)
 
     def write_config(tmp: str) -> None:
         with open(tmp, "w") as fh:
@@ -61,12 +84,14 @@ def save_pretrained(model: nn.Module, path: str, overwrite: bool = False) -> str
 
 
 def load_pretrained(path: str, **overrides: Any) -> nn.Module:
-    """Rebuild the model saved by :func:`save_pretrained` and load its weights (strictly).
+    """Rebuild the model saved by :func:`save_pretrained` (or by timm's ``save_for_hf``) and load
+    its weights, strictly: ``timm.create_model("local-dir:<path>", pretrained=True, **overrides)``
+    after checking that ``config.json`` and the weights agree.
 
     ``overrides`` replace saved options, e.g. ``num_classes=200`` (the classifier is then fresh)
     or ``method="svd"``.
     """
-    from ._registry import create_model
+    import timm
 
     cfg_path = os.path.join(path, CONFIG_NAME)
     if not os.path.isfile(cfg_path):
@@ -74,18 +99,15 @@ def load_pretrained(path: str, **overrides: Any) -> nn.Module:
     try:
         with open(cfg_path) as fh:
             config = json.load(fh)
-        args = dict(config["arch_args"])
-        name = args.pop("architecture")
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{cfg_path} is not a valid GCP model config: {exc}") from exc
-    args.pop("backbone", None)
-    args["num_classes"] = config.get("num_classes", 1000)
-    weights = os.path.join(path, WEIGHTS_NAME)
-    _check_agreement(cfg_path, weights, args, overrides)
-    args.update(overrides)
-    model = create_model(name, **args)
-    load_weights_file(model, weights)
-    return model
+        str(config["architecture"])
+        args = dict(config.get("model_args", {}))
+        args["num_classes"] = int(config.get("num_classes", args.get("num_classes", 1000)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{cfg_path} is not a valid model config in timm's layout: {exc}") from exc
+    if "arch_args" in config:
+        raise CheckpointError(f"{cfg_path} is in the layout of gcp 0.1; load it with gcp 0.1 and save it again")
+    _check_agreement(cfg_path, os.path.join(path, WEIGHTS_NAME), args, overrides)
+    return timm.create_model(f"local-dir:{path}", pretrained=True, **overrides)
 
 
 def _check_agreement(cfg_path: str, weights: str, args: dict[str, Any], overrides: dict[str, Any]) -> None:
