@@ -129,7 +129,7 @@ def test_load_pretrained_refuses_a_config_that_disagrees_with_the_weights(tmp_pa
     with pytest.raises(gcptrain.CheckpointError, match="num_classes=7 but the classifier .* has 5 classes"):
         gcp.zoo.load_pretrained(folder)
     assert gcp.zoo.load_pretrained(folder, num_classes=7).num_classes == 7  # asked for: a fresh classifier
-    json.dump(dict(config, arch_args=dict(config["arch_args"], method="isqrt")), open(cfg_path, "w"))
+    json.dump(dict(config, model_args=dict(config["model_args"], method="isqrt")), open(cfg_path, "w"))
     with pytest.raises(gcptrain.CheckpointError, match="method='isqrt' but .* was saved with method='svd'"):
         gcp.zoo.load_pretrained(folder)
     assert gcp.zoo.load_pretrained(folder, method="isqrt").head.method == "isqrt"
