@@ -7,11 +7,14 @@ Measures every backward mode of :data:`gcp.BACKWARDS` plus the iterative ``isqrt
    covariances with fewer / more samples than dimensions;
 2. stability on a degenerate suite (non-finite fraction, largest gradient norm), float32/float64;
 3. speed of forward and forward+backward for several ``d``, as multiples of ``eigh`` forward;
-4. training of a small GCP network on scikit-learn's ``load_digits`` per mode, and the scaled-down
-   ZCA-whitening experiment of Wang et al. (NeurIPS 2019).
+4. training in the GCP regime: a CNN on scikit-learn's ``load_digits`` whose head pools a
+   rank-deficient covariance (d = 32 channels over 16 positions), per route, against global
+   average pooling and the hybrid protocol, over seeds, with the smallest difference the seeds
+   can detect and which of the papers' claims reproduce;
+5. the scaled-down ZCA-whitening experiment of Wang et al. (NeurIPS 2019).
 
 Writes ``report.md``, ``results.csv``, ``results.json`` and PNG plots to ``--out`` and prints a
-summary table. ``--quick`` finishes in a few minutes on 2 CPU cores.
+summary table. ``--quick`` (``make demo``) takes under two minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -29,21 +32,24 @@ from gcp.bench.timing import positive_int
 
 from ..backward import BACKWARDS
 from ..errors import GCPError
-from . import sections
+from . import sections, training
 from .report import terminal_summary, write_all
-from .routes import ALL_ROUTES, parse_routes
+from .routes import ALL_ROUTES, HEAD_CONFIG, parse_routes
 
 SECTIONS = ("accuracy", "stability", "speed", "training", "zca")
+#: the arms of the training section in --quick: the routes the SVD-Padé paper compares, and the baselines
+QUICK_ARMS = ("exact", "ed", "pade", "taylor", "isqrt", "mpa") + training.BASELINES
 QUICK = dict(dim=8, ratios=(0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999), sizes=(32, 64), batch=16,
-             repeats=3, epochs=3, seeds=(0, 1, 2), zca_dims=(4, 8, 16, 32), zca_epochs=3)
-FULL = dict(dim=32, ratios=QUICK["ratios"], sizes=(64, 128, 256), batch=32, repeats=5, epochs=10, seeds=(0, 1, 2),
-            zca_dims=(4, 8, 16, 32), zca_epochs=8)
+             repeats=3, epochs=8, seeds=(0, 1, 2, 3), zca_dims=(4, 32), zca_epochs=5, arms=QUICK_ARMS)
+FULL = dict(dim=32, ratios=QUICK["ratios"], sizes=(64, 128, 256), batch=32, repeats=5, epochs=15,
+            seeds=(0, 1, 2, 3, 4), zca_dims=(4, 8, 16, 32), zca_epochs=6, arms=ALL_ROUTES + training.BASELINES)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gcp-compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes, few epochs: a few minutes on 2 CPU cores")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes, fewer seeds and epochs: under two minutes on 2 cores")
     p.add_argument("--modes", default="all", help=f"comma-separated subset of {', '.join(ALL_ROUTES)} (default all)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
     p.add_argument("--dtypes", default="float32,float64", help="input dtypes for accuracy and stability")
@@ -52,13 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="batch of matrices in the speed section")
     p.add_argument("--speed-dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per mode")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per arm (default 15; --quick 8)")
+    p.add_argument("--train-modes", default=None,
+                   help="arms of the training section: routes and the baselines gap, hybrid (default: every "
+                        f"route and both baselines; --quick {','.join(QUICK_ARMS)}; with --modes, those "
+                        "modes and both baselines)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="seeds of the training and ZCA sections (default 0 1 2): every number gets mean ± std")
+                   help="seeds of the training and ZCA sections (default 0 1 2 3 4; --quick 0 1 2 3): every "
+                        "number gets mean ± std")
+    p.add_argument("--zca-epochs", type=int, default=None, help="epochs of each ZCA run (default 6; --quick 5)")
     p.add_argument("--zca-dims", type=int, nargs="+", default=None,
-                   help="group sizes of the ZCA section, divisors of 32 (default 4 8 16 32)")
+                   help="group sizes of the ZCA section, divisors of 32 (default 4 8 16 32; --quick 4 32)")
     p.add_argument("--device", default="cpu", help="device of every section (cpu, cuda); the report names it")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (an integer >= 1)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="processes that train the training and ZCA runs side by side, one thread each (default: "
+                        "2 on a CPU with 2 or more cores, else 1; 1 on cuda). The numbers do not depend on it")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace the report already in --out")
     rec = p.add_argument_group("recommendation for your setting (--recommend; under a minute at d = 256 on 2 cores)")
@@ -87,6 +102,8 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error(f"--device {args.device}: gcp-compare runs on cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
+    if args.workers is None:
+        args.workers = 1 if device.type == "cuda" else max(1, min(2, os.cpu_count() or 1))
     if args.recommend:
         args.dim = 256 if args.dim is None else args.dim
         args.batch = 32 if args.batch is None else args.batch
@@ -107,11 +124,14 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args.zca_dims = tuple(args.zca_dims) if args.zca_dims else base["zca_dims"]
     if any(d < 1 or 32 % d for d in args.zca_dims):
         parser.error(f"--zca-dims must be divisors of 32 (the whitened features), got {list(args.zca_dims)}")
-    args.zca_epochs = args.epochs if args.epochs != base["epochs"] else base["zca_epochs"]
+    args.zca_epochs = base["zca_epochs"] if args.zca_epochs is None else args.zca_epochs
+    if args.zca_epochs < 1:
+        parser.error(f"--zca-epochs must be >= 1, got {args.zca_epochs}")
     try:
         args.mode_list = parse_routes(args.modes)
     except GCPError as exc:
         parser.error(str(exc))
+    args.arm_list = _arms(parser, args, base)
     args.section_list = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in args.section_list if s not in SECTIONS]
     if bad or not args.section_list:
@@ -123,6 +143,22 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error("--dim and --sizes must be >= 2; --batch, --repeats and --epochs >= 1")
     _claim_out(parser, args, "compare", "report.md")
     return args
+
+
+def _arms(parser: argparse.ArgumentParser, args: argparse.Namespace, base: dict) -> list[str]:
+    """The training section's arms: ``--train-modes`` as given, else the ``--modes`` that are heads
+    plus both baselines, else the default of the run."""
+    if args.train_modes is None:
+        if args.modes == "all":
+            return list(base["arms"])
+        return [m for m in args.mode_list if m in HEAD_CONFIG] + list(training.BASELINES)
+    arms = [a.strip() for a in args.train_modes.split(",") if a.strip()]
+    valid = tuple(HEAD_CONFIG) + training.BASELINES
+    unknown = [a for a in arms if a not in valid]
+    if unknown or not arms or len(set(arms)) != len(arms):
+        parser.error(f"--train-modes {args.train_modes!r}: give distinct names among {', '.join(valid)}"
+                     + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return arms
 
 
 def _claim_out(parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str, marker: str) -> None:
@@ -137,7 +173,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     zca_modes = [m for m in modes if m in BACKWARDS] or ["ed", "exact", "pi"]
     steps = {
         "accuracy": (len(args.ratios) + 2) * len(modes), "stability": len(modes),
-        "speed": len(args.sizes) * len(modes), "training": len(modes) * len(args.seeds),
+        "speed": len(args.sizes) * len(modes), "training": len(args.arm_list) * len(args.seeds),
         "zca": len(args.zca_dims) * len(zca_modes) * len(args.seeds),
     }
     bar = tqdm(total=sum(steps[s] for s in secs), desc="gcp-compare", file=sys.stderr)
@@ -151,10 +187,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     if "speed" in secs:
         records += sections.speed(modes, args.sizes, args.batch, args.speed_dtype, args.repeats, device, tick)
     if "training" in secs:
-        records += sections.training(modes, args.epochs, list(args.seeds), tick, device)
+        records += training.training(args.arm_list, args.epochs, list(args.seeds), tick, device, args.workers)
     if "zca" in secs:
-        records += sections.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds),
-                                device=device)
+        records += training.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds),
+                                device=device, workers=args.workers)
     bar.close()
     return records
 
@@ -194,8 +230,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     records = run(args)
     config = dict(quick=args.quick, modes=",".join(args.mode_list), dim=args.dim, sizes=list(args.sizes),
                   batch=args.batch, speed_dtype=args.speed_dtype, epochs=args.epochs, seeds=list(args.seeds),
-                  zca_dims=list(args.zca_dims),
-                  device=args.device, threads=torch.get_num_threads(), torch=torch.__version__)
+                  train_modes=",".join(args.arm_list), zca_dims=list(args.zca_dims), zca_epochs=args.zca_epochs,
+                  device=args.device, threads=torch.get_num_threads(), workers=args.workers,
+                  threads_per_training_run=1, torch=torch.__version__)
     paths = write_all(records, config, args.out)
     print("\n" + terminal_summary(records))
     print(f"\n{len(records)} measurements in {time.perf_counter() - start:.0f} s; wrote:\n  " + "\n  ".join(paths))

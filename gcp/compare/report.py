@@ -10,7 +10,11 @@ import statistics
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
-from .stats import ALPHA, compare_to_best, mean_std, ranges_overlap
+from .claims import verdicts
+from .stats import ALPHA, compare_to_best, detectable_difference, mean_std, pooled_std, ranges_overlap
+
+#: the ZCA section shows accuracies only where the stable modes' seed std is at most this (points)
+CONVERGED_STD = 3.0
 
 Record = dict[str, Any]
 
@@ -49,7 +53,7 @@ def training_summary(records: list[Record]) -> dict[str, dict[str, float]]:
     """Per mode: final top-1 mean/std over seeds, best top-1, seconds per epoch, non-finite steps."""
     per: dict[str, dict[str, dict[int, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        if r["section"] != "training":
+        if r["section"] != "training" or r["case"] == "regime":
             continue
         seed, epoch = (int(p.split("=")[1]) for p in r["case"].split(","))
         per[r["mode"]][str(seed)].setdefault(epoch, {})[r["metric"]] = r["value"]
@@ -61,10 +65,34 @@ def training_summary(records: list[Record]) -> dict[str, dict[str, float]]:
             best=max(e["top1"] for h in seeds.values() for e in h.values()),
             sec_per_epoch=statistics.fmean(e["seconds"] for h in seeds.values() for e in h.values()),
             nonfinite=sum(e["nonfinite_steps"] for h in seeds.values() for e in h.values()),
-            curve=[statistics.fmean(h[e]["top1"] for h in seeds.values() if e in h)
+            curve=[mean_std([h[e]["top1"] for h in seeds.values() if e in h])[0]
                    for e in range(max(len(h) for h in seeds.values()))],
+            curve_std=[mean_std([h[e]["top1"] for h in seeds.values() if e in h])[1]
+                       for e in range(max(len(h) for h in seeds.values()))],
         )
     return out
+
+
+def detectable(summary: dict[str, dict[str, Any]]) -> tuple[float, float, int]:
+    """Seed noise pooled over the arms that trained without a non-finite step, and the smallest
+    difference between two arms it lets a t-test at ``ALPHA`` detect; with the seed count."""
+    healthy = [s["finals"] for s in summary.values() if s["nonfinite"] == 0] or [s["finals"] for s in summary.values()]
+    n = min(len(f) for f in healthy)
+    sd = pooled_std(healthy)
+    return sd, detectable_difference(sd, n), n
+
+
+def regime(records: list[Record]) -> dict[str, int]:
+    """The measured shape of the training section's covariances: ``cov_rank``, ``dim``, ``positions``."""
+    return {r["metric"]: int(r["value"]) for r in records if r["section"] == "training" and r["case"] == "regime"}
+
+
+def zca_converged(cells: dict[str, dict[str, Any]]) -> tuple[bool, float]:
+    """Whether the modes whose every run was finite agree across seeds within ``CONVERGED_STD``
+    points, and the largest seed std among them."""
+    stable = [mean_std(c["finals"])[1] for c in cells.values() if c["finite_runs"] == c["runs"] and c["runs"] > 1]
+    worst = max(stable) if stable else float("nan")
+    return bool(stable) and worst <= CONVERGED_STD, worst
 
 
 def zca_summary(records: list[Record]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -163,16 +191,28 @@ def conclusions(records: list[Record]) -> list[str]:
             out.append(text + ". Order: " + ", ".join(f"{m} {med:.2f}" for med, m, _ in rows) + ".")
     summary = training_summary(records)
     if summary:
-        out += _significance({m: s["finals"] for m, s in summary.items()}, "Digits, final top-1")
+        sd, mdd, n = detectable(summary)
+        out += _significance({m: s["finals"] for m, s in summary.items()}, "GCP regime, final top-1")
         skipped = {m: int(s["nonfinite"]) for m, s in summary.items() if s["nonfinite"]}
-        out.append("Digits, non-finite steps: " + (", ".join(f"{m} {k}" for m, k in skipped.items())
-                                                    if skipped else "none in any mode") + ".")
+        out.append("GCP regime, non-finite steps: " + (", ".join(f"{m} {k}" for m, k in skipped.items())
+                                                        if skipped else "none in any arm") + ".")
+        if math.isfinite(mdd):
+            out.append(f"GCP regime, power: with {n} seeds and a seed-to-seed std of {sd:.2f} points (pooled over the "
+                       f"arms without non-finite steps), two arms must differ by at least {mdd:.2f} points of "
+                       f"top-1 for a t-test to reach p < {ALPHA}; smaller differences are not resolved here.")
+        out += [f"Claim: {v.line()}." for v in verdicts(summary, mdd)]
     zca = zca_summary(records)
     for d, cells in zca.items():
         failing = {m: c for m, c in cells.items() if c["finite_runs"] < c["runs"]}
         text = f"ZCA {d}: " + ("non-finite steps in " + ", ".join(
             f"{m} ({c['runs'] - c['finite_runs']} of {c['runs']} runs, {c['nonfinite']} steps)"
             for m, c in failing.items()) if failing else "every run finite")
+        converged, worst = zca_converged(cells)
+        if not converged:
+            out.append(text + (f". Accuracies are not compared: the finite modes' seeds disagree by up to "
+                               f"{worst:.1f} points (std > {CONVERGED_STD:g}), so the runs have not converged and "
+                               "only the finite/non-finite outcome is a finding." if math.isfinite(worst) else "."))
+            continue
         healthy = {m: c["finals"] for m, c in cells.items() if m not in failing}
         sig = _significance(healthy, "among the finite modes, final top-1") if len(healthy) > 1 else []
         out.append(text + (". " + sig[0][0].upper() + sig[0][1:] if sig else "."))
@@ -236,19 +276,37 @@ def markdown(records: list[Record], config: dict[str, Any]) -> str:
                  "best mean" if m == best else _p(pvals[m]) + (" (noise)" if (pvals[m] or 0) >= ALPHA else ""),
                  f"{s['best']:.2f}", f"{s['sec_per_epoch']:.2f}", f"{int(s['nonfinite'])}"]
                 for m, s in summary.items()]
-        parts += ["## 4. Training", "",
-                  "A small CNN with a GCP head (d = 16) on scikit-learn's `load_digits` (1797 real 8×8 "
-                  "handwritten digits shipped in the wheel: offline and reproducible), 80/20 split. "
-                  "Steps with a non-finite gradient are skipped and counted. Final top-1: mean ± sample std "
-                  f"over seeds; `p`: Welch's t-test against the best mean, Holm-adjusted over the modes — "
-                  f"p ≥ {ALPHA} means the "
-                  "difference is within the seed-to-seed noise, and the rows are then not a ranking.", "",
-                  _table(["mode", "final top-1 (%)", "p vs best", "best top-1 (%)", "s / epoch",
+        shape = regime(records)
+        rank = (f"measured rank ≤ {shape['cov_rank']} of d = {shape['dim']} over {shape['positions']} positions"
+                if shape else "rank-deficient by construction")
+        sd, mdd, n = detectable(summary)
+        epochs = max(len(s["curve"]) for s in summary.values())
+        parts += ["## 4. Training in the GCP regime", "",
+                  "A small CNN on scikit-learn's `load_digits` (1797 real 8×8 handwritten digits shipped in the "
+                  "wheel: offline and reproducible; 80/20 split, 360 test images). Its second block has stride 2, so "
+                  "the head sees a 4×4 map; a 1×1 reduction to 32 channels gives covariances of 32 channels over 16 "
+                  f"positions ({rank}): more channels than positions, as in GCP on ImageNet (256 channels over 196 "
+                  "positions), where the exact gradient of the square root is large at the null eigenvalues. "
+                  "`gap`: global average pooling of the same 32 channels (the baseline); `hybrid`: Newton–Schulz "
+                  "for the first half of the epochs, then SVD-Padé (Song et al., ICCV 2021). SGD with a cosine "
+                  f"schedule to 0 over {epochs} epochs, so the last epoch is converged. Steps with a non-finite "
+                  "gradient are skipped and counted. Final top-1: mean ± sample std over seeds; `p`: Welch's "
+                  "t-test against the best mean, Holm-adjusted over the arms; p ≥ "
+                  f"{ALPHA} means the difference is within the seed-to-seed noise.", "",
+                  _table(["arm", "final top-1 (%)", "p vs best", "best top-1 (%)", "s / epoch",
                           "non-finite steps"], rows), ""]
+        if math.isfinite(mdd):
+            parts += [f"**Smallest detectable difference: {mdd:.2f} points** of top-1 between two arms "
+                      f"({n} seeds each, pooled seed std {sd:.2f}, two-sided t-test at p < {ALPHA}). Learning "
+                      "curves (mean ± std over seeds): `training_accuracy.png`.", ""]
+        said = verdicts(summary, mdd)
+        parts += ["**The papers' claims at this scale** (generated by `gcp.compare.claims` from the table):", ""]
+        parts += [f"- {v.line()}." for v in said] + [""]
     zca = zca_summary(records)
     if zca:
         dims = list(zca)
         zca_modes = list(dict.fromkeys(m for cells in zca.values() for m in cells))
+        converged = {d: zca_converged(zca[d]) for d in dims}
         rows = []
         for m in zca_modes:
             cells = []
@@ -259,15 +317,19 @@ def markdown(records: list[Record], config: dict[str, Any]) -> str:
                     continue
                 mean, sd = mean_std(c["finals"])
                 mark = "✓" if c["finite_runs"] == c["runs"] else f"✗ {c['nonfinite']} NaN steps"
-                cells.append(f"{c['finite_runs']}/{c['runs']} {mark}, {_fmt(mean, '.1f')} ± {_fmt(sd, '.1f')}%")
+                accuracy = f", {_fmt(mean, '.1f')} ± {_fmt(sd, '.1f')}%" if converged[d][0] else ""
+                cells.append(f"{c['finite_runs']}/{c['runs']} {mark}{accuracy}")
             rows.append([m] + cells)
+        unconverged = [d for d in dims if not converged[d][0]]
         parts += ["## 5. ZCA whitening vs. group dimension", "",
                   "Scaled-down reproduction of Wang et al. (NeurIPS 2019): ZCA whitening of 32 pooled features "
                   "in groups of d, eigendecomposition in float32 as in the paper, batch 16 (so groups with d ≥ 16 "
-                  "have clusters of numerically repeated eigenvalues). Cells: runs with every step finite / "
-                  "runs, then final top-1 mean ± std over seeds. The short schedule does not train the stable "
-                  "modes to convergence, so their accuracies differ by seed and by chance; the "
-                  "conclusions below test which differences the seeds support.", "",
+                  "have clusters of numerically repeated eigenvalues), cosine schedule to 0. Cells: runs with "
+                  "every step finite / runs, then final top-1 mean ± std over seeds where the run converged: "
+                  f"the finite modes' seeds agree within a std of {CONVERGED_STD:g} points."
+                  + (f" Not converged, so shown as finite/non-finite only: {', '.join(unconverged)} (largest seed "
+                     "std " + ", ".join(f"{converged[d][1]:.1f}" for d in unconverged) + " points)."
+                     if unconverged else ""), "",
                   _table(["mode"] + dims, rows), ""]
     said = conclusions(records)
     if said:
@@ -280,7 +342,7 @@ def markdown(records: list[Record], config: dict[str, Any]) -> str:
 
 def terminal_summary(records: list[Record]) -> str:
     """One line per mode: gradient error at the smallest gap, non-finite fraction, speed, accuracy."""
-    modes = list(dict.fromkeys(r["mode"] for r in records if r["section"] != "zca"))
+    modes = list(dict.fromkeys(r["mode"] for r in records if r["section"] != "zca" and r["case"] != "regime"))
     gaps = [c for c in _cases(records, "accuracy") if c.startswith("ratio=")]
     tight = gaps[-1] if gaps else None
     speed_cases = _cases(records, "speed")
@@ -296,7 +358,7 @@ def terminal_summary(records: list[Record]) -> str:
             f"{summary[m]['final_mean']:.1f}" if m in summary else "—",
         ])
     return _table(["mode", f"grad err ({tight}, f64)", "non-finite (f32 suite)", f"fwd+bwd ÷ eigh ({big})",
-                   "digits top-1 (%)"], rows)
+                   "GCP-regime top-1 (%)"], rows)
 
 
 def _finish(fig: Any, ax: Any, path: str) -> str:
@@ -367,11 +429,24 @@ def plots(records: list[Record], out: str) -> list[str]:
     summary = training_summary(records)
     if summary:
         fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=110)
+        finals = [s["final_mean"] for s in summary.values() if math.isfinite(s["final_mean"])]
+        # zoom on the converged end, where the arms differ; an arm that failed is named in the legend
+        floor = max(0.0, min(f for f in finals if f > 50) - 15) if finals and max(finals) > 50 else 0.0
         for m, s in summary.items():
-            ax.plot(range(1, len(s["curve"]) + 1), s["curve"], marker="o", ms=3, color=colour[m], label=m)
+            xs = range(1, len(s["curve"]) + 1)
+            notes = [f"n={len(s['finals'])}"]
+            if s["nonfinite"]:
+                notes.append(f"{int(s['nonfinite'])} non-finite steps")
+            if s["final_mean"] < floor:
+                notes.append(f"final {s['final_mean']:.0f}%, below the axis")
+            ax.plot(xs, s["curve"], marker="o", ms=3, color=colour[m], label=f"{m} ({', '.join(notes)})")
+            lo = [c - e for c, e in zip(s["curve"], s["curve_std"])]
+            hi = [c + e for c, e in zip(s["curve"], s["curve_std"])]
+            ax.fill_between(xs, lo, hi, color=colour[m], alpha=0.12, linewidth=0)
+        ax.set_ylim(floor, 100)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("test top-1 accuracy (%)")
-        ax.set_title("GCP network on load_digits: accuracy per epoch")
+        ax.set_ylabel("test top-1 accuracy (%), mean ± std over seeds")
+        ax.set_title("GCP regime (32 channels over 16 positions), load_digits")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
         written.append(_finish(fig, ax, os.path.join(out, "training_accuracy.png")))

@@ -1,4 +1,5 @@
-"""The four measurements of ``python -m gcp.compare``; each returns flat records.
+"""The matrix measurements of ``python -m gcp.compare`` (accuracy, stability, speed); each returns
+flat records. The training experiments are in :mod:`gcp.compare.training`.
 
 A record is ``dict(section, mode, dtype, case, metric, value)``; the report pivots them.
 """
@@ -7,20 +8,15 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from typing import Any, Callable, Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gcp.bench.timing import interleaved_ms, median_ratio
-from gcp.pooling import GCPHead
 from gcp.spectral import sqrtm
-from gcp.train.distributed import DistInfo
-from gcp.train.loop import evaluate, train_one_epoch
-from gcp.whitening import ZCAWhitening
 
-from .routes import HEAD_CONFIG, route
+from .routes import route
 from .suites import F64, degenerate_suite, geometric_spectrum, random_covariance
 
 Record = dict[str, Any]
@@ -122,106 +118,4 @@ def speed(modes: list[str], sizes: Iterable[int], batch: int, dtype: str, repeat
             out += [_rec("speed", mode, dtype, case, "fwd_bwd_over_eigh_min", min(ratios)),
                     _rec("speed", mode, dtype, case, "fwd_bwd_over_eigh_max", max(ratios))]
             tick()
-    return out
-
-
-# ----------------------------------------------------------------------------- 4. training
-def load_digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """scikit-learn's ``load_digits`` (1797 8×8 handwritten digits shipped inside the wheel: real
-    data, offline, reproducible), scaled to [0, 1], split 80/20 with a fixed permutation."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    cut = int(0.8 * len(y))
-    return x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
-
-
-class DigitsNet(nn.Module):
-    """Two 3×3 conv blocks (8×8 maps, 32 channels), then either a GCP head (d = 16 from 64
-    positions) or, with ``zca_groups``, global average pooling, ZCA whitening of the 32 pooled
-    features in ``zca_groups`` groups, and a linear classifier."""
-
-    def __init__(self, method: str = "svd", backward: str = "exact", zca_groups: int = 0,
-                 zca_compute: torch.dtype = torch.float32) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
-                                      nn.ReLU(inplace=True), nn.Conv2d(16, 32, 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(32), nn.ReLU(inplace=True))
-        self.head: nn.Module = (
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), ZCAWhitening(32, groups=zca_groups, backward=backward,
-                                                                   compute_dtype=zca_compute),
-                          nn.Linear(32, 10)) if zca_groups
-            else GCPHead(32, 10, reduced_dim=16, method=method, backward=backward))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-
-def _train(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs: int, seed: int,
-           lr: float = 0.05, batch: int = 64, device: torch.device = torch.device("cpu")) -> list[dict[str, float]]:
-    from torch.utils.data import DataLoader, TensorDataset
-
-    xtr, ytr, xte, yte = data
-    info = DistInfo(device=device)
-    model = model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    test = DataLoader(TensorDataset(xte, yte), batch_size=256)
-    history = []
-    for epoch in range(epochs):
-        torch.manual_seed(seed * 1000 + epoch)  # the shuffle of each epoch depends on (seed, epoch) only
-        train = DataLoader(TensorDataset(xtr, ytr), batch_size=batch, shuffle=True, drop_last=True)
-        stats = train_one_epoch(model, train, opt, info, progress=False)
-        metrics = evaluate(model, test, info, progress=False)
-        history.append(dict(epoch=epoch, train_loss=stats.loss, top1=metrics["top1"],
-                            seconds=stats.seconds, nonfinite_steps=stats.nonfinite_steps))
-    return history
-
-
-def training(modes: list[str], epochs: int, seeds: list[int], tick: Progress,
-             device: torch.device = torch.device("cpu")) -> list[Record]:
-    """A small GCP network on ``load_digits`` per mode and seed: accuracy per epoch, time, and the
-    steps skipped because the gradient was not finite."""
-    data = load_digits_split()
-    out: list[Record] = []
-    for mode in modes:
-        method, backward = HEAD_CONFIG[mode]
-        for seed in seeds:
-            torch.manual_seed(seed)
-            history = _train(DigitsNet(method, backward), data, epochs, seed, device=device)
-            for h in history:
-                case = f"seed={seed},epoch={h['epoch']}"
-                out += [_rec("training", mode, "float32", case, "top1", h["top1"]),
-                        _rec("training", mode, "float32", case, "train_loss", h["train_loss"]),
-                        _rec("training", mode, "float32", case, "seconds", h["seconds"]),
-                        _rec("training", mode, "float32", case, "nonfinite_steps", h["nonfinite_steps"])]
-            tick()
-    return out
-
-
-def zca(modes: list[str], group_dims: Iterable[int], epochs: int, tick: Progress, batch: int = 16,
-        seeds: Iterable[int] = (0,), device: torch.device = torch.device("cpu")) -> list[Record]:
-    """Scaled-down SVD-PI finding (Wang et al., NeurIPS 2019): ZCA whitening in groups of ``d``
-    channels, trained with each backward and each seed. With a batch of 16, a group's covariance
-    has rank ``<= 15``, so for ``d >= 16`` its spectrum holds a cluster of (numerically) repeated
-    eigenvalues ``≈ ε`` — the near-degeneracy that, in the paper's ResNets, grows with ``d``.
-    A run *fails* when any step has a non-finite gradient (the step is skipped and counted)."""
-    data = load_digits_split()
-    out: list[Record] = []
-    for d in group_dims:
-        for mode in modes:
-            for seed in seeds:
-                torch.manual_seed(seed)
-                start = time.perf_counter()
-                history = _train(DigitsNet(backward=mode, zca_groups=32 // d), data, epochs, seed=seed, batch=batch,
-                                 device=device)
-                skipped = sum(h["nonfinite_steps"] for h in history)
-                case = f"d={d},seed={seed}"
-                out += [_rec("zca", mode, "float32", case, "nonfinite_steps", skipped),
-                        _rec("zca", mode, "float32", case, "success", float(skipped == 0)),
-                        _rec("zca", mode, "float32", case, "final_top1", history[-1]["top1"]),
-                        _rec("zca", mode, "float32", case, "seconds", time.perf_counter() - start)]
-                tick()
     return out

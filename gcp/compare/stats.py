@@ -61,3 +61,22 @@ def compare_to_best(groups: dict[str, Sequence[float]]) -> tuple[str, dict[str, 
 def ranges_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Whether two ``(min, max)`` intervals overlap (then their order is within the noise)."""
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def pooled_std(groups: Sequence[Sequence[float]]) -> float:
+    """Root mean of the groups' sample variances (groups of one value carry none): the seed-to-seed
+    noise of one arm, estimated from all of them."""
+    variances = [mean_std(g)[1] ** 2 for g in groups if len([v for v in g if math.isfinite(v)]) > 1]
+    return math.sqrt(statistics.fmean(variances)) if variances else float("nan")
+
+
+def detectable_difference(sd: float, n: int, alpha: float = ALPHA) -> float:
+    """The smallest difference between the means of two arms of ``n`` seeds each, with seed standard
+    deviation ``sd``, that a two-sided t-test at ``alpha`` calls significant:
+    ``t_{1−α/2, 2n−2} · sd · √(2/n)``. A smaller true difference can only reach significance by
+    luck; a difference this size does so half the time (it is the threshold, not a power-80% bound)."""
+    if n < 2 or not math.isfinite(sd):
+        return float("nan")
+    from scipy import stats
+
+    return float(stats.t.ppf(1 - alpha / 2, 2 * n - 2) * sd * math.sqrt(2 / n))
