@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--features", default=None,
                      help="a .pt file with your features (N, C, H, W) / (N, C, M) or covariances (N, d, d): "
                           "the gradient error is measured at their spectrum (--recommend)")
+    rec.add_argument("--evidence", default=None,
+                     help="the --out folder of a gcp-compare run with the training section: its training table is "
+                          "set next to the recommendation, and a disagreement is stated (--recommend)")
     rec.add_argument("--tol", type=float, default=1e-2,
                      help="largest gradient error vs the exact gradient a recommended route may have (default 1e-2)")
     return p
@@ -112,6 +115,13 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
             parser.error("--dim must be >= 2, --batch and --repeats >= 1, --tol > 0")
         if args.features is not None and not os.path.isfile(args.features):
             parser.error(f"--features: no such file {args.features!r}")
+        if args.evidence is not None:
+            from .recommend import load_training_evidence
+
+            try:
+                args.training_evidence = load_training_evidence(args.evidence)
+            except GCPError as exc:
+                parser.error(str(exc))
         _claim_out(parser, args, "recommend", "recommendation.md")
         return args
     base = QUICK if args.quick else FULL
@@ -209,7 +219,8 @@ def _recommend(args: argparse.Namespace) -> int:
         print(f"gcp-compare: error: {exc}", file=sys.stderr)
         return 2
     bar.close()
-    text = render(best, evidence, source, args.dim, args.batch, dtype, device, args.tol)
+    text = render(best, evidence, source, args.dim, args.batch, dtype, device, args.tol,
+                  getattr(args, "training_evidence", None), args.evidence)
     text += (f"\nMeasured in {time.perf_counter() - start:.0f} s, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads.\n")
     os.makedirs(args.out, exist_ok=True)

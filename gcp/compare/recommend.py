@@ -163,17 +163,73 @@ EVIDENCE = (
     "(`taylor`, `pi`, `trunc`) and the matmul routes (`isqrt`, `mpa`, `mtp`, `ns`) differ from the "
     "true gradient by design on rank-deficient covariances (d channels over fewer positions, GCP's "
     "normal case), and the SVD-Padé paper (Song et al., ICCV 2021) argues that this smoothing can "
-    "help training there. This recommendation does not measure training: the training and ZCA "
-    "sections of `gcp-compare` (`--sections training,zca`) do, and at the scale they run they show "
-    "which modes fail (non-finite steps), not a ranking of the stable ones. If you train with a "
-    "smoothed or matmul route on purpose, raise `--tol` to have it timed and ranked here.\n")
+    "help training there. Which route trains better is measured by the training section of "
+    "`gcp-compare` (GCP in that rank-deficient regime, over seeds); the training evidence below says what it "
+    "found. If you train with a smoothed or matmul route on purpose, raise `--tol` to have it timed and "
+    "ranked here.\n")
+
+
+def load_training_evidence(folder: str) -> dict[str, dict]:
+    """The training table of a ``gcp-compare`` output folder (its ``results.json``), per arm."""
+    import json
+
+    from .report import training_summary
+
+    path = os.path.join(folder, "results.json")
+    if not os.path.isfile(path):
+        raise GCPError(f"--evidence {folder!r}: no results.json there; give the --out folder of a gcp-compare "
+                       "run that had the training section")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            records = json.load(fh)["records"]
+        summary = training_summary(records)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GCPError(f"--evidence {path!r} is not a gcp-compare results file ({exc.__class__.__name__})") from exc
+    if not summary:
+        raise GCPError(f"--evidence {path!r} holds no training section; run gcp-compare --sections training")
+    return summary
+
+
+def training_section(best: Optional[str], summary: Optional[dict[str, dict]], folder: Optional[str]) -> str:
+    """The training evidence next to the recommendation, and whether the two agree; where they do not,
+    it says why the recommendation stands and which route the training table favours."""
+    from .stats import ALPHA, compare_to_best, welch_p
+
+    head = "## Training evidence\n\n"
+    if summary is None:
+        return head + ("No training evidence was given, so this recommendation does not weigh it. Measure it with "
+                       "`gcp-compare --quick --sections training --out DIR` (about a minute on 2 cores: GCP in the "
+                       "rank-deficient regime, over seeds), then pass `--evidence DIR`.\n")
+    top, _ = compare_to_best({m: s["finals"] for m, s in summary.items()})
+    arm = lambda m: f"`{m}` {summary[m]['final_mean']:.1f} ± {summary[m]['final_std']:.1f}%"  # noqa: E731
+    lines = [f"From `{folder}`: final top-1 over {len(summary[top]['finals'])} seeds, highest mean {arm(top)}."]
+    if best is None:
+        pass
+    elif best not in summary:
+        lines.append(f"That table has no arm for `{best}`, so it neither supports nor contradicts this choice.")
+    else:
+        p = welch_p(summary[best]["finals"], summary[top]["finals"])
+        lower = summary[best]["final_mean"] < summary[top]["final_mean"]
+        if best == top or p is None or p >= ALPHA or not lower:
+            said = "the best" if best == top else f"within the seed noise of the best (p = {p:.2f})" if p is not None \
+                else "not comparable (one seed)"
+            lines.append(f"The recommended {arm(best)} is {said}: the training evidence agrees with this choice.")
+        else:
+            lines.append(
+                f"**The training table ranks `{top}` above the recommended `{best}`** ({arm(best)}, Welch p = "
+                f"{p:.3f}). The recommendation stands on gradient fidelity and speed at your size; the training "
+                "table was measured on a small network and task, and need not transfer. If training accuracy "
+                f"matters more to you than fidelity and speed, use `{top}`.")
+    return head + " ".join(lines) + "\n"
 
 
 def render(best: Optional[str], evidence: list[RouteEvidence], source: str, dim: int, batch: int, dtype: torch.dtype,
-           device: torch.device, tol: float) -> str:
+           device: torch.device, tol: float, training: Optional[dict[str, dict]] = None,
+           training_folder: Optional[str] = None) -> str:
     """The recommendation and its evidence as markdown (printed and written to ``--out``), with
-    what the criterion does and does not establish."""
-    return _render(best, evidence, source, dim, batch, dtype, device, tol) + "\n" + EVIDENCE
+    what the criterion does and does not establish, and the training evidence next to it."""
+    return (_render(best, evidence, source, dim, batch, dtype, device, tol) + "\n" + EVIDENCE + "\n"
+            + training_section(best, training, training_folder))
 
 
 def _render(best: Optional[str], evidence: list[RouteEvidence], source: str, dim: int, batch: int,

@@ -193,14 +193,23 @@ def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return load_digits_split()
 
 
+def hybrid_switch(model: RegimeNet, epochs: int) -> Callable[[int], None]:
+    """The hybrid protocol's schedule: before epoch ``epochs // 2`` (at least 1) the head switches
+    from Newton–Schulz to SVD with the Padé backward, keeping its parameters."""
+    half = max(1, epochs // 2)
+
+    def before_epoch(epoch: int) -> None:
+        if epoch == half:
+            model.head.set_method(*HYBRID_THEN)
+
+    return before_epoch
+
+
 def train_arm(arm: str, seed: int, epochs: int, device: str) -> list[Record]:
     """One arm and seed of the GCP regime: its records per epoch."""
     torch.manual_seed(seed)
     model = RegimeNet(arm)
-    switch = None
-    if arm == "hybrid":
-        half = max(1, epochs // 2)
-        switch = lambda e: model.head.set_method(*HYBRID_THEN) if e == half else None  # noqa: E731
+    switch = hybrid_switch(model, epochs) if arm == "hybrid" else None
     history = fit(model, _digits(), epochs, seed, device=torch.device(device), before_epoch=switch)
     out: list[Record] = []
     for h in history:

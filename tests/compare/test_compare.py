@@ -11,7 +11,8 @@ from gcp.compare import main
 from gcp.compare.suites import degenerate_suite, geometric_spectrum
 
 ARGS = ["--quick", "--modes", "exact,ed,pi,isqrt", "--dim", "4", "--sizes", "8", "--batch", "2", "--repeats", "2",
-        "--epochs", "1", "--seeds", "0", "1", "--zca-dims", "32"]
+        "--epochs", "1", "--seeds", "0", "1", "--zca-dims", "32", "--zca-epochs", "1", "--workers", "1",
+        "--train-modes", "exact,ed,isqrt,gap,hybrid"]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ def test_quick_run_writes_every_file(report):
     data = json.loads((out / "results.json").read_text())
     assert len(data["records"]) == len(rows) and data["config"]["modes"] == "exact,ed,pi,isqrt"
     assert {r["section"] for r in rows} == {"accuracy", "stability", "speed", "training", "zca"}
+    assert {r["mode"] for r in rows if r["section"] == "training"} == {"exact", "ed", "isqrt", "gap", "hybrid", "all"}
 
 
 def test_numbers_match_direct_calls(report):
@@ -98,8 +100,13 @@ def test_every_training_number_carries_its_uncertainty(report):
     md = (out / "report.md").read_text()
     # training: mean ± std over the 2 seeds and a p-value column; ZCA: runs per cell and mean ± std
     assert "(n=2)" in md and "p vs best" in md
-    zca_rows = [line for line in md.split("## 5.")[1].splitlines() if line.startswith("| exact")]
-    assert zca_rows and all("/2 " in cell and "±" in cell for cell in zca_rows[0].split("|")[2:-1])
+    zca = md.split("## 5.")[1]
+    zca_rows = [line for line in zca.splitlines() if line.startswith("| exact")]
+    converged = "Not converged" not in zca.split("| mode")[0]
+    assert zca_rows and all("/2 " in cell and ("±" in cell) == converged for cell in zca_rows[0].split("|")[2:-1])
+    # the training section states its power and the papers' claims
+    assert "Smallest detectable difference" in md and "The papers' claims at this scale" in md
+    assert "measured rank ≤ 15 of d = 32 over 16 positions" in md
     seeds = {r["case"].split(",")[1] for r in rows if r["section"] == "zca"}
     assert seeds == {"seed=0", "seed=1"}
     # speed: min–max of the per-round ratio next to the median
@@ -219,7 +226,7 @@ def test_recommend_names_what_it_rests_on(tmp_path):
     assert main(["--recommend", "--dim", "8", "--batch", "2", "--out", str(out)]) == 0
     text = (out / "recommendation.md").read_text()
     assert "## What this rests on" in text and "does not say which route trains better" in text
-    assert "--sections training,zca" in text
+    assert "--sections training" in text and "## Training evidence" in text and "No training evidence" in text
 
 
 def test_recommend_reads_square_tensors_as_covariances_by_shape(tmp_path, capsys):
