@@ -33,7 +33,7 @@ from gcp.bench.timing import positive_int
 from ..backward import BACKWARDS
 from ..errors import GCPError
 from . import sections, training
-from .report import terminal_summary, write_all
+from .report import read_records, terminal_summary, write_all
 from .routes import ALL_ROUTES, HEAD_CONFIG, parse_routes
 
 SECTIONS = ("accuracy", "stability", "speed", "training", "zca")
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes that train the training and ZCA runs side by side, one thread each (default: "
                         "2 on a CPU with 2 or more cores, else 1; 1 on cuda). The numbers do not depend on it")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
+    p.add_argument("--reference", default=None,
+                   help="the --out folder of an earlier run (typically the full one): the report says which of "
+                        "the papers' claims point the same way here and there")
     p.add_argument("--overwrite", action="store_true", help="replace the report already in --out")
     rec = p.add_argument_group("recommendation for your setting (--recommend; under a minute at d = 256 on 2 cores)")
     rec.add_argument("--recommend", action="store_true",
@@ -151,6 +154,12 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error(f"--dtypes must list float32 and/or float64, got {args.dtypes!r}")
     if args.dim < 2 or min(args.sizes) < 2 or args.batch < 1 or args.repeats < 1 or args.epochs < 1:
         parser.error("--dim and --sizes must be >= 2; --batch, --repeats and --epochs >= 1")
+    args.reference_records = None
+    if args.reference is not None:
+        try:
+            args.reference_records = read_records(args.reference, "--reference")
+        except GCPError as exc:
+            parser.error(str(exc))
     _claim_out(parser, args, "compare", "report.md")
     return args
 
@@ -244,7 +253,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   train_modes=",".join(args.arm_list), zca_dims=list(args.zca_dims), zca_epochs=args.zca_epochs,
                   device=args.device, threads=torch.get_num_threads(), workers=args.workers,
                   threads_per_training_run=1, torch=torch.__version__)
-    paths = write_all(records, config, args.out)
+    reference = (args.reference, args.reference_records) if args.reference_records is not None else None
+    paths = write_all(records, config, args.out, reference)
     print("\n" + terminal_summary(records))
     print(f"\n{len(records)} measurements in {time.perf_counter() - start:.0f} s; wrote:\n  " + "\n  ".join(paths))
     return 0

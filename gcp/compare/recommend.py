@@ -171,22 +171,11 @@ EVIDENCE = (
 
 def load_training_evidence(folder: str) -> dict[str, dict]:
     """The training table of a ``gcp-compare`` output folder (its ``results.json``), per arm."""
-    import json
+    from .report import read_records, training_summary
 
-    from .report import training_summary
-
-    path = os.path.join(folder, "results.json")
-    if not os.path.isfile(path):
-        raise GCPError(f"--evidence {folder!r}: no results.json there; give the --out folder of a gcp-compare "
-                       "run that had the training section")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            records = json.load(fh)["records"]
-        summary = training_summary(records)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GCPError(f"--evidence {path!r} is not a gcp-compare results file ({exc.__class__.__name__})") from exc
+    summary = training_summary(read_records(folder, "--evidence"))
     if not summary:
-        raise GCPError(f"--evidence {path!r} holds no training section; run gcp-compare --sections training")
+        raise GCPError(f"--evidence {folder!r} holds no training section; run gcp-compare --sections training")
     return summary
 
 

@@ -19,6 +19,23 @@ CONVERGED_STD = 3.0
 Record = dict[str, Any]
 
 
+def read_records(folder: str, flag: str) -> list[Record]:
+    """The records of an earlier run's ``results.json`` in ``folder`` (given by ``flag``)."""
+    from ..errors import GCPError
+
+    path = os.path.join(folder, "results.json")
+    if not os.path.isfile(path):
+        raise GCPError(f"{flag} {folder!r}: no results.json there; give the --out folder of a gcp-compare run")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            records = json.load(fh)["records"]
+        if not all(isinstance(r, dict) and {"section", "mode", "case", "metric", "value"} <= set(r) for r in records):
+            raise ValueError("records without section/mode/case/metric/value")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GCPError(f"{flag} {path!r} is not a gcp-compare results file ({exc.__class__.__name__})") from exc
+    return records
+
+
 def _value(records: Iterable[Record], **where: Any) -> Optional[float]:
     for r in records:
         if all(r.get(k) == v for k, v in where.items()):
@@ -219,7 +236,31 @@ def conclusions(records: list[Record]) -> list[str]:
     return out
 
 
-def markdown(records: list[Record], config: dict[str, Any]) -> str:
+def claim_verdicts(records: list[Record]) -> dict[str, str]:
+    """Each claim's status in a run's records (empty without a training section)."""
+    summary = training_summary(records)
+    if not summary:
+        return {}
+    return {v.claim: v.status for v in verdicts(summary, detectable(summary)[1])}
+
+
+def against_reference(records: list[Record], reference: list[Record], where: str) -> list[str]:
+    """Whether this run's verdicts on the papers' claims point the same way as a reference run's
+    (``--reference``: typically the full run, against which ``--quick`` is checked)."""
+    mine, theirs = claim_verdicts(records), claim_verdicts(reference)
+    shared = [c for c in mine if c in theirs and "not run" not in (mine[c], theirs[c])]
+    if not shared:
+        return [f"No claim was tested both here and in the reference run `{where}`."]
+    rows = [[c, mine[c], theirs[c], "yes" if mine[c] == theirs[c] else "**no**"] for c in shared]
+    differ = [c for c in shared if mine[c] != theirs[c]]
+    verdict = (f"All {len(shared)} claims tested in both point the same way as in `{where}`." if not differ else
+               f"{len(differ)} of {len(shared)} claims do not point the same way as in `{where}`: "
+               + "; ".join(f"{c} ({mine[c]} here, {theirs[c]} there)" for c in differ) + ".")
+    return [_table(["claim", "this run", "reference", "same"], rows), "", verdict]
+
+
+def markdown(records: list[Record], config: dict[str, Any], reference: Optional[tuple[str, list[Record]]] = None
+             ) -> str:
     parts = ["# Backward-strategy comparison", "",
              "Configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()), ""]
     acc_modes = _modes(records, "accuracy")
@@ -331,6 +372,8 @@ def markdown(records: list[Record], config: dict[str, Any]) -> str:
                      "std " + ", ".join(f"{converged[d][1]:.1f}" for d in unconverged) + " points)."
                      if unconverged else ""), "",
                   _table(["mode"] + dims, rows), ""]
+    if reference is not None:
+        parts += ["## Against the reference run", ""] + against_reference(records, reference[1], reference[0]) + [""]
     said = conclusions(records)
     if said:
         parts += ["## What this says", "",
@@ -453,7 +496,8 @@ def plots(records: list[Record], out: str) -> list[str]:
     return written
 
 
-def write_all(records: list[Record], config: dict[str, Any], out: str) -> list[str]:
+def write_all(records: list[Record], config: dict[str, Any], out: str,
+              reference: Optional[tuple[str, list[Record]]] = None) -> list[str]:
     os.makedirs(out, exist_ok=True)
     paths = []
     path = os.path.join(out, "results.csv")
@@ -468,6 +512,6 @@ def write_all(records: list[Record], config: dict[str, Any], out: str) -> list[s
     paths.append(path)
     path = os.path.join(out, "report.md")
     with open(path, "w") as fh:
-        fh.write(markdown(records, config))
+        fh.write(markdown(records, config, reference))
     paths.append(path)
     return paths + plots(records, out)

@@ -152,3 +152,16 @@ def test_recommend_reads_the_evidence_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--recommend", "--dim", "8", "--evidence", str(folder), "--out", str(tmp_path / "r3")])
     assert "is not a gcp-compare results file" in capsys.readouterr().err
+
+
+def test_quick_is_checked_against_a_reference_run(tmp_path, capsys):
+    from gcp.compare.report import against_reference
+
+    agree = _records({"exact": [97.0, 97.5, 98.0], "isqrt": [97.1, 97.4, 98.0]})
+    differ = _records({"exact": [90.0, 90.5, 89.5], "isqrt": [97.0, 97.4, 97.2]})
+    text = "\n".join(against_reference(agree, differ, "full"))
+    assert "1 of 1 claims do not point the same way as in `full`" in text and "| **no** |" in text
+    assert "All 1 claims tested in both point the same way" in "\n".join(against_reference(agree, agree, "full"))
+    with pytest.raises(SystemExit) as exc:
+        main(["--quick", "--reference", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "--reference" in capsys.readouterr().err
