@@ -55,3 +55,15 @@ def test_no_code_cites_an_issue():
     files = [*(ROOT / "gcp").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").rglob("*.py")]
     cited = [str(f.relative_to(ROOT)) for f in files if f.name != "test_docs.py" and pattern.search(f.read_text())]
     assert cited == []
+
+
+def test_readme_quotes_the_generated_comparison_report():
+    """The README's findings are the full run's generated lines, not prose written in advance."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## What the comparison shows at this scale")[1].split("\n## ")[0]
+    report_path = re.search(r"\((results/compare-[\d-]+/report\.md)\)", section).group(1)
+    report = (ROOT / report_path).read_text()
+    quoted = [line for line in section.splitlines() if line.startswith(("- **", "**Smallest detectable"))]
+    assert len(quoted) >= 6 and [line for line in quoted if line not in report] == []
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"--reference {report_path.rsplit('/', 1)[0]}" in makefile  # the demo is checked against that run

@@ -132,3 +132,27 @@ def plain(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwa
         model.head = HeadRemoved(model.num_features)
         model.head_hidden_size = model.num_features
     return model
+
+
+def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwargs: Any) -> nn.Module:
+    """Any timm model as a GCP backbone: built with ``num_classes=0, global_pool=''`` and its
+    parameterised head removed (as :func:`plain`), after checking that its ``forward_features``
+    can feed a GCP head. The backbones that cannot are refused by name with the reason."""
+    from ._unsupported import UNSUPPORTED
+    from .errors import UnsupportedBackboneError
+
+    module = _module_of(name)
+    reason = UNSUPPORTED.get(name) or UNSUPPORTED.get(module)
+    if reason:
+        raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} cannot take a GCP head: {reason}")
+    model = plain(name, in_chans, pretrained, **kwargs)
+    if not callable(getattr(model, "forward_features", None)) or not isinstance(getattr(model, "num_features", None),
+                                                                              int):
+        raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} has no forward_features/num_features")
+    return model
+
+
+def _module_of(name: str) -> str:
+    from timm.models._registry import _model_to_module
+
+    return _model_to_module.get(name, "")

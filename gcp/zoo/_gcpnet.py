@@ -52,6 +52,42 @@ def _check_pool(global_pool: Optional[str]) -> None:
         )
 
 
+class SoViTHead(GCPHead):
+    r"""The So-ViT head (Xie et al., "So-ViT: Mind Visual Tokens for Vision Transformer"): the class
+    token and the normalised covariance of the patch tokens, classified together.
+
+    .. math:: \text{logits} = W_c\, t_{\text{cls}} + W_v\, \operatorname{vec}(N(\Sigma_{\text{patches}})) + b
+
+    The paper sums a classifier of the class token and one of the covariance; one linear layer on
+    their concatenation is that sum (with one bias), so ``pre_logits`` is the concatenation
+    (``in_channels + d(d+1)/2`` features) and ``reset_classifier`` works as for any timm head.
+    The patch tokens arrive as ``(B, C, N, 1)`` maps; the class token as ``(B, C)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, **head_args: Any) -> None:
+        super().__init__(in_channels, 0, **head_args)
+        self.num_features = in_channels + self.num_features
+        self.reset_classifier(num_classes)
+
+    def forward(self, x: Tensor, pre_logits: bool = False, cls_token: Optional[Tensor] = None) -> Tensor:
+        if cls_token is None or cls_token.dim() != 2 or cls_token.shape[-1] != self.in_channels:
+            raise ShapeError(f"SoViTHead needs the class token as (B, {self.in_channels}), got "
+                             f"{None if cls_token is None else tuple(cls_token.shape)}")
+        cov = super().forward(x, pre_logits=True)
+        rep = torch.cat([cls_token.to(cov.dtype), cov], dim=-1)
+        return rep if pre_logits else self.fc(rep)
+
+
+def feature_layout(backbone: nn.Module) -> tuple[bool, int]:
+    """How a timm backbone's ``forward_features`` lays out its output: whether a 4-d output is
+    channels-last (timm's ``output_fmt='NHWC'``: Swin, MambaOut, …), and how many prefix tokens
+    (class, distillation, register: timm's ``num_prefix_tokens``) lead a 3-d ``(B, N, C)`` one."""
+    fmt = getattr(backbone, "output_fmt", "NCHW")
+    nhwc = str(getattr(fmt, "value", fmt)).upper() == "NHWC"
+    prefix = getattr(backbone, "num_prefix_tokens", 0)
+    return nhwc, int(prefix) if isinstance(prefix, int) else 0
+
+
 class GCPNet(nn.Module):
     """A timm backbone (``forward_features`` → ``(B, C, H, W)``) and a GCP head, in timm's contract.
 
@@ -74,6 +110,10 @@ class GCPNet(nn.Module):
 
     # properties that read Python state; TorchScript compiles forward only
     __jit_unused_properties__ = ["num_features", "head_hidden_size", "num_classes", "feature_info"]
+    # constants to TorchScript, so it compiles only the branch of this backbone's layout
+    _nhwc: torch.jit.Final[bool]
+    _prefix_tokens: torch.jit.Final[int]
+    _sovit: torch.jit.Final[bool]
 
     def __init__(self, backbone: nn.Module, head: Union[GCPHead, NoPool],
                  arch_args: Optional[dict[str, Any]] = None, head_args: Optional[dict[str, Any]] = None) -> None:
@@ -86,6 +126,12 @@ class GCPNet(nn.Module):
             )
         self.backbone = backbone
         self.head = head
+        self._nhwc, self._prefix_tokens = feature_layout(backbone)
+        self._sovit = isinstance(head, SoViTHead) or bool((head_args or {}).get("sovit", False))
+        if self._sovit and (self._prefix_tokens < 1 or getattr(backbone, "cls_token", None) is None):
+            raise InvalidOptionError(
+                f"sovit=True needs a backbone with a class token; {type(backbone).__name__} has "
+                f"{self._prefix_tokens} prefix token(s) and no cls_token")
         self.arch_args = dict(arch_args or {})
         # how to build a fresh GCP head after global_pool='' (reset_classifier(n, 'gcp'))
         self._head_args = dict(head_args) if head_args is not None else (
@@ -119,6 +165,19 @@ class GCPNet(nn.Module):
         return self.backbone.forward_features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The GCP head on ``forward_features``' output in the backbone's own layout: NCHW maps as
+        they are, NHWC maps permuted, tokens ``(B, N, C)`` without their prefix tokens as
+        ``(B, C, N, 1)`` maps (the covariance is over the patch tokens only; with So-ViT the class
+        token joins it)."""
+        if isinstance(self.head, NoPool):
+            return x
+        if x.dim() == 3:
+            patches = x[:, self._prefix_tokens:].transpose(1, 2).unsqueeze(-1)
+            if self._sovit:
+                return self.head(patches, pre_logits=pre_logits, cls_token=x[:, 0])
+            return self.head(patches, pre_logits=pre_logits)
+        if x.dim() == 4 and self._nhwc:
+            x = x.permute(0, 3, 1, 2)
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -181,7 +240,8 @@ class GCPNet(nn.Module):
             device = next(self.backbone.parameters()).device
             head_args = dict(self._head_args)
             head_args.pop("num_classes", None)
-            self.head = GCPHead(self.num_features, num_classes, **head_args).to(device).train(self.training)
+            head_cls = SoViTHead if head_args.pop("sovit", False) else GCPHead
+            self.head = head_cls(self.num_features, num_classes, **head_args).to(device).train(self.training)
             return
         self.head.reset_classifier(num_classes)
 
@@ -218,5 +278,8 @@ class GCPNet(nn.Module):
 
 
 def _head_args_of(head: GCPHead) -> dict[str, Any]:
-    return dict(reduced_dim=head.reduced_dim, method=head.method, backward=head.backward, iters=head.iters,
+    args = dict(reduced_dim=head.reduced_dim, method=head.method, backward=head.backward, iters=head.iters,
                 alpha=head.alpha, eps=head.eps, drop_rate=head.drop_rate, **copy.deepcopy(head.opts))
+    if isinstance(head, SoViTHead):
+        args["sovit"] = True
+    return args

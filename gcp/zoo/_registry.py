@@ -20,7 +20,7 @@ from timm.models._features import FeatureGetterNet
 from gcp import GCPHead, InvalidOptionError
 
 from . import _backbones
-from ._gcpnet import GCPNet, NoPool, _check_pool
+from ._gcpnet import GCPNet, NoPool, SoViTHead, _check_pool
 from ._pretrained import load_pretrained_weights
 from .errors import CheckpointError, UnknownModelError
 
@@ -71,7 +71,7 @@ class ModelSpec:
 
     name: str
     backbone: str
-    family: str  # "resnet" (last stage at 1/16), "vgg" (no pool5, no fc6/7), "plain"
+    family: str  # "resnet" (last stage at 1/16), "vgg" (no pool5, no fc6/7), "plain", "any" (any timm model)
     reduced_dim: int = 256
     method: str = "isqrt"
     iters: int = 5
@@ -84,8 +84,11 @@ class ModelSpec:
     def backbone_cfg(self) -> Any:
         return get_pretrained_cfg(self.backbone)
 
-    def first_conv(self) -> str:
-        return f"backbone.{self.backbone_cfg().first_conv}"
+    def first_conv(self, base: Any = None) -> Any:
+        first = (base or self.backbone_cfg()).first_conv
+        if isinstance(first, (list, tuple)):
+            return [f"backbone.{f}" for f in first]
+        return f"backbone.{first}" if first else None
 
     def reduction(self, last_stride: int = 1) -> int:
         """Stride of the feature maps the GCP head pools (ResNets keep 1/16 with last_stride=1;
@@ -94,7 +97,9 @@ class ModelSpec:
             return 16 if last_stride == 1 else 32
         return 16 if self.family == "vgg" else 32
 
-    def pool_size(self, image_size: int, last_stride: int = 1) -> tuple[int, int]:
+    def pool_size(self, image_size: int, last_stride: int = 1, base: Any = None) -> Optional[tuple[int, int]]:
+        if self.family == "any":  # the backbone's own, where timm records it (token models do not)
+            return (base or self.backbone_cfg()).pool_size
         side = image_size // self.reduction(last_stride)
         return (side, side)
 
@@ -103,9 +108,9 @@ class ModelSpec:
         interpolation, mean/std), since any weights it starts from are the backbone's."""
         base = self.backbone_cfg()
         return dict(
-            num_classes=1000, input_size=base.input_size, pool_size=self.pool_size(base.input_size[-1]),
+            num_classes=1000, input_size=base.input_size, pool_size=self.pool_size(base.input_size[-1], base=base),
             crop_pct=base.crop_pct, interpolation=base.interpolation, mean=base.mean, std=base.std,
-            first_conv=self.first_conv(), classifier="head.fc",
+            first_conv=self.first_conv(base), classifier="head.fc",
         )
 
 
@@ -139,8 +144,20 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
 )}
 
 
+#: every timm model not curated above, as ``gcp_<timm name>``: its backbone as timm builds it and a
+#: GCP head (256-d reduction, iSQRT by default) that reads its output layout (NCHW, NHWC, tokens)
+GENERIC: dict[str, ModelSpec] = {f"gcp_{n}": ModelSpec(f"gcp_{n}", n, "any") for n in timm.list_models()
+                                 if f"gcp_{n}" not in SPECS and not n.startswith("gcp_")}
+
+
+def spec_of(name: str) -> Optional[ModelSpec]:
+    return SPECS.get(name) or GENERIC.get(name)
+
+
 def _default_cfgs() -> dict[str, dict]:
     cfgs: dict[str, dict] = {}
+    for spec in GENERIC.values():
+        cfgs[f"{spec.name}.untrained"] = spec.untrained_cfg()
     for spec in SPECS.values():
         cfgs[f"{spec.name}.untrained"] = spec.untrained_cfg()
         for w in spec.weights:
@@ -158,11 +175,32 @@ BACKBONE_ARGS = ("drop_path_rate", "drop_block_rate")
 FEATURE_ARGS = ("out_indices", "feature_cls", "output_fmt", "norm")
 
 
+def _head_keys() -> frozenset[str]:
+    """The options a GCP head takes (GCPHead's own, the backward modes', MPA/MTP's); on a
+    ``gcp_<timm name>`` model every other option goes to the timm backbone."""
+    import inspect
+
+    from gcp.backward import BACKWARDS, get_backward
+
+    own = {p for p in inspect.signature(GCPHead.__init__).parameters if p not in ("self", "in_channels",
+                                                                                 "num_classes", "opts")}
+    modes = {o for m in BACKWARDS for o in get_backward(m).option_names}
+    return frozenset(own | modes | {"degree", "lyap_iters", "compute_dtype", "sovit"})
+
+
+HEAD_KEYS = _head_keys()
+
+
 def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backbone_pretrained: Any = False,
            last_stride: Optional[int] = None, global_pool: Optional[str] = None, **kwargs: Any) -> GCPNet:
-    backbone_args = {k: kwargs.pop(k) for k in BACKBONE_ARGS if k in kwargs}
+    if spec.family == "any":
+        backbone_args = {k: kwargs.pop(k) for k in list(kwargs) if k not in HEAD_KEYS}
+    else:
+        backbone_args = {k: kwargs.pop(k) for k in BACKBONE_ARGS if k in kwargs}
     _check_pool(global_pool)
-    if spec.family == "resnet":
+    if spec.family == "any":
+        backbone = _backbones.any_model(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
+    elif spec.family == "resnet":
         backbone = _backbones.resnet(spec.backbone, in_chans, backbone_pretrained, last_stride or 1, **backbone_args)
     elif last_stride is not None:
         raise InvalidOptionError(f"{spec.name} has no option last_stride (ResNets only)")
@@ -172,14 +210,20 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
         backbone = _backbones.plain(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
     head_args = dict(reduced_dim=spec.reduced_dim, method=spec.method, iters=spec.iters)
     head_args.update(kwargs)
+    sovit = head_args.pop("sovit", False)
+    if sovit not in (True, False):
+        raise InvalidOptionError(f"sovit must be True or False, got {sovit!r}")
+    head_cls = SoViTHead if sovit else GCPHead
     if global_pool == "":
         if num_classes:
             raise InvalidOptionError(
                 f"global_pool='' removes the GCP head, so num_classes must be 0 (got {num_classes})")
-        GCPHead(backbone.num_features, 0, **head_args)  # validates the options it keeps for later
+        head_cls(backbone.num_features, 0, **head_args)  # validates the options it keeps for later
         head: Any = NoPool()
     else:
-        head = GCPHead(backbone.num_features, num_classes, **head_args)
+        head = head_cls(backbone.num_features, num_classes, **head_args)
+    if sovit:
+        head_args["sovit"] = True
     arch_args = dict(architecture=spec.name, backbone=spec.backbone, in_chans=in_chans, **head_args)
     if spec.family == "resnet":
         arch_args["last_stride"] = last_stride or 1
@@ -246,15 +290,16 @@ def _entrypoint(spec: ModelSpec) -> Callable[..., GCPNet]:
     return fn
 
 
-for _spec in SPECS.values():
+for _spec in [*SPECS.values(), *GENERIC.values()]:
     globals()[_spec.name] = register_model(_entrypoint(_spec))
 
 
-def list_models(pretrained: bool = False) -> list[str]:
-    """Registered GCP model names; with ``pretrained=True`` the ``name.tag`` of published weights."""
-    if not pretrained:
-        return sorted(SPECS)
-    return sorted(f"{s.name}.{w.tag}" for s in SPECS.values() for w in s.weights)
+def list_models(pretrained: bool = False, generic: bool = False) -> list[str]:
+    """The curated GCP models (recipes of the papers); ``generic=True`` adds ``gcp_<name>`` for every
+    other timm model; ``pretrained=True`` lists the ``name.tag`` of published weights instead."""
+    if pretrained:
+        return sorted(f"{s.name}.{w.tag}" for s in SPECS.values() for w in s.weights)
+    return sorted(SPECS) + (sorted(GENERIC) if generic else [])
 
 
 def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> GCPNet:
@@ -265,8 +310,8 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> GC
     loads the timm backbone's ImageNet weights and leaves the head freshly initialised.
     """
     name = model_name.partition(".")[0]
-    if name not in SPECS:
-        close = difflib.get_close_matches(name, list(SPECS), n=3, cutoff=0.5)
+    if spec_of(name) is None:
+        close = difflib.get_close_matches(name, [*SPECS, *GENERIC], n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownModelError(f"unknown GCP model {model_name!r}{hint} (gcp.zoo.list_models() lists them)")
     return timm.create_model(model_name, pretrained=pretrained, **kwargs)

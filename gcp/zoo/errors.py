@@ -10,3 +10,7 @@ class UnknownModelError(GCPError):
 class CheckpointError(GCPError):
     """A checkpoint is missing, corrupt, has the wrong hash, or does not fit the model."""
 
+
+
+class UnsupportedBackboneError(GCPError):
+    """A timm model whose features a GCP head cannot pool (named, with the reason)."""
