@@ -88,6 +88,22 @@ def feature_layout(backbone: nn.Module) -> tuple[bool, int]:
     return nhwc, int(prefix) if isinstance(prefix, int) else 0
 
 
+def as_feature_maps(x: Tensor, nhwc: bool, prefix_tokens: int) -> Tensor:
+    """``forward_features``' output as ``(B, C, H, W)`` maps: NCHW as it is, NHWC permuted, tokens
+    ``(B, N, C)`` without their ``prefix_tokens`` as ``(B, C, N, 1)``."""
+    if x.dim() == 3:
+        return x[:, prefix_tokens:].transpose(1, 2).unsqueeze(-1)
+    if x.dim() == 4:
+        return x.permute(0, 3, 1, 2) if nhwc else x
+    raise ShapeError(f"a GCP head pools (B, C, H, W) / (B, H, W, C) maps or (B, N, C) tokens; the backbone gave "
+                     f"a {x.dim()}-d tensor")
+
+
+# a leaf of FX graphs (torchvision's create_feature_extractor, timm's FX helpers): its branches
+# depend on the rank of a traced tensor
+torch.fx.wrap("as_feature_maps")
+
+
 class GCPNet(nn.Module):
     """A timm backbone (``forward_features`` → ``(B, C, H, W)``) and a GCP head, in timm's contract.
 
@@ -111,9 +127,7 @@ class GCPNet(nn.Module):
     # properties that read Python state; TorchScript compiles forward only
     __jit_unused_properties__ = ["num_features", "head_hidden_size", "num_classes", "feature_info"]
     # constants to TorchScript, so it compiles only the branch of this backbone's layout
-    _nhwc: torch.jit.Final[bool]
-    _prefix_tokens: torch.jit.Final[int]
-    _sovit: torch.jit.Final[bool]
+    __constants__ = ["_nhwc", "_prefix_tokens", "_sovit"]
 
     def __init__(self, backbone: nn.Module, head: Union[GCPHead, NoPool],
                  arch_args: Optional[dict[str, Any]] = None, head_args: Optional[dict[str, Any]] = None) -> None:
@@ -126,6 +140,7 @@ class GCPNet(nn.Module):
             )
         self.backbone = backbone
         self.head = head
+        self._pools = not isinstance(head, NoPool)  # forward_head reads this flag: TorchScript knows no NoPool
         self._nhwc, self._prefix_tokens = feature_layout(backbone)
         self._sovit = isinstance(head, SoViTHead) or bool((head_args or {}).get("sovit", False))
         if self._sovit and (self._prefix_tokens < 1 or getattr(backbone, "cls_token", None) is None):
@@ -169,16 +184,12 @@ class GCPNet(nn.Module):
         they are, NHWC maps permuted, tokens ``(B, N, C)`` without their prefix tokens as
         ``(B, C, N, 1)`` maps (the covariance is over the patch tokens only; with So-ViT the class
         token joins it)."""
-        if isinstance(self.head, NoPool):
+        if not self._pools:
             return x
-        if x.dim() == 3:
-            patches = x[:, self._prefix_tokens:].transpose(1, 2).unsqueeze(-1)
-            if self._sovit:
-                return self.head(patches, pre_logits=pre_logits, cls_token=x[:, 0])
-            return self.head(patches, pre_logits=pre_logits)
-        if x.dim() == 4 and self._nhwc:
-            x = x.permute(0, 3, 1, 2)
-        return self.head(x, pre_logits=pre_logits)
+        maps = as_feature_maps(x, self._nhwc, self._prefix_tokens)
+        if self._sovit:
+            return self.head(maps, pre_logits=pre_logits, cls_token=x[:, 0])
+        return self.head(maps, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -232,6 +243,7 @@ class GCPNet(nn.Module):
                 raise InvalidOptionError(
                     f"num_classes={num_classes} needs the GCP head; pass global_pool='gcp' to bring it back")
             self.head = NoPool()
+            self._pools = False
             return
         if not isinstance(self.head, GCPHead):
             if self._head_args is None:
@@ -242,6 +254,7 @@ class GCPNet(nn.Module):
             head_args.pop("num_classes", None)
             head_cls = SoViTHead if head_args.pop("sovit", False) else GCPHead
             self.head = head_cls(self.num_features, num_classes, **head_args).to(device).train(self.training)
+            self._pools = True
             return
         self.head.reset_classifier(num_classes)
 
