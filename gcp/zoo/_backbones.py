@@ -55,7 +55,8 @@ class CheckpointedVGG(VGG):
         return self.features(x)
 
 
-def _create(name: str, in_chans: int, pretrained: PretrainedArg, **kwargs: Any) -> nn.Module:
+def _create(name: str, in_chans: int, pretrained: PretrainedArg, global_pool: Optional[str] = "",
+            **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, num_classes=0, global_pool="")``, with ImageNet weights if asked.
 
     ``pretrained`` is ``True`` (timm's default weights for ``name``) or a path to a local weight
@@ -63,7 +64,9 @@ def _create(name: str, in_chans: int, pretrained: PretrainedArg, **kwargs: Any) 
     ``kwargs`` are backbone options timm passes to every model (``drop_path_rate``, …); one the
     backbone does not have is refused by name.
     """
-    kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans, **kwargs)
+    kwargs = dict(num_classes=0, in_chans=in_chans, **kwargs)
+    if global_pool is not None:
+        kwargs["global_pool"] = global_pool
     overlay = dict(file=pretrained) if isinstance(pretrained, str) else None
     try:
         return timm.create_model(name, pretrained=bool(pretrained), pretrained_cfg_overlay=overlay, **kwargs)
@@ -124,11 +127,13 @@ def vgg(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwarg
     return model
 
 
-def plain(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwargs: Any) -> nn.Module:
-    """A timm model used as is; its (parameterised) head is removed so every weight is used."""
-    model = _create(name, in_chans, pretrained, **kwargs)
+def plain(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, global_pool: Optional[str] = "",
+          keep_head: bool = False, **kwargs: Any) -> nn.Module:
+    """A timm model used as is; its (parameterised) head is removed so every weight is used, unless
+    ``keep_head`` (a model whose ``head`` is a stage of its forward_features)."""
+    model = _create(name, in_chans, pretrained, global_pool=global_pool, **kwargs)
     head = getattr(model, "head", None)
-    if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
+    if not keep_head and isinstance(head, nn.Module) and any(True for _ in head.parameters()):
         model.head = HeadRemoved(model.num_features)
         model.head_hidden_size = model.num_features
     return model
@@ -138,14 +143,21 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
     """Any timm model as a GCP backbone: built with ``num_classes=0, global_pool=''`` and its
     parameterised head removed (as :func:`plain`), after checking that its ``forward_features``
     can feed a GCP head. The backbones that cannot are refused by name with the reason."""
-    from ._unsupported import UNSUPPORTED
+    from ._unsupported import HEAD_ONLY, KEEP_HEAD, KEEP_POOL, UNSUPPORTED
     from .errors import UnsupportedBackboneError
 
     module = _module_of(name)
     reason = UNSUPPORTED.get(name) or UNSUPPORTED.get(module)
     if reason:
         raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} cannot take a GCP head: {reason}")
-    model = plain(name, in_chans, pretrained, **kwargs)
+    # timm's global_pool='' keeps forward_features as it is; the models that cannot turn their pooling
+    # off (CoaT, CrossViT, EfficientViT-MIT) keep it, which changes nothing before their head
+    model = plain(name, in_chans, pretrained, global_pool=None if module in KEEP_POOL else "",
+                  keep_head=module in KEEP_HEAD, **kwargs)
+    for attr in HEAD_ONLY.get(module, ()):
+        # layers that only timm's forward_head applies (after its pooling): unused before a GCP head,
+        # and DDP refuses parameters without a gradient
+        setattr(model, attr, nn.Identity())
     if not callable(getattr(model, "forward_features", None)) or not isinstance(getattr(model, "num_features", None),
                                                                               int):
         raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} has no forward_features/num_features")

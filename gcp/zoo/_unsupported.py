@@ -1,7 +1,34 @@
-"""timm models that cannot take a GCP head, by timm module or model name, with the reason.
+"""What the sweep over timm's modules found, as data: per timm module (or model name).
 
-Found by the sweep over one smallest model per timm module (tests/zoo/test_sweep.py); every entry
-says why, so ``create_model`` can refuse by name instead of failing inside a forward.
+One smallest model per timm module is built, run forward and backward and checked against timm's
+contract (``tests/zoo/test_sweep.py``, ``scripts/sweep_zoo.py``). These tables are its findings:
+the models ``create_model`` refuses by name with the reason, and the two preparations some
+backbones need.
 """
 
-UNSUPPORTED: dict[str, str] = {}
+#: modules whose models cannot take a GCP head, with the reason create_model gives
+UNSUPPORTED: dict[str, str] = {
+    "efficientvim": "its forward_features returns a list of per-stage (B, C, L) maps, not one feature map",
+    "coat": "its forward_features returns a list of token sets (one per parallel branch), not one feature map",
+    "crossvit": "its forward_features returns a list of token sets (one per patch size), not one feature map",
+}
+
+#: modules whose models refuse global_pool='' (their forward_features is the same either way)
+KEEP_POOL: frozenset[str] = frozenset({"efficientvit_mit", "inception_next"})
+
+#: modules whose ``head`` attribute is part of forward_features (kept, not removed as a classifier)
+KEEP_HEAD: frozenset[str] = frozenset({"selecsls"})
+
+#: layers that timm's forward_head applies after pooling, so a GCP head leaves them unused
+HEAD_ONLY: dict[str, tuple[str, ...]] = {
+    "fasternet": ("conv_head",),
+    "ghostnet": ("conv_head",),
+    "hardcorenas": ("conv_head",),
+    "lcnetv2": ("conv_head",),
+    "lowformer": ("in_conv", "pre_classifier"),
+    "mobilenetv3": ("conv_head",),
+    "naflexvit": ("fc_norm",),
+    "repghost": ("conv_head",),
+    "vgg": ("pre_logits",),
+    "vision_transformer_relpos": ("fc_norm",),
+}

@@ -1,0 +1,113 @@
+"""Check a ``gcp_<timm name>`` model end to end: build, forward, backward, timm's model contract.
+
+:func:`check_model` is what the sweep over timm's modules runs (``tests/zoo/test_sweep.py`` and
+``scripts/sweep_zoo.py``, which writes the table the README cites). It never raises: a failure is
+a :class:`SweepResult` naming the stage and the reason.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+STAGES = ("build", "forward", "backward", "contract")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    model: str
+    layout: str = ""  # the backbone's output: "NCHW", "NHWC" or "tokens (k prefix)"
+    stage: str = ""  # the first stage that failed; "" when every stage passed
+    reason: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.stage
+
+
+def _layout(x: torch.Tensor, model: torch.nn.Module) -> str:
+    if x.dim() == 3:
+        return f"tokens ({model._prefix_tokens} prefix)"
+    return "NHWC" if model._nhwc else "NCHW"
+
+
+def _build(name: str, num_classes: int, reduced_dim: int, max_side: int) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The model and the input size to run it at: its own, or 224 when its own is over ``max_side``
+    (224 = 2⁵·7 divides into every patch size and stride; ViTs get ``img_size=224``, a model that
+    takes no ``img_size`` is fed 224 as it is)."""
+    import timm
+
+    from gcp.errors import InvalidOptionError
+
+    model = timm.create_model(name, num_classes=num_classes, reduced_dim=reduced_dim, pretrained=False)
+    size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    if max(size[1:]) <= max_side:
+        return model, size
+    try:
+        model = timm.create_model(name, num_classes=num_classes, reduced_dim=reduced_dim, img_size=224)
+    except (InvalidOptionError, TypeError):
+        pass
+    return model, (size[0], 224, 224)
+
+
+def check_model(timm_name: str, reduced_dim: int = 16, num_classes: int = 5, batch: int = 2,
+                max_side: int = 256) -> SweepResult:
+    """Build ``gcp_<timm_name>`` (an ``reduced_dim``-d head, iSQRT), run a batch at the backbone's
+    input size, back-propagate, and check what timm's scripts rely on: every parameter gets a finite
+    gradient (DDP refuses unused ones), ``num_features``, ``head_hidden_size`` (= the width of
+    ``pre_logits``), ``reset_classifier`` to another class count and to 0, and
+    ``forward_intermediates`` where the backbone has it. Inputs are at most ``max_side`` pixels a
+    side (a 768-pixel ViT would need 14 GB), which is what the contract needs."""
+    name = f"gcp_{timm_name}"
+    start = time.perf_counter()
+    stage, layout = "build", ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)
+            model, size = _build(name, num_classes, reduced_dim, max_side)
+            x = torch.randn(batch, *size)
+            stage = "forward"
+            model.train()
+            feats = model.forward_features(x)
+            layout = _layout(feats, model)
+            out = model.forward_head(feats)
+            if tuple(out.shape) != (batch, num_classes):
+                raise AssertionError(f"logits of shape {tuple(out.shape)}, expected {(batch, num_classes)}")
+            stage = "backward"
+            out.square().mean().backward()
+            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            if missing:
+                raise AssertionError(f"{len(missing)} parameters get no gradient (DDP refuses them): "
+                                     + ", ".join(missing[:4]))
+            bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            if bad:
+                raise AssertionError(f"non-finite gradients in {', '.join(bad[:4])}")
+            stage = "contract"
+            model.eval()
+            with torch.no_grad():
+                width = model.forward_head(model.forward_features(x), pre_logits=True).shape[-1]
+                expected = reduced_dim * (reduced_dim + 1) // 2 + (model.num_features if model._sovit else 0)
+                if model.head_hidden_size != width or width != expected:
+                    raise AssertionError(f"head_hidden_size {model.head_hidden_size}, pre_logits width {width}, "
+                                         f"expected {expected}")
+                if model.num_features != model.backbone.num_features:
+                    raise AssertionError("num_features is not the backbone's")
+                model.reset_classifier(3)
+                if tuple(model(x).shape) != (batch, 3):
+                    raise AssertionError("reset_classifier(3) did not give 3 logits")
+                model.reset_classifier(0)
+                if tuple(model(x).shape) != (batch, width):
+                    raise AssertionError("reset_classifier(0) did not give the representation")
+                if callable(getattr(model.backbone, "forward_intermediates", None)):
+                    taps = model.forward_intermediates(x, indices=1, intermediates_only=True)
+                    if len(taps) != 1:
+                        raise AssertionError(f"forward_intermediates(indices=1) gave {len(taps)} tensors")
+    except Exception as exc:  # the sweep reports every failure with its stage and reason
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        return SweepResult(name, layout, stage, reason, time.perf_counter() - start)
+    return SweepResult(name, layout, "", "", time.perf_counter() - start)

@@ -1,0 +1,128 @@
+"""gcp_<timm name> for every timm model: names, output layouts (NCHW, NHWC, tokens), So-ViT, refusals,
+and the sweep over one smallest model per timm module (the full sweep is under -m slow)."""
+
+import json
+import pathlib
+
+import pytest
+import timm
+import torch
+from timm.models._registry import _model_to_module
+
+import gcp
+from gcp.zoo import list_models
+from gcp.zoo._unsupported import UNSUPPORTED
+from gcp.zoo.errors import UnsupportedBackboneError
+from gcp.zoo.sweep import check_model
+
+LISTING = json.loads((pathlib.Path(__file__).parent / "sweep_models.json").read_text())
+SWEEP = LISTING["modules"]
+
+
+def test_every_timm_model_has_a_gcp_name():
+    base = [n for n in timm.list_models() if not n.startswith("gcp_")]
+    names = set(list_models(generic=True))
+    assert [n for n in base if f"gcp_{n}" not in names] == []
+    assert all(timm.is_model(f"gcp_{n}") for n in base[::50])
+    assert set(list_models()) <= names and len(list_models()) == 8  # the curated recipes stay apart
+
+
+def test_the_sweep_list_is_one_model_of_every_installed_timm_module():
+    modules = {_model_to_module[n] for n in timm.list_models() if not n.startswith("gcp_")}
+    assert LISTING["timm"] == timm.__version__ and set(SWEEP) == modules
+    assert all(_model_to_module[v["model"]] == m for m, v in SWEEP.items())
+
+
+@pytest.mark.parametrize("module", sorted(UNSUPPORTED))
+def test_a_backbone_that_cannot_take_a_gcp_head_is_refused_by_name(module):
+    model = SWEEP[module]["model"]
+    with pytest.raises(UnsupportedBackboneError, match=f"gcp_{model}: timm's {model} cannot take a GCP head: "):
+        timm.create_model(f"gcp_{model}")
+
+
+def test_a_backbone_option_it_lacks_is_refused_by_name():
+    with pytest.raises(gcp.InvalidOptionError, match="backbone test_convnext does not accept"):
+        timm.create_model("gcp_test_convnext", no_such_option=1)
+
+
+# one model per layout in the default run; mobilenetv3 and naflexvit keep head-only layers timm's
+# forward_head applies, which must go (DDP refuses parameters without a gradient)
+QUICK = ["test_convnext", "test_vit", "test_efficientnet", "mobilenetv3_small_050"]
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_quick_sweep(name):
+    result = check_model(name)
+    assert result.ok, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", sorted(SWEEP))
+def test_sweep(module):
+    result = check_model(SWEEP[module]["model"])
+    if module in UNSUPPORTED:
+        assert result.stage == "build" and "UnsupportedBackboneError" in result.reason
+    else:
+        assert result.ok, result
+
+
+def _vit(**kwargs):
+    torch.manual_seed(0)
+    return timm.create_model("gcp_test_vit", num_classes=4, reduced_dim=8, **kwargs).eval()
+
+
+def test_tokens_pool_the_patch_tokens_only():
+    model = _vit(method="svd")
+    assert model._prefix_tokens == model.backbone.num_prefix_tokens >= 1
+    x = torch.randn(2, 3, *model.pretrained_cfg["input_size"][1:])
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        got = model.forward_head(tokens)
+        p = model._prefix_tokens
+        # independently arranged: the patch tokens as a (B, C, N, 1) map for the head itself
+        want = model.head(tokens[:, p:].transpose(1, 2).unsqueeze(-1))
+        assert torch.allclose(got, want, atol=1e-6)
+        other_prefix = tokens.clone()
+        other_prefix[:, :p] += 5.0
+        assert torch.allclose(model.forward_head(other_prefix), got, atol=1e-6)
+        shuffled = torch.cat([tokens[:, :p], tokens[:, p:].flip(1)], 1)  # a covariance ignores the order
+        assert torch.allclose(model.forward_head(shuffled), got, atol=1e-5)
+        moved = tokens.clone()
+        moved[:, p] += 5.0
+        assert not torch.allclose(model.forward_head(moved), got, atol=1e-3)
+
+
+def test_channels_last_maps_are_permuted():
+    torch.manual_seed(0)
+    name = SWEEP["mambaout"]["model"]
+    model = timm.create_model(f"gcp_{name}", num_classes=3, reduced_dim=8).eval()
+    assert model._nhwc
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = model.forward_features(x)
+        assert maps.shape[-1] == model.num_features  # NHWC
+        assert torch.allclose(model.forward_head(maps), model.head(maps.permute(0, 3, 1, 2)), atol=1e-6)
+
+
+def test_sovit_adds_the_class_token_to_the_covariance():
+    model = _vit(sovit=True)
+    c, d = model.num_features, 8
+    assert model.head_hidden_size == c + d * (d + 1) // 2
+    x = torch.randn(2, 3, *model.pretrained_cfg["input_size"][1:])
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        rep = model.forward_head(tokens, pre_logits=True)
+        assert torch.allclose(rep[:, :c], tokens[:, 0], atol=1e-6)  # the class token, as it is
+        plain = _vit().head  # the covariance part is the plain GCP head's representation
+        plain.load_state_dict({k: v for k, v in model.head.state_dict().items() if not k.startswith("fc.")},
+                              strict=False)
+        assert torch.allclose(rep[:, c:], plain(tokens[:, 1:].transpose(1, 2).unsqueeze(-1), pre_logits=True),
+                              atol=1e-6)
+        other_cls = tokens.clone()
+        other_cls[:, 0] += 1.0
+        assert not torch.allclose(model.forward_head(other_cls), model.forward_head(tokens))
+    model.reset_classifier(0, "")
+    model.reset_classifier(6, "gcp")  # the So-ViT head comes back, not a plain one
+    assert model.head_hidden_size == c + d * (d + 1) // 2 and model.num_classes == 6
+    with pytest.raises(gcp.InvalidOptionError, match="sovit=True needs a backbone with a class token"):
+        timm.create_model("gcp_test_convnext", sovit=True)
