@@ -156,13 +156,28 @@ def check_square_batch(x: torch.Tensor, name: str = "input") -> None:
     check_finite(x, name)
 
 
+try:  # the dynamo ONNX exporter's flag, read as a module attribute: a traced read is a guarded constant
+    from torch.onnx._internal.exporter import _flags as _onnx_flags
+except ImportError:  # a torch whose exporter keeps it elsewhere: torch.onnx.is_in_onnx_export alone
+    _onnx_flags = None
+
+
+def _in_onnx_export() -> bool:
+    """Whether an ONNX export is running. ``torch.onnx.is_in_onnx_export()`` alone does not do: under
+    the dynamo exporter's strict capture it is traced as an op, not evaluated, so the check would be
+    skipped and the export would fail later on an untranslatable ``aten._linalg_eigh``."""
+    if _onnx_flags is not None and getattr(_onnx_flags, "_is_onnx_exporting", False):
+        return True
+    return torch.onnx.is_in_onnx_export()
+
+
 def check_onnx_exportable(route: str, needs: str) -> None:
     """Refuse, at ONNX export time, a route that needs an operator ONNX lacks, saying what works.
 
     ONNX (opset ≤ 23) has no eigendecomposition and no Cholesky factorisation; the exporter would
     fail deep inside its translation with a message about an aten op.
     """
-    if torch.onnx.is_in_onnx_export():
+    if _in_onnx_export():
         raise ExportError(
             f"{route} needs {needs}, which ONNX does not have. Export with a matmul-only square root: "
             "switch the head first with head.set_method('isqrt', iters=N) or set_method('mtp'), "

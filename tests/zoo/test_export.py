@@ -137,3 +137,19 @@ def test_legacy_onnx_exporter_names_the_way_out_for_svd(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (_x(),), str(tmp_path / "c.onnx"), dynamo=False)
+
+
+def test_dynamo_onnx_exporter_of_svd_is_refused_by_gcp(tmp_path):
+    """torch.onnx.export(dynamo=True) of an svd head ends in gcp's refusal, with the way out, not in
+    a ConversionError on aten._linalg_eigh. torch's exporter wraps every capture error in its own
+    TorchExportError; gcp.ExportError is its cause. A plain torch.export still works."""
+    model = _model("svd").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as exc:
+            torch.onnx.export(model, (_x(),), str(tmp_path / "d.onnx"), dynamo=True, external_data=False,
+                              verbose=False)
+    assert isinstance(exc.value.__cause__, gcp.ExportError)
+    assert "gcp.zoo.export_onnx" in str(exc.value.__cause__) and "set_method('isqrt'" in str(exc.value.__cause__)
+    assert not (tmp_path / "d.onnx").exists()
+    torch.export.export(model, (_x(),))
