@@ -143,17 +143,23 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
     """Any timm model as a GCP backbone: built with ``num_classes=0, global_pool=''`` and its
     parameterised head removed (as :func:`plain`), after checking that its ``forward_features``
     can feed a GCP head. The backbones that cannot are refused by name with the reason."""
-    from ._unsupported import HEAD_ONLY, KEEP_HEAD, KEEP_POOL, UNSUPPORTED
+    from ._unsupported import HEAD_ONLY, KEEP_HEAD, UNSUPPORTED
     from .errors import UnsupportedBackboneError
 
     module = _module_of(name)
     reason = UNSUPPORTED.get(name) or UNSUPPORTED.get(module)
     if reason:
         raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} cannot take a GCP head: {reason}")
-    # timm's global_pool='' keeps forward_features as it is; the models that cannot turn their pooling
-    # off (CoaT, CrossViT, EfficientViT-MIT) keep it, which changes nothing before their head
-    model = plain(name, in_chans, pretrained, global_pool=None if module in KEEP_POOL else "",
-                  keep_head=module in KEEP_HEAD, **kwargs)
+    try:
+        model = plain(name, in_chans, pretrained, global_pool="", keep_head=module in KEEP_HEAD, **kwargs)
+    except (AssertionError, NotImplementedError) as exc:
+        # a model that cannot turn its pooling off (CoaT-Lite, EfficientViT-MIT, InceptionNeXt,
+        # distilled DeiT) keeps it: its forward_features is the same either way
+        try:
+            model = plain(name, in_chans, pretrained, global_pool=None, keep_head=module in KEEP_HEAD, **kwargs)
+        except Exception:
+            raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} cannot be built without its "
+                                           f"classifier: {exc}") from exc
     for attr in HEAD_ONLY.get(module, ()):
         # layers that only timm's forward_head applies (after its pooling): unused before a GCP head,
         # and DDP refuses parameters without a gradient

@@ -9,12 +9,11 @@ backbones need.
 #: modules whose models cannot take a GCP head, with the reason create_model gives
 UNSUPPORTED: dict[str, str] = {
     "efficientvim": "its forward_features returns a list of per-stage (B, C, L) maps, not one feature map",
-    "coat": "its forward_features returns a list of token sets (one per parallel branch), not one feature map",
+    # CoaT with parallel blocks; CoaT-Lite returns one map and is supported
+    **{name: "its forward_features returns a list of token sets (one per parallel branch), not one feature map"
+       for name in ("coat_tiny", "coat_mini", "coat_small")},
     "crossvit": "its forward_features returns a list of token sets (one per patch size), not one feature map",
 }
-
-#: modules whose models refuse global_pool='' (their forward_features is the same either way)
-KEEP_POOL: frozenset[str] = frozenset({"efficientvit_mit", "inception_next"})
 
 #: modules whose ``head`` attribute is part of forward_features (kept, not removed as a classifier)
 KEEP_HEAD: frozenset[str] = frozenset({"selecsls"})
