@@ -143,7 +143,7 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
     """Any timm model as a GCP backbone: built with ``num_classes=0, global_pool=''`` and its
     parameterised head removed (as :func:`plain`), after checking that its ``forward_features``
     can feed a GCP head. The backbones that cannot are refused by name with the reason."""
-    from ._unsupported import HEAD_ONLY, KEEP_HEAD, UNSUPPORTED
+    from ._unsupported import HEAD_ONLY, KEEP_HEAD, PREFIX_TOKENS, UNSUPPORTED
     from .errors import UnsupportedBackboneError
 
     module = _module_of(name)
@@ -160,6 +160,8 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
         except Exception:
             raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} cannot be built without its "
                                            f"classifier: {exc}") from exc
+    if module in PREFIX_TOKENS and not hasattr(model, "num_prefix_tokens"):
+        model.num_prefix_tokens = PREFIX_TOKENS[module]  # the class token leads the tokens: not a patch
     for attr in HEAD_ONLY.get(module, ()):
         # layers that only timm's forward_head applies (after its pooling): unused before a GCP head,
         # and DDP refuses parameters without a gradient

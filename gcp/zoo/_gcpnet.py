@@ -92,6 +92,9 @@ def as_feature_maps(x: Tensor, nhwc: bool, prefix_tokens: int) -> Tensor:
     """``forward_features``' output as ``(B, C, H, W)`` maps: NCHW as it is, NHWC permuted, tokens
     ``(B, N, C)`` without their ``prefix_tokens`` as ``(B, C, N, 1)``."""
     if x.dim() == 3:
+        if x.size(1) - prefix_tokens < 2:
+            raise ShapeError(f"a covariance needs at least 2 patch tokens; the backbone gave {x.size(1)} token(s), "
+                             f"{prefix_tokens} of them prefix tokens")
         return x[:, prefix_tokens:].transpose(1, 2).unsqueeze(-1)
     if x.dim() == 4:
         return x.permute(0, 3, 1, 2) if nhwc else x

@@ -13,7 +13,11 @@ UNSUPPORTED: dict[str, str] = {
     **{name: "its forward_features returns a list of token sets (one per parallel branch), not one feature map"
        for name in ("coat_tiny", "coat_mini", "coat_small")},
     "crossvit": "its forward_features returns a list of token sets (one per patch size), not one feature map",
+    "pit": "its forward_features returns only the class (and distillation) token, no patch tokens to pool",
 }
+
+#: modules whose tokens lead with a class token that timm does not declare as num_prefix_tokens
+PREFIX_TOKENS: dict[str, int] = {"coat": 1, "volo": 1}
 
 #: modules whose ``head`` attribute is part of forward_features (kept, not removed as a classifier)
 KEEP_HEAD: frozenset[str] = frozenset({"selecsls"})

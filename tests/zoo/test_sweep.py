@@ -93,6 +93,21 @@ def test_tokens_pool_the_patch_tokens_only():
         assert not torch.allclose(model.forward_head(moved), got, atol=1e-3)
 
 
+@pytest.mark.parametrize("name, prefix", [("coat_lite_tiny", 1), ("volo_d1_224", 1), ("deit_tiny_distilled_patch16_224", 2)])
+def test_class_tokens_timm_does_not_declare_are_not_pooled(name, prefix):
+    with torch.device("meta"):
+        model = timm.create_model(f"gcp_{name}", reduced_dim=8)
+    assert model._prefix_tokens == prefix
+
+
+def test_fewer_than_two_patch_tokens_is_a_shape_error():
+    from gcp.zoo._gcpnet import as_feature_maps
+
+    with pytest.raises(gcp.ShapeError, match="at least 2 patch tokens"):
+        as_feature_maps(torch.randn(2, 2, 8), nhwc=False, prefix_tokens=1)
+    assert as_feature_maps(torch.randn(2, 3, 8), nhwc=False, prefix_tokens=1).shape == (2, 8, 2, 1)
+
+
 def test_channels_last_maps_are_permuted():
     torch.manual_seed(0)
     name = SWEEP["mambaout"]["model"]
