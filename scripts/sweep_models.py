@@ -14,15 +14,15 @@ import warnings
 
 import timm
 import torch
-from timm.models._registry import _model_to_module
 from tqdm import tqdm
 
 
 def main() -> int:
     warnings.filterwarnings("ignore")
     by_module: dict[str, list[str]] = collections.defaultdict(list)
-    for name in timm.list_models():
-        by_module[_model_to_module[name]].append(name)
+    for module in timm.list_modules():
+        by_module[module] += [n for n in timm.list_models(module=module) if not n.startswith("gcp_")]
+    by_module = {m: names for m, names in by_module.items() if names}
     chosen: dict[str, dict] = {}
     for module, names in tqdm(sorted(by_module.items()), desc="timm modules", file=sys.stderr):
         best = None

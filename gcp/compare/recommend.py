@@ -192,11 +192,9 @@ def training_section(best: Optional[str], summary: Optional[dict[str, dict]], fo
     top, _ = compare_to_best({m: s["finals"] for m, s in summary.items()})
     arm = lambda m: f"`{m}` {summary[m]['final_mean']:.1f} ± {summary[m]['final_std']:.1f}%"  # noqa: E731
     lines = [f"From `{folder}`: final top-1 over {len(summary[top]['finals'])} seeds, highest mean {arm(top)}."]
-    if best is None:
-        pass
-    elif best not in summary:
+    if best is not None and best not in summary:
         lines.append(f"That table has no arm for `{best}`, so it neither supports nor contradicts this choice.")
-    else:
+    elif best is not None:
         p = welch_p(summary[best]["finals"], summary[top]["finals"])
         lower = summary[best]["final_mean"] < summary[top]["final_mean"]
         if best == top or p is None or p >= ALPHA or not lower:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Union
 
 import timm
@@ -173,6 +174,11 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
 
 
 def _module_of(name: str) -> str:
-    from timm.models._registry import _model_to_module
+    """The timm module that defines ``name`` ("" for a name timm does not know)."""
+    return _timm_modules().get(name, "")
 
-    return _model_to_module.get(name, "")
+
+@functools.lru_cache(maxsize=1)
+def _timm_modules() -> dict[str, str]:
+    # timm's public listing, inverted once: list_models(module=...) for each of list_modules()
+    return {n: m for m in timm.list_modules() for n in timm.list_models(module=m)}
