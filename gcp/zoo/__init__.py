@@ -9,7 +9,7 @@ File I/O that the layers above share (atomic writes, state-dict reading, hashes)
 from . import io
 from ._gcpnet import GCPNet
 from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models
-from .errors import CheckpointError, UnknownModelError
+from .errors import CheckpointError, StateDictMismatchError, UnknownModelError, UnsupportedBackboneError
 from .export import OnnxExport, RootChoice, choose_matmul_root, export_onnx
 from .saving import load_pretrained, model_config, save_pretrained, save_weights
 
@@ -21,7 +21,9 @@ __all__ = [
     "OnnxExport",
     "RootChoice",
     "ModelSpec",
+    "StateDictMismatchError",
     "UnknownModelError",
+    "UnsupportedBackboneError",
     "choose_matmul_root",
     "create_model",
     "export_onnx",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from gcp import GCPHead, InvalidOptionError, ShapeError
 from gcp.validators import check_int
+
+from .errors import StateDictMismatchError
+from .io import describe_mismatch
 
 # timm's global_pool values that GCPNet understands: the GCP head is the model's pooling
 POOLS = ("gcp", "")
@@ -128,7 +131,8 @@ class GCPNet(nn.Module):
     """
 
     # properties that read Python state; TorchScript compiles forward only
-    __jit_unused_properties__ = ["num_features", "head_hidden_size", "num_classes", "feature_info"]
+    __jit_unused_properties__ = ["num_features", "head_hidden_size", "num_classes", "feature_info", "arch_args",
+                                "_model_args"]
     # constants to TorchScript, so it compiles only the branch of this backbone's layout
     __constants__ = ["_nhwc", "_prefix_tokens", "_sovit"]
 
@@ -150,12 +154,50 @@ class GCPNet(nn.Module):
             raise InvalidOptionError(
                 f"sovit=True needs a backbone with a class token; {type(backbone).__name__} has "
                 f"{self._prefix_tokens} prefix token(s) and no cls_token")
-        self.arch_args = dict(arch_args or {})
+        self._arch_args = dict(arch_args or {})
         # how to build a fresh GCP head after global_pool='' (reset_classifier(n, 'gcp'))
         self._head_args = dict(head_args) if head_args is not None else (
             _head_args_of(head) if isinstance(head, GCPHead) else None)
+        # the head's options at build time: what the records below report as changed since
+        self._built_head_args = _head_args_of(head) if isinstance(head, GCPHead) else dict(self._head_args or {})
+        self._factory_args = {}  # timm sets it through _model_args
         self.pretrained_cfg: dict[str, Any] = dict(getattr(backbone, "pretrained_cfg", {}) or {})
         self.grad_checkpointing = False
+
+    # -- how the model was built, as it is now ----------------------------------------------
+    def _head_changes(self) -> tuple[dict[str, Any], set[str]]:
+        """The head options that differ from the build (``set_method`` on the model or on its
+        head), and the build's options the head no longer has (mode options a switch reset)."""
+        if not isinstance(self.head, GCPHead):
+            return {}, set()
+        live = _head_args_of(self.head)
+        live.pop("drop_rate", None)  # timm never records drop rates for reconstruction
+        changed = {k: v for k, v in live.items() if self._built_head_args.get(k, _MISSING) != v}
+        dropped = set(self._built_head_args) - set(live) - {"drop_rate"}
+        return changed, dropped
+
+    @property
+    def arch_args(self) -> dict[str, Any]:
+        """How the model was built (``architecture``, ``backbone``, ``in_chans``, the head
+        options), with the head's options as they are now: a saved model rebuilds the head it has,
+        not the one it was created with."""
+        changed, dropped = self._head_changes()
+        args = {k: v for k, v in self._arch_args.items() if k not in dropped}
+        args.update(changed)
+        return args
+
+    @property
+    def _model_args(self) -> dict[str, Any]:
+        """timm's record of the ``create_model`` arguments (set by its factory and read by
+        ``save_for_hf``), with the head options the model has now."""
+        changed, dropped = self._head_changes()
+        args = {k: v for k, v in self._factory_args.items() if k not in dropped}
+        args.update(changed)
+        return args
+
+    @_model_args.setter
+    def _model_args(self, value: dict[str, Any]) -> None:
+        self._factory_args = dict(value)
 
     # -- timm attributes ---------------------------------------------------------------------
     @property
@@ -226,6 +268,18 @@ class GCPNet(nn.Module):
             self.reset_classifier(0, "")
         return take
 
+    # -- weights ---------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """torch's ``load_state_dict``, with a mismatch refused before any tensor is copied, by a
+        :class:`~gcp.zoo.StateDictMismatchError` (a ``RuntimeError`` too) that lists the keys and
+        names the head option behind them, e.g. the ``reduced_dim`` a checkpoint was trained
+        with. timm's ``load_checkpoint`` and ``create_model(checkpoint_path=...)`` come here."""
+        problems = describe_mismatch(self.state_dict(), state_dict, strict=strict)
+        if problems:
+            name = self.arch_args.get("architecture", type(self).__name__)
+            raise StateDictMismatchError(f"the state dict does not fit this {name}: " + "; ".join(problems))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # -- classifier --------------------------------------------------------------------------
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -245,6 +299,8 @@ class GCPNet(nn.Module):
             if num_classes:
                 raise InvalidOptionError(
                     f"num_classes={num_classes} needs the GCP head; pass global_pool='gcp' to bring it back")
+            if isinstance(self.head, GCPHead):  # the options it has now, for a later 'gcp'
+                self._head_args = _head_args_of(self.head)
             self.head = NoPool()
             self._pools = False
             return
@@ -291,6 +347,9 @@ class GCPNet(nn.Module):
     def no_weight_decay(self) -> set[str]:
         inner = getattr(self.backbone, "no_weight_decay", None)
         return {f"backbone.{n}" for n in inner()} if callable(inner) else set()
+
+
+_MISSING = object()
 
 
 def _head_args_of(head: GCPHead) -> dict[str, Any]:

@@ -16,6 +16,18 @@ from .io import load_state_dict_strict, read_state_dict, sha256_of, split_hash
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# what timm's save_for_hf writes by default (safe_serialization=False): its weights, pickled
+TORCH_WEIGHTS_NAME = "pytorch_model.bin"
+
+
+def folder_weights(folder: str) -> str:
+    """The weights file of a saved model folder: ``model.safetensors``, else the
+    ``pytorch_model.bin`` that ``timm.models.save_for_hf`` writes unless asked for safetensors
+    (read with ``weights_only=True``)."""
+    for name in (WEIGHTS_NAME, TORCH_WEIGHTS_NAME):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise CheckpointError(f"{folder} holds neither {WEIGHTS_NAME} nor {TORCH_WEIGHTS_NAME}: no weights to load")
 
 
 def check_metadata(model: nn.Module, path: str) -> None:
@@ -95,7 +107,7 @@ def load_pretrained_weights(model: nn.Module, cfg: Mapping[str, Any]) -> None:
     if cfg.get("file"):
         location = str(cfg["file"])
         if os.path.isdir(location):  # timm's local-dir: source, a saved model folder
-            location = os.path.join(location, WEIGHTS_NAME)
+            location = folder_weights(location)
     elif cfg.get("url"):
         location = fetch(str(cfg["url"]))
     elif cfg.get("hf_hub_id"):

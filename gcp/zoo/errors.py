@@ -11,6 +11,12 @@ class CheckpointError(GCPError):
     """A checkpoint is missing, corrupt, has the wrong hash, or does not fit the model."""
 
 
+class StateDictMismatchError(CheckpointError, RuntimeError):
+    """``load_state_dict`` of a state dict that does not fit the model: the keys and shapes that
+    differ, and the head option that explains them. Also a ``RuntimeError``, the type
+    ``torch.nn.Module.load_state_dict`` documents, so code written for torch's error still
+    catches it."""
+
 
 class UnsupportedBackboneError(GCPError):
     """A timm model whose features a GCP head cannot pool (named, with the reason)."""

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from .errors import CheckpointError
 
-__all__ = ["CLASSIFIER_PREFIX", "atomic_write", "load_state_dict_strict", "read_state_dict", "sha256_of", "split_hash"]
+__all__ = ["CLASSIFIER_PREFIX", "atomic_write", "describe_mismatch", "load_state_dict_strict", "read_state_dict",
+           "sha256_of", "split_hash"]
 
 CLASSIFIER_PREFIX = "head.fc."
 
@@ -88,6 +89,51 @@ def _listing(keys: list[str], limit: int = 12) -> str:
     return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def describe_mismatch(expected: Mapping[str, Any], state: Mapping[str, Any], strict: bool = True) -> list[str]:
+    """What keeps ``state`` from loading into a model whose state dict is ``expected`` (names to
+    tensors or shapes): missing and unexpected keys (when ``strict``) and shape mismatches (always,
+    as torch refuses them either way), each listed; then the head option they point at."""
+    shape = {k: tuple(getattr(v, "shape", v)) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, Tensor)}
+    missing = sorted(set(shape) - set(have)) if strict else []
+    unexpected = sorted(set(have) - set(shape)) if strict else []
+    shapes = sorted(f"{k}: checkpoint {have[k]} vs model {shape[k]}" for k in set(have) & set(shape)
+                    if have[k] != shape[k])
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_listing(shapes)}")
+    hint = _head_hint(shape, have)
+    if problems and hint:
+        problems.append(hint)
+    return problems
+
+
+def _head_hint(model: Mapping[str, tuple], ckpt: Mapping[str, tuple]) -> str:
+    """The GCP head option a mismatch points at: the width of the head's 1×1 reduction is its
+    ``reduced_dim``; with the same reduction, a classifier that also takes the class token's C
+    features is a So-ViT head."""
+    key = "head.reduce.conv.weight"
+    if key in model and key in ckpt and model[key] != ckpt[key]:
+        want, have = ckpt[key][0], model[key][0]
+        return (f"the checkpoint's GCP head reduces to {want} channels and the model's to {have}: build the "
+                f"model with reduced_dim={want} (timm's train.py, validate.py and benchmark.py: --model-kwargs "
+                f"reduced_dim={want}), or save it with gcp.zoo.save_pretrained and load the folder "
+                "(local-dir:<folder>), which records its head options")
+    fc = CLASSIFIER_PREFIX + "weight"
+    if key in model and fc in model and fc in ckpt and model[fc][1:] != ckpt[fc][1:]:
+        d = model[key][0]
+        plain = d * (d + 1) // 2
+        kind = {plain: "a plain GCP head", plain + model[key][1]: "a So-ViT head (sovit=True)"}
+        return (f"the checkpoint's classifier takes {ckpt[fc][1]} features "
+                f"({kind.get(ckpt[fc][1], 'another head')}), the model's {model[fc][1]} "
+                f"({kind.get(model[fc][1], 'another head')})")
+    return ""
+
+
 def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """Strict load with readable errors; the classifier is kept fresh when the class counts differ.
 
@@ -99,23 +145,11 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
     expected = model.state_dict()
     ckpt_classes = state.get(CLASSIFIER_PREFIX + "weight")
     model_classes = getattr(model, "num_classes", None)
-    if ckpt_classes is not None and ckpt_classes.shape[0] != model_classes:
+    fresh_classifier = ckpt_classes is not None and ckpt_classes.shape[0] != model_classes
+    if fresh_classifier:
         state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIX)}
         expected = {k: v for k, v in expected.items() if not k.startswith(CLASSIFIER_PREFIX)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches: {_listing(shapes)}")
+    problems = describe_mismatch(expected, state)
     if problems:
         raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(state, strict=not (ckpt_classes is not None and ckpt_classes.shape[0] != model_classes))
+    model.load_state_dict(state, strict=not fresh_classifier)

@@ -9,9 +9,9 @@ from typing import Any, Optional
 from safetensors.torch import save_file
 from torch import nn
 
-from ._pretrained import CONFIG_NAME, WEIGHTS_NAME
+from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, folder_weights
 from .errors import CheckpointError
-from .io import CLASSIFIER_PREFIX, atomic_write
+from .io import CLASSIFIER_PREFIX, atomic_write, read_state_dict
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def load_pretrained(path: str, **overrides: Any) -> nn.Module:
         raise CheckpointError(f"{cfg_path} is not a valid model config in timm's layout: {exc}") from exc
     if "arch_args" in config:
         raise CheckpointError(f"{cfg_path} is in the layout of gcp 0.1; load it with gcp 0.1 and save it again")
-    _check_agreement(cfg_path, os.path.join(path, WEIGHTS_NAME), args, overrides)
+    _check_agreement(cfg_path, folder_weights(path), args, overrides)
     return timm.create_model(f"local-dir:{path}", pretrained=True, **overrides)
 
 
@@ -118,13 +118,18 @@ def _check_agreement(cfg_path: str, weights: str, args: dict[str, Any], override
 
     if not os.path.isfile(weights):
         raise CheckpointError(f"{weights} not found: the folder of {cfg_path} has no weights")
-    try:
-        with safe_open(weights, framework="pt") as fh:
-            meta = fh.metadata() or {}
-            rows = fh.get_slice(CLASSIFIER_PREFIX + "weight").get_shape()[0] \
-                if CLASSIFIER_PREFIX + "weight" in fh.keys() else None
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
-        raise CheckpointError(f"cannot read {weights}: {exc}") from None
+    meta: dict[str, str] = {}
+    if weights.endswith(".safetensors"):
+        try:
+            with safe_open(weights, framework="pt") as fh:
+                meta = fh.metadata() or {}
+                rows = fh.get_slice(CLASSIFIER_PREFIX + "weight").get_shape()[0] \
+                    if CLASSIFIER_PREFIX + "weight" in fh.keys() else None
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
+            raise CheckpointError(f"cannot read {weights}: {exc}") from None
+    else:  # timm's pickled pytorch_model.bin, read without unpickling anything but tensors
+        classifier = read_state_dict(weights).get(CLASSIFIER_PREFIX + "weight")
+        rows = None if classifier is None else classifier.shape[0]
     if rows is not None and "num_classes" not in overrides and rows != args["num_classes"]:
         raise CheckpointError(f"{cfg_path} says num_classes={args['num_classes']} but the classifier in {weights} "
                               f"has {rows} classes; pass num_classes= to choose (a different count gets a fresh "

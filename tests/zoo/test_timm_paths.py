@@ -63,3 +63,62 @@ def test_a_model_built_by_hand_is_refused_by_save_pretrained(tmp_path):
     with pytest.raises(gcp.zoo.CheckpointError, match="built by hand .*save_weights"):
         gcp.zoo.save_pretrained(model, str(tmp_path / "m"))
     assert not (tmp_path / "m").exists()
+
+
+def test_a_switched_head_is_saved_as_it_is_now(tmp_path):
+    """set_method after create_model: the saved folder rebuilds the head the model has, through
+    the zoo's writer and through timm's save_for_hf (which reads timm's _model_args record)."""
+    model = _model()
+    model.set_method("isqrt", iters=3)  # a new method resets the mode options (degree=9 goes)
+    folder = gcp.zoo.save_pretrained(model, str(tmp_path / "zoo"))
+    for again in (gcp.zoo.load_pretrained(folder), timm.create_model(f"local-dir:{folder}", pretrained=True)):
+        assert (again.head.method, again.head.iters, again.head.opts) == ("isqrt", 3, {})
+        assert _same(model, again)
+    model.head.set_method("svd", "pade")  # on the head itself, not through the model
+    timm.models.save_for_hf(model, str(tmp_path / "hf"))  # timm's default: a pickled pytorch_model.bin
+    assert (tmp_path / "hf" / "pytorch_model.bin").exists() and not (tmp_path / "hf" / "model.safetensors").exists()
+    for again in (timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True),
+                  gcp.zoo.load_pretrained(str(tmp_path / "hf"))):
+        assert (again.head.method, again.head.backward, again.head.iters) == ("svd", "pade", 3)
+        assert _same(model, again)
+    # a head removed and brought back is the head the model had, not the one it was built with
+    model.reset_classifier(0, "")
+    model.reset_classifier(5, "gcp")
+    assert (model.head.method, model.head.backward, model.head.iters) == ("svd", "pade", 3)
+
+
+def test_a_checkpoint_of_other_head_options_is_refused_by_name(tmp_path):
+    """timm's load_checkpoint (validate.py --checkpoint) and create_model(checkpoint_path=...)
+    (onnx_export.py --checkpoint) call the model's load_state_dict: a checkpoint trained with
+    another reduced_dim is refused before anything is copied, naming the option, with an error
+    that is also the RuntimeError torch documents."""
+    path = tmp_path / "last.pth.tar"
+    torch.save({"epoch": 1, "state_dict": _model().state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    other = timm.create_model("gcp_resnet18", num_classes=5, reduced_dim=16)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(gcp.zoo.StateDictMismatchError, match="reduces to 8 channels .* reduced_dim=8") as exc:
+        timm.models.load_checkpoint(other, str(path))
+    assert isinstance(exc.value, RuntimeError) and isinstance(exc.value, gcp.GCPError)
+    assert "head.reduce.conv.weight: checkpoint (8, 512, 1, 1) vs model (16, 512, 1, 1)" in str(exc.value)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+    with pytest.raises(gcp.zoo.StateDictMismatchError, match="reduced_dim=8"):
+        timm.models.load_checkpoint(other, str(path), strict=False)  # torch refuses shapes either way
+    with pytest.raises(RuntimeError, match="reduced_dim=8"):
+        timm.create_model("gcp_resnet18", num_classes=5, checkpoint_path=str(path))
+    # strict=False allows what torch allows: a missing key
+    state = _model().state_dict()
+    state.pop("head.fc.bias")
+    missing = timm.create_model("gcp_resnet18", **OPTS).load_state_dict(state, strict=False).missing_keys
+    assert missing == ["head.fc.bias"]
+    with pytest.raises(gcp.zoo.StateDictMismatchError, match=r"missing keys: head\.fc\.bias"):
+        timm.create_model("gcp_resnet18", **OPTS).load_state_dict(state)
+
+
+def test_a_so_vit_checkpoint_in_a_plain_head_is_named():
+    sovit = timm.create_model("gcp_test_vit", num_classes=3, reduced_dim=8, sovit=True)
+    plain = timm.create_model("gcp_test_vit", num_classes=3, reduced_dim=8)
+    width = sovit.num_features
+    with pytest.raises(gcp.zoo.StateDictMismatchError,
+                       match=rf"takes {36 + width} features \(a So-ViT head \(sovit=True\)\), the model's 36 "
+                             r"\(a plain GCP head\)"):
+        plain.load_state_dict(sovit.state_dict())
