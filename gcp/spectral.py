@@ -154,7 +154,8 @@ def _prepare(
     x: Tensor, backward: str, eps: float, compute_dtype: Optional[torch.dtype], opts: dict
 ) -> tuple[BackwardMode, Options, torch.dtype]:
     check_square_batch(x)
-    check_onnx_exportable("method='svd' (like every eigendecomposition route: gcp.powm, gcp.eigh)", "an eigendecomposition")
+    check_onnx_exportable("method='svd' (like every eigendecomposition route: gcp.powm, gcp.eigh)",
+                          "an eigendecomposition")
     mode = get_backward(backward)
     check_real(eps, "eps", low=0, high=1)
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float64)

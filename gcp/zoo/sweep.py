@@ -7,9 +7,11 @@ a :class:`SweepResult` naming the stage and the reason.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -111,3 +113,101 @@ def check_model(timm_name: str, reduced_dim: int = 16, num_classes: int = 5, bat
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         return SweepResult(name, layout, stage, reason, time.perf_counter() - start)
     return SweepResult(name, layout, "", "", time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class LayoutAudit:
+    """What :func:`audit_layout` found for one model: its output layout and any inconsistency
+    between that output and what the GCP head assumes of it."""
+
+    model: str
+    layout: str = ""  # "NCHW", "NHWC", "tokens (k prefix)", "refused" or "not built"
+    finding: str = ""  # "" when the output is what the head assumes
+    note: str = ""  # informational: tokens merged below the patch grid, the refusal's reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.finding
+
+
+def _patch_grid(backbone: torch.nn.Module, size: tuple[int, ...]) -> Optional[tuple[int, int]]:
+    """The fewest and the most patch tokens the input can make: the patch embedding's grid, else
+    the input over the last feature level's reduction, rounded down and up (strided convolutions
+    with padding round up: LeViT's 224² input at reduction 64 gives 4 × 4)."""
+    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+    if grid is not None and all(isinstance(g, int) for g in grid):
+        return int(grid[0]) * int(grid[1]), int(grid[0]) * int(grid[1])
+    info = getattr(backbone, "feature_info", None)
+    reduction = info[-1].get("reduction") if info else None
+    if not reduction:
+        return None
+    h, w = size[-2] / reduction, size[-1] / reduction
+    return math.floor(h) * math.floor(w), math.ceil(h) * math.ceil(w)
+
+
+def layout_findings(model: torch.nn.Module, feats: torch.Tensor, size: tuple[int, ...]) -> tuple[str, str]:
+    """``(finding, note)`` for a GCP model's ``forward_features`` output ``feats`` at input ``size``.
+
+    A finding is an inconsistency the head would pool silently: the channel axis of the declared
+    layout (NCHW, NHWC) is not ``num_features``; tokens outnumber the patch grid, i.e. a class,
+    distillation or register token leads them that ``num_prefix_tokens`` does not declare (it would
+    join the covariance as if it were a patch). Fewer tokens than the grid (a backbone that merges
+    or pools its patches) is a note, not a finding: every token is still a patch feature."""
+    width = model.num_features
+    if feats.dim() == 4:
+        axis = -1 if model._nhwc else 1
+        if feats.shape[axis] != width:
+            other = 1 if model._nhwc else -1
+            hint = f" (it looks {'channels-first' if model._nhwc else 'channels-last'})" \
+                if feats.shape[other] == width else ""
+            return f"{'NHWC' if model._nhwc else 'NCHW'} output {tuple(feats.shape)} has not num_features={width} " \
+                   f"on its channel axis{hint}", ""
+        return "", ""
+    if feats.dim() != 3:
+        return f"a {feats.dim()}-d output", ""
+    if feats.shape[-1] != width:
+        return f"tokens {tuple(feats.shape)} are not num_features={width} wide", ""
+    patches = feats.shape[1] - model._prefix_tokens
+    grid = _patch_grid(model.backbone, size)
+    if grid is None:
+        return "", "no patch grid to compare the token count with"
+    fewest, most = grid
+    if patches > most:
+        return (f"{feats.shape[1]} tokens with {model._prefix_tokens} declared prefix tokens leave {patches} for a "
+                f"{most}-patch grid: {patches - most} undeclared prefix token(s) would join the covariance"), ""
+    if patches < fewest:
+        return "", f"{patches} tokens for a {fewest}-patch grid (merged or pooled patches)"
+    return "", ""
+
+
+def audit_layout(timm_name: str, batch: int = 2) -> LayoutAudit:
+    """Build ``gcp_<timm_name>`` on the meta device (no memory, no weights: every timm model, the
+    largest included, takes well under a second), run ``forward_features`` and the head at the
+    model's own input size, and check the output against the layout the head assumes
+    (:func:`layout_findings`). Never raises: a model that cannot be built is reported as such."""
+    import timm
+
+    from .errors import UnsupportedBackboneError
+
+    name = f"gcp_{timm_name}"
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            try:
+                model = timm.create_model(name, num_classes=3, reduced_dim=8, pretrained=False)
+            except UnsupportedBackboneError as exc:
+                return LayoutAudit(name, "refused", "", str(exc).split(": ", 2)[-1])
+            size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+            feats = model.forward_features(torch.empty(batch, *size))
+            layout = _layout(feats, model) if isinstance(feats, torch.Tensor) else type(feats).__name__
+            if not isinstance(feats, torch.Tensor):
+                return LayoutAudit(name, layout, f"forward_features returns a {layout}, not a tensor")
+            finding, note = layout_findings(model, feats, size)
+            if not finding:
+                out = model.forward_head(feats)
+                if tuple(out.shape) != (batch, 3):
+                    finding = f"logits of shape {tuple(out.shape)}"
+    except Exception as exc:  # the audit reports every failure with its reason
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return LayoutAudit(name, "not built", f"{type(exc).__name__}: {first}")
+    return LayoutAudit(name, layout, finding, note)

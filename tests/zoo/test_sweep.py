@@ -141,3 +141,46 @@ def test_sovit_adds_the_class_token_to_the_covariance():
     assert model.head_hidden_size == c + d * (d + 1) // 2 and model.num_classes == 6
     with pytest.raises(gcp.InvalidOptionError, match="sovit=True needs a backbone with a class token"):
         timm.create_model("gcp_test_convnext", sovit=True)
+
+
+def _feats(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=3, reduced_dim=8).eval()
+    size = tuple(model.pretrained_cfg["input_size"])
+    with torch.no_grad():
+        return model, model.forward_features(torch.randn(2, *size)), size
+
+
+def test_the_layout_audit_finds_an_undeclared_prefix_token():
+    """A backbone whose class token is not declared (num_prefix_tokens 0): test_vit's 1 + 10×10
+    tokens at 160² with patch 16 leave one token over the grid, which the audit names."""
+    from gcp.zoo.sweep import layout_findings
+
+    model, feats, size = _feats("gcp_test_vit")
+    assert feats.shape[1] == 1 + (size[1] // 16) * (size[2] // 16)  # the truth, from timm's own geometry
+    assert layout_findings(model, feats, size) == ("", "")
+    model._prefix_tokens = 0
+    finding, _ = layout_findings(model, feats, size)
+    assert "1 undeclared prefix token(s)" in finding and f"{feats.shape[1]} tokens" in finding
+
+
+def test_the_layout_audit_finds_a_channels_last_map_read_as_channels_first():
+    from gcp.zoo.sweep import layout_findings
+
+    model, feats, size = _feats("gcp_test_mambaout")
+    assert feats.shape[-1] == model.num_features != feats.shape[1]  # NHWC, as timm declares
+    assert layout_findings(model, feats, size) == ("", "")
+    model._nhwc = False
+    finding, _ = layout_findings(model, feats, size)
+    assert "NCHW output" in finding and "it looks channels-last" in finding
+
+
+def test_the_layout_audit_of_consistent_and_refused_models():
+    from gcp.zoo.sweep import audit_layout
+
+    for name in ("test_resnet", "test_vit", "test_mambaout", "levit_128s"):  # LeViT: 224/64 rounds up to 4×4
+        audit = audit_layout(name)
+        assert audit.ok and audit.layout in ("NCHW", "NHWC", "tokens (1 prefix)", "tokens (0 prefix)"), audit
+    refused = audit_layout("pit_ti_224")
+    assert refused.layout == "refused" and refused.ok and "only the class" in refused.note
+    assert audit_layout("no_such_model").layout == "not built"
