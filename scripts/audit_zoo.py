@@ -49,8 +49,11 @@ def main() -> int:
         by_layout[layout][0] += 1
         by_layout[layout][1] += not a["finding"]
     found = [a for a in audits if a["finding"]]
+    checked = [a for a in audits if a["layout"] != "refused"]
     report.line(f"Every model of timm {timm.__version__} ({len(audits)}), as `gcp_<name>` on the meta device: "
-                f"{len(audits) - len(found)} consistent with the layout the GCP head assumes, {len(found)} not.")
+                f"{len(audits) - len(checked)} refused by name; of the {len(checked)} others, "
+                f"{len(checked) - len(found)} give the output the GCP head assumes (channel axis, prefix tokens) "
+                f"and {len(found)} do not.")
     report.table(["backbone output", "models", "consistent"],
                  [[k, str(v[0]), str(v[1])] for k, v in sorted(by_layout.items())])
     report.line()

@@ -67,3 +67,34 @@ def test_readme_quotes_the_generated_comparison_report():
     assert len(quoted) >= 6 and [line for line in quoted if line not in report] == []
     makefile = (ROOT / "Makefile").read_text()
     assert f"--reference {report_path.rsplit('/', 1)[0]}" in makefile  # the demo is checked against that run
+
+
+def _table(text: str, first_column: str) -> dict[str, list[str]]:
+    """The rows of the markdown table whose header starts with ``first_column``, by first cell."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_readme_zoo_numbers_are_the_generated_sweep_and_audit():
+    text = (ROOT / "README.md").read_text()
+    sweep_path = re.search(r"\((results/sweep_zoo-[\d-]+\.md)\)", text).group(1)
+    sweep = _table((ROOT / sweep_path).read_text(), "backbone output")
+    readme = _table(text, "backbone output")
+    for layout in ("NCHW", "NHWC", "tokens"):
+        row = next(v for k, v in readme.items() if k.startswith(layout))
+        assert row[:2] == sweep[layout], layout
+    assert readme["refused by name"][:2] == [sweep["(not built)"][0], "0"]
+    audit_path = re.search(r"\((results/audit_zoo-[\d-]+\.md)\)", text).group(1)
+    audit = _table((ROOT / audit_path).read_text(), "backbone output")
+    claim = re.search(r"(\d+) NCHW, (\d+) NHWC and (\d+) token models are consistent, (\d+) are refused by name, "
+                      r"none is wrong", text.replace("\n", " "))
+    assert claim is not None
+    assert [audit[k] for k in ("NCHW", "NHWC", "tokens")] == [[n, n] for n in claim.groups()[:3]]
+    assert audit["refused"][0] == claim.group(4)

@@ -184,3 +184,17 @@ def test_the_layout_audit_of_consistent_and_refused_models():
     refused = audit_layout("pit_ti_224")
     assert refused.layout == "refused" and refused.ok and "only the class" in refused.note
     assert audit_layout("no_such_model").layout == "not built"
+
+
+def test_the_layout_audit_would_have_found_the_undeclared_class_tokens(monkeypatch):
+    """CoaT-Lite and VOLO lead their tokens with a class token timm does not declare; without the
+    zoo's PREFIX_TOKENS entry for them, the audit names it (so the audit of every timm model that
+    finds nothing is a check that can fail)."""
+    from gcp.zoo import _unsupported
+    from gcp.zoo.sweep import audit_layout
+
+    assert audit_layout("coat_lite_tiny").ok
+    for module in list(_unsupported.PREFIX_TOKENS):
+        monkeypatch.delitem(_unsupported.PREFIX_TOKENS, module)
+    audit = audit_layout("coat_lite_tiny")
+    assert audit.layout == "tokens (0 prefix)" and "1 undeclared prefix token(s)" in audit.finding

@@ -122,3 +122,66 @@ def test_a_so_vit_checkpoint_in_a_plain_head_is_named():
                        match=rf"takes {36 + width} features \(a So-ViT head \(sovit=True\)\), the model's 36 "
                              r"\(a plain GCP head\)"):
         plain.load_state_dict(sovit.state_dict())
+
+
+def _train_step(task, optimizer, generator):
+    x = torch.randn(4, 3, 64, 64, generator=generator)
+    y = torch.randint(0, 5, (4,), generator=generator)
+    loss = task.criterion(task.get_trainable_module()(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    task.update_ema()
+
+
+def test_train_py_saves_and_resumes_a_generic_gcp_model_with_ema(tmp_path):
+    """What train.py does around --resume, through timm's public API: a ClassificationTask with
+    an EMA copy, timm's CheckpointSaver (its args entry an argparse.Namespace), then
+    resume_task_checkpoint and load_task_ema_checkpoint into a fresh model and optimizer; and the
+    older timm.models.resume_checkpoint. The resumed run continues at the next epoch with the same
+    weights, EMA weights and optimizer state."""
+    from timm.optim import create_optimizer_v2
+    from timm.task import ClassificationTask, load_task_ema_checkpoint, resume_task_checkpoint
+    from timm.utils import CheckpointSaver
+
+    def make():
+        torch.manual_seed(0)
+        model = timm.create_model("gcp_test_vit", num_classes=5, reduced_dim=8, sovit=True, method="svd",
+                                  backward="pade")
+        task = ClassificationTask(model, verbose=False)
+        task.setup_ema(decay=0.5)
+        return model, task, create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05)
+
+    model, task, optimizer = make()
+    saver = CheckpointSaver(model=model, optimizer=optimizer, args=argparse.Namespace(model="gcp_test_vit", lr=1e-3),
+                            checkpoint_dir=str(tmp_path), recovery_dir=str(tmp_path), task=task, max_history=2)
+    generator = torch.Generator().manual_seed(3)
+    for epoch in range(2):
+        _train_step(task, optimizer, generator)
+        saver.save_checkpoint(epoch, metric=float(epoch))
+    last = str(tmp_path / "last.pth.tar")
+
+    again, again_task, again_optimizer = make()
+    assert not torch.equal(again.head.fc.weight, model.head.fc.weight)  # a fresh model differs
+    assert resume_task_checkpoint(again_task, last, optimizer=again_optimizer) == 2
+    load_task_ema_checkpoint(again_task, last)
+    ema, again_ema = task.get_trainable_module(ema=True).module, again_task.get_trainable_module(ema=True).module
+    for mine, theirs in ((model, again), (ema, again_ema)):
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()))
+    assert not torch.equal(ema.head.fc.weight, model.head.fc.weight)  # the EMA is its own set of weights
+    resumed = again.head.fc.weight.detach().clone()
+    step = lambda opt: [s["step"] for s in opt.state_dict()["state"].values()]  # noqa: E731
+    assert step(again_optimizer) == step(optimizer) and len(step(optimizer)) > 0
+    # the next step of both runs is the same step
+    _train_step(task, optimizer, torch.Generator().manual_seed(9))
+    _train_step(again_task, again_optimizer, torch.Generator().manual_seed(9))
+    assert torch.allclose(again.head.fc.weight, model.head.fc.weight, atol=1e-6)
+
+    legacy, _, legacy_optimizer = make()
+    assert timm.models.resume_checkpoint(legacy, last, optimizer=legacy_optimizer, log_info=False) == 2
+    assert torch.equal(legacy.head.fc.weight, resumed)
+    # a checkpoint of another head is refused by name, not half loaded
+    other = ClassificationTask(timm.create_model("gcp_test_vit", num_classes=5, reduced_dim=4, sovit=True),
+                               verbose=False)
+    with pytest.raises(gcp.zoo.StateDictMismatchError, match="reduced_dim=8"):
+        resume_task_checkpoint(other, last)
