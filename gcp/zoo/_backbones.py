@@ -75,6 +75,14 @@ def _create(name: str, in_chans: int, pretrained: PretrainedArg, global_pool: Op
         if "unexpected keyword argument" not in str(exc):
             raise
         raise InvalidOptionError(f"backbone {name} does not accept this option: {exc}") from exc
+    except OSError as exc:  # the Hub or a URL unreachable, a file timm cannot read
+        if not pretrained:
+            raise
+        from .errors import CheckpointError
+
+        source = f"the file {pretrained}" if isinstance(pretrained, str) else f"timm's ImageNet weights of {name}"
+        raise CheckpointError(f"backbone_pretrained: cannot load {source}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
 
 def _undo_stride(module: nn.Module) -> None:

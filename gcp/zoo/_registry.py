@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -18,6 +19,7 @@ from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureGetterNet
 
 from gcp import GCPHead, InvalidOptionError
+from gcp.validators import check_int
 
 from . import _backbones
 from ._gcpnet import GCPNet, NoPool, SoViTHead, _check_pool
@@ -198,6 +200,10 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
     else:
         backbone_args = {k: kwargs.pop(k) for k in BACKBONE_ARGS if k in kwargs}
     _check_pool(global_pool)
+    check_int(in_chans, "in_chans", minimum=1)
+    if isinstance(backbone_pretrained, (str, os.PathLike)) and not os.path.isfile(backbone_pretrained):
+        raise CheckpointError(f"backbone_pretrained={str(backbone_pretrained)!r}: no such file (pass True for "
+                              f"timm's ImageNet weights of {spec.backbone}, or the path of a weight file)")
     if spec.family == "any":
         backbone = _backbones.any_model(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
     elif spec.family == "resnet":
@@ -234,6 +240,12 @@ def _create(spec: ModelSpec, pretrained: bool = False, **kwargs: Any) -> Any:
     cfg = resolve_pretrained_cfg(spec.name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
     if pretrained and not cfg.has_weights:
         tag = f".{cfg.tag}" if cfg.tag else ""
+        if spec.family == "any":
+            raise CheckpointError(
+                f"{spec.name}{tag} has no GCP weights to download (only the curated models have published "
+                f"ones); use backbone_pretrained=True for timm's ImageNet weights of {spec.backbone} with a fresh "
+                "GCP head, or load a file of yours with pretrained_cfg_overlay=dict(file=PATH) or a folder with "
+                "local-dir:PATH")
         raise CheckpointError(
             f"{spec.name}{tag} has no downloadable weights; convert a published checkpoint with "
             "`python -m gcp.zoo.convert SRC DST --format isqrt-cov|svd-pade` and load it with "

@@ -198,3 +198,21 @@ def test_the_layout_audit_would_have_found_the_undeclared_class_tokens(monkeypat
         monkeypatch.delitem(_unsupported.PREFIX_TOKENS, module)
     audit = audit_layout("coat_lite_tiny")
     assert audit.layout == "tokens (0 prefix)" and "1 undeclared prefix token(s)" in audit.finding
+
+
+def test_a_generic_models_bad_weights_and_input_options_are_refused_by_name(tmp_path, monkeypatch):
+    with pytest.raises(gcp.zoo.CheckpointError, match="no GCP weights .* backbone_pretrained=True for timm's "
+                                                      "ImageNet weights of test_resnet"):
+        timm.create_model("gcp_test_resnet", pretrained=True)
+    with pytest.raises(gcp.InvalidOptionError, match="in_chans must be an integer >= 1, got 0"):
+        timm.create_model("gcp_test_resnet", in_chans=0)
+    missing = str(tmp_path / "absent.safetensors")
+    with pytest.raises(gcp.zoo.CheckpointError, match=f"backbone_pretrained='{missing}': no such file"):
+        timm.create_model("gcp_test_resnet", backbone_pretrained=missing)
+
+    def offline(*args, **kwargs):  # what the Hub client raises without a network
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
+    with pytest.raises(gcp.zoo.CheckpointError, match="cannot load timm's ImageNet weights of test_resnet: OSError"):
+        timm.create_model("gcp_test_resnet", backbone_pretrained=True)
