@@ -159,6 +159,8 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
     reason = UNSUPPORTED.get(name) or UNSUPPORTED.get(module)
     if reason:
         raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} cannot take a GCP head: {reason}")
+    if module == "vgg" and not pretrained:
+        kwargs.setdefault("mlp_ratio", 1 / 4096)  # fc6 is dropped below: see vgg()
     try:
         model = plain(name, in_chans, pretrained, global_pool="", keep_head=module in KEEP_HEAD, **kwargs)
     except (AssertionError, NotImplementedError) as exc:
@@ -175,6 +177,9 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
         # layers that only timm's forward_head applies (after its pooling): unused before a GCP head,
         # and DDP refuses parameters without a gradient
         setattr(model, attr, nn.Identity())
+    if type(model) is VGG:  # timm's VGG refuses set_grad_checkpointing; the zoo's subclass has it
+        model.__class__ = CheckpointedVGG
+        model.grad_checkpointing = False
     if not callable(getattr(model, "forward_features", None)) or not isinstance(getattr(model, "num_features", None),
                                                                               int):
         raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} has no forward_features/num_features")

@@ -327,8 +327,14 @@ class GCPNet(nn.Module):
     # -- training helpers --------------------------------------------------------------------
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Activation checkpointing in the backbone (timm's own, per block); the head is small."""
-        self.backbone.set_grad_checkpointing(enable)
+        """Activation checkpointing in the backbone (timm's own, per block); the head is small.
+        A backbone timm gives none (ConViT, DLA, HRNet, the Inceptions, …) is refused by name."""
+        try:
+            self.backbone.set_grad_checkpointing(enable)
+        except (AssertionError, NotImplementedError) as exc:  # timm's way of saying "not supported"
+            name = self.arch_args.get("architecture", type(self).__name__)
+            raise InvalidOptionError(f"{name}: timm's {type(self.backbone).__name__} does not support gradient "
+                                     "checkpointing (train without --grad-checkpointing)") from exc
         self.grad_checkpointing = enable
 
     @torch.jit.ignore

@@ -216,3 +216,22 @@ def test_a_generic_models_bad_weights_and_input_options_are_refused_by_name(tmp_
     monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
     with pytest.raises(gcp.zoo.CheckpointError, match="cannot load timm's ImageNet weights of test_resnet: OSError"):
         timm.create_model("gcp_test_resnet", backbone_pretrained=True)
+
+
+def test_grad_checkpointing_of_generic_models_is_exact_or_refused_by_name():
+    """timm's --grad-checkpointing: a generic VGG gets the zoo's checkpointed VGG (timm's refuses),
+    with the gradients of the plain run; a backbone timm gives no checkpointing is refused by name."""
+    torch.manual_seed(0)
+    model = timm.create_model("gcp_vgg11", num_classes=3, reduced_dim=8).train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for enable in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(enable)
+        model(x).logsumexp(-1).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(*grads))
+    assert sum(p.numel() for p in model.parameters()) < 10_000_000  # fc6/fc7 (120M) not built to be dropped
+    with pytest.raises(gcp.InvalidOptionError, match="gcp_convit_tiny: timm's ConVit does not support gradient "
+                                                     "checkpointing"):
+        timm.create_model("gcp_convit_tiny", num_classes=3, reduced_dim=8).set_grad_checkpointing(True)
