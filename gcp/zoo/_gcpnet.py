@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -338,15 +338,30 @@ class GCPNet(nn.Module):
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        """timm's parameter grouping (layer-wise lr decay): the backbone's groups, its patterns
-        anchored at ``backbone.``; the GCP head matches none, so timm puts it in the last group."""
+    def group_matcher(self, coarse: bool = False) -> Union[dict[str, Any], Callable[[str], Any]]:
+        """timm's parameter grouping (layer-wise lr decay): the backbone's groups, as timm groups the
+        backbone alone, with the GCP head after every one of them (timm puts what no group matches
+        last, and the head trains at the full rate).
+
+        The backbone's matcher is a dict of regexes (anchored at ``backbone.`` here) or a function
+        of a parameter name (CaiT, the Inceptions: wrapped). A backbone without one (CSATv2,
+        MetaFormer) gets timm's own fallback, ``auto_group_layers``, over the backbone."""
+        inner = getattr(self.backbone, "group_matcher", None)
+        if inner is None:
+            from timm.optim import auto_group_layers
+
+            layers = {f"backbone.{n}": i for n, i in auto_group_layers(self.backbone).items()}
+            return lambda name: (layers[name],) if name in layers else (float("inf"),)
+        spec = inner(coarse=coarse)
+        if callable(spec):
+            prefix = "backbone."
+            return lambda name: spec(name[len(prefix):]) if name.startswith(prefix) else (float("inf"),)
         groups: dict[str, Any] = {}
-        for name, spec in self.backbone.group_matcher(coarse=coarse).items():
-            if isinstance(spec, (list, tuple)):
-                groups[name] = [(_prefix_pattern(p, "backbone."), suffix) for p, suffix in spec]
-            elif spec is not None:
-                groups[name] = _prefix_pattern(spec, "backbone.")
+        for name, entry in spec.items():
+            if isinstance(entry, (list, tuple)):
+                groups[name] = [(_prefix_pattern(p, "backbone."), suffix) for p, suffix in entry]
+            elif entry is not None:
+                groups[name] = _prefix_pattern(entry, "backbone.")
         return groups
 
     @torch.jit.ignore

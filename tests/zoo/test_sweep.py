@@ -235,3 +235,33 @@ def test_grad_checkpointing_of_generic_models_is_exact_or_refused_by_name():
     with pytest.raises(gcp.InvalidOptionError, match="gcp_convit_tiny: timm's ConVit does not support gradient "
                                                      "checkpointing"):
         timm.create_model("gcp_convit_tiny", num_classes=3, reduced_dim=8).set_grad_checkpointing(True)
+
+
+def _lr_scales(model):
+    from timm.optim import create_optimizer_v2
+
+    opt = create_optimizer_v2(model, "adamw", lr=1e-3, layer_decay=0.7)
+    scales = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    assert len(scales) == sum(1 for p in model.parameters() if p.requires_grad)  # each parameter once
+    return {n: scales[id(p)] for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["cait_xxs24_224", "inception_v3", "poolformerv2_s12", "csatv2"])
+def test_layer_decay_of_generic_models_follows_timms_grouping(name):
+    """timm's --layer-decay on backbones whose group_matcher is a function (CaiT, Inception-v3) or
+    missing (MetaFormer, CSATv2: timm's auto_group_layers): every parameter in one group, the GCP
+    head at the full rate, and, for the function matchers, each backbone parameter at the lr scale
+    timm gives it in its own model (which ends in timm's classifier where ours ends in the head)."""
+    with torch.device("meta"):
+        model = timm.create_model(f"gcp_{name}", num_classes=3, reduced_dim=8)
+        reference = timm.create_model(name, num_classes=3)
+    ours = _lr_scales(model)
+    assert {v for n, v in ours.items() if n.startswith("head.")} == {1.0}
+    backbone = {n[len("backbone."):]: v for n, v in ours.items() if n.startswith("backbone.")}
+    assert len(set(backbone.values())) >= 3 and max(backbone.values()) < 1.0
+    first = model.pretrained_cfg["first_conv"]
+    if isinstance(first, str):  # CSATv2's timm config names none
+        assert backbone[f"{first[len('backbone.'):]}.weight"] == min(backbone.values())  # the stem is at the bottom
+    if callable(getattr(reference, "group_matcher", lambda coarse: None)(coarse=False)):
+        theirs = _lr_scales(reference)
+        assert {n: theirs[n] for n in backbone} == backbone
