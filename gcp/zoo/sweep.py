@@ -56,14 +56,30 @@ def _build(name: str, num_classes: int, reduced_dim: int, max_side: int) -> tupl
     return model, (size[0], 224, 224)
 
 
+def _check_layer_decay(model: torch.nn.Module) -> None:
+    """timm's ``--layer-decay`` (``param_groups_layer_decay`` over ``group_matcher``): every
+    parameter in exactly one group, the GCP head at the full rate, more than one level."""
+    from timm.optim import param_groups_layer_decay
+
+    groups = param_groups_layer_decay(model, layer_decay=0.7)
+    scales = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    if len(scales) != sum(len(g["params"]) for g in groups) or \
+            len(scales) != sum(1 for p in model.parameters() if p.requires_grad):
+        raise AssertionError("layer decay: a parameter is in no group or in two")
+    head = {scales[id(p)] for n, p in model.named_parameters() if n.startswith("head.")}
+    if head != {1.0} or len(set(scales.values())) < 2:
+        raise AssertionError(f"layer decay: head at lr scale {sorted(head)}, {len(set(scales.values()))} level(s)")
+
+
 def check_model(timm_name: str, reduced_dim: int = 16, num_classes: int = 5, batch: int = 2,
                 max_side: int = 256) -> SweepResult:
     """Build ``gcp_<timm_name>`` (an ``reduced_dim``-d head, iSQRT), run a batch at the backbone's
     input size, back-propagate, and check what timm's scripts rely on: every parameter gets a finite
     gradient (DDP refuses unused ones), ``num_features``, ``head_hidden_size`` (= the width of
     ``pre_logits``), ``reset_classifier`` to another class count and to 0, and
-    ``forward_intermediates`` where the backbone has it. Inputs are at most ``max_side`` pixels a
-    side (a 768-pixel ViT would need 14 GB), which is what the contract needs."""
+    ``forward_intermediates`` where the backbone has it, and timm's layer-wise lr decay groups.
+    Inputs are at most ``max_side`` pixels a side (a 768-pixel ViT would need 14 GB), which is
+    what the contract needs."""
     name = f"gcp_{timm_name}"
     start = time.perf_counter()
     stage, layout = "build", ""
@@ -99,6 +115,7 @@ def check_model(timm_name: str, reduced_dim: int = 16, num_classes: int = 5, bat
                                          f"expected {expected}")
                 if model.num_features != model.backbone.num_features:
                     raise AssertionError("num_features is not the backbone's")
+                _check_layer_decay(model)
                 model.reset_classifier(3)
                 if tuple(model(x).shape) != (batch, 3):
                     raise AssertionError("reset_classifier(3) did not give 3 logits")
