@@ -106,10 +106,22 @@ def describe_mismatch(expected: Mapping[str, Any], state: Mapping[str, Any], str
         problems.append(f"unexpected keys: {_listing(unexpected)}")
     if shapes:
         problems.append(f"shape mismatches: {_listing(shapes)}")
-    hint = _head_hint(shape, have)
+    hint = _backbone_hint(shape, have) or _head_hint(shape, have)
     if problems and hint:
         problems.append(hint)
     return problems
+
+
+def _backbone_hint(model: Mapping[str, tuple], ckpt: Mapping[str, tuple]) -> str:
+    """A timm backbone's own weights (keys without the ``backbone.`` prefix) given where a GCP
+    model's are expected: say where they go."""
+    if not ckpt or any(k.startswith("backbone.") for k in ckpt):
+        return ""
+    fits = sum(f"backbone.{k}" in model for k in ckpt)
+    if fits < max(1, len(ckpt) // 2):
+        return ""
+    return ("the file holds a timm backbone's weights (its keys lack the 'backbone.' prefix): load them into the "
+            "backbone with backbone_pretrained=PATH, which keeps a fresh GCP head")
 
 
 def _head_hint(model: Mapping[str, tuple], ckpt: Mapping[str, tuple]) -> str:

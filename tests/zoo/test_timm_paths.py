@@ -185,3 +185,17 @@ def test_train_py_saves_and_resumes_a_generic_gcp_model_with_ema(tmp_path):
                                verbose=False)
     with pytest.raises(gcp.zoo.StateDictMismatchError, match="reduced_dim=8"):
         resume_task_checkpoint(other, last)
+
+
+def test_a_timm_backbone_file_given_as_gcp_weights_says_where_it_goes(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_resnet")
+    path = str(tmp_path / "backbone.safetensors")
+    save_file(backbone.state_dict(), path)
+    with pytest.raises(gcp.zoo.CheckpointError, match="a timm backbone's weights .* backbone_pretrained=PATH"):
+        timm.create_model("gcp_test_resnet", pretrained=True, pretrained_cfg_overlay=dict(file=path))
+    model = timm.create_model("gcp_test_resnet", backbone_pretrained=path, num_classes=3)
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.state_dict().items()
+               if k in model.backbone.state_dict())
