@@ -26,6 +26,7 @@ from gcp.train.data import check_samples, check_splits, transforms_for
 from gcp.train.distributed import init_distributed
 from gcp.train.engine import run
 from gcp.train.errors import CheckpointError, ConfigError
+from gcp.train.model import create_run_model
 from gcp.train.record import DEFAULT_MODEL, DataSpec, RunRecord, model_data_defaults, resolve, with_class_count
 
 from .compare import write_comparison
@@ -77,13 +78,8 @@ def backward_modes(text: Optional[str]) -> list[Optional[str]]:
 
 
 def build_model(record: RunRecord, args: argparse.Namespace) -> torch.nn.Module:
-    head = record.head.model_kwargs()
-    if args.checkpoint and os.path.isdir(args.checkpoint):
-        return gcp.zoo.load_pretrained(args.checkpoint, num_classes=record.num_classes, **head)
-    overlay = dict(pretrained_cfg_overlay=dict(file=args.checkpoint)) if args.checkpoint else {}
-    return gcp.zoo.create_model(record.model, num_classes=record.num_classes,
-                                pretrained=args.pretrained or bool(overlay),
-                                backbone_pretrained=args.backbone_pretrained, **head, **overlay)
+    return create_run_model(record, pretrained=args.pretrained, backbone_pretrained=args.backbone_pretrained,
+                            weights=args.checkpoint or None)
 
 
 def load_splits(data: DataSpec, image_check: bool) -> tuple[Any, Any]:

@@ -22,8 +22,6 @@ from typing import Any, Optional
 
 import torch
 
-import gcp
-import gcp.zoo
 from gcp.train import cli
 from gcp.train.checkpoint import load_checkpoint, restore, stored_record
 from gcp.train.config import RECIPES
@@ -32,6 +30,7 @@ from gcp.train.distributed import DistInfo, init_distributed
 from gcp.train.engine import run
 from gcp.train.errors import ConfigError
 from gcp.train.loop import amp_dtype, evaluate
+from gcp.train.model import create_run_model
 from gcp.train.record import DEFAULT_MODEL, RunRecord, model_data_defaults, resolve, with_class_count
 
 IMAGENET_RECIPES = ("isqrt-cov-r50", "svd-pade-r50")
@@ -108,11 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     record = with_class_count(record, classes, from_checkpoint=stored is not None)
 
     torch.manual_seed(record.seed)  # identical initialisation on every rank and every run
-    overlay = dict(pretrained_cfg_overlay=dict(file=args.pretrained_file)) if args.pretrained_file else {}
-    model = gcp.zoo.create_model(record.model, num_classes=record.num_classes,
-                                 pretrained=args.pretrained or bool(overlay),
-                                 backbone_pretrained=args.backbone_pretrained,
-                                 **record.head.model_kwargs(), **overlay)
+    model = create_run_model(record, pretrained=args.pretrained, backbone_pretrained=args.backbone_pretrained,
+                             weights=args.pretrained_file or None)
     model.to(info.device)
     if args.sync_bn and info.device.type != "cuda":
         raise ConfigError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")

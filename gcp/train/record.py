@@ -330,10 +330,10 @@ def _norm_flat(norm: Normalisation, prefix: str) -> dict[str, Any]:
 
 def _default_method(model: str) -> str:
     """The zoo model's own default head method (written once, in its ``ModelSpec``)."""
-    name = model.split(".")[0]
-    spec = gcp.zoo.SPECS.get(name)
+    spec = gcp.zoo.spec_of(model)
     if spec is None:
-        raise gcp.zoo.UnknownModelError(f"unknown GCP model {model!r}; gcp.zoo.list_models() lists them")
+        raise gcp.zoo.UnknownModelError(f"unknown GCP model {model!r}; gcp.zoo.list_models(generic=True) lists "
+                                        "them (the curated recipes and gcp_<timm name> for every timm model)")
     return spec.method
 
 

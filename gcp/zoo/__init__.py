@@ -8,9 +8,10 @@ File I/O that the layers above share (atomic writes, state-dict reading, hashes)
 
 from . import io
 from ._gcpnet import GCPNet
-from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models
+from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models, spec_of
 from .errors import CheckpointError, StateDictMismatchError, UnknownModelError, UnsupportedBackboneError
 from .export import OnnxExport, RootChoice, choose_matmul_root, export_onnx
+from .input_size import check_input_size, input_size_kwargs
 from .saving import load_pretrained, model_config, save_pretrained, save_weights
 
 __all__ = [
@@ -24,13 +25,16 @@ __all__ = [
     "StateDictMismatchError",
     "UnknownModelError",
     "UnsupportedBackboneError",
+    "check_input_size",
     "choose_matmul_root",
     "create_model",
     "export_onnx",
+    "input_size_kwargs",
     "io",
     "list_models",
     "load_pretrained",
     "model_config",
     "save_pretrained",
     "save_weights",
+    "spec_of",
 ]

@@ -153,7 +153,10 @@ GENERIC: dict[str, ModelSpec] = {f"gcp_{n}": ModelSpec(f"gcp_{n}", n, "any") for
 
 
 def spec_of(name: str) -> Optional[ModelSpec]:
-    return SPECS.get(name) or GENERIC.get(name)
+    """The spec of a GCP model name (a curated recipe or ``gcp_<timm name>``; a ``.tag`` is
+    ignored), or ``None``."""
+    base = name.split(".")[0]
+    return SPECS.get(base) or GENERIC.get(base)
 
 
 def _default_cfgs() -> dict[str, dict]:

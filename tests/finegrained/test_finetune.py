@@ -145,3 +145,23 @@ def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
     assert (out / "pi" / "seed1" / "summary.csv").exists()
     with open(out / "epochs.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 4  # 2 modes × 2 seeds × 1 epoch
+
+
+def test_finetune_a_generic_vit_at_its_own_image_size(roots, tmp_path):
+    """gcp_<timm name> in gcp-finetune: a ViT built for 224² fine-tunes at --img-size 32, built
+    for it (1 class token + (32/16)² patches); a saved 224² ViT folder at 32² is refused by name
+    before the run folder exists, not at the first batch."""
+    import gcp.zoo
+    from gcp.train import ConfigError
+
+    base = ["--dataset", "cub", "--data-dir", roots["cub"], "--epochs", "1", "--reduced-dim", "8", "--batch-size", "3",
+            "--workers", "0", "--device", "cpu", "--lr", "0.01", "--img-size", "32"]
+    out = tmp_path / "vit"
+    assert finetune(base + ["--output", str(out), "--model", "gcp_vit_tiny_patch16_224"]) == 0
+    assert torch.load(out / "last.pth", weights_only=True)["model"]["backbone.pos_embed"].shape == (1, 1 + 2 * 2, 192)
+    gcp.zoo.save_pretrained(gcp.zoo.create_model("gcp_vit_tiny_patch16_224", num_classes=5, reduced_dim=8),
+                            str(tmp_path / "saved"))
+    with pytest.raises(ConfigError, match=r"--img-size 32: gcp_vit_tiny_patch16_224 cannot take 32×32 inputs: "
+                                          r"Input height \(32\) doesn't match model \(224\)"):
+        finetune(base + ["--output", str(tmp_path / "refused"), "--checkpoint", str(tmp_path / "saved")])
+    assert not (tmp_path / "refused").exists()

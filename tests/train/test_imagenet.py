@@ -170,3 +170,15 @@ def test_bf16_amp_ema_channels_last(dataset, tmp_path):
     assert ckpt["ema"] is not None and ckpt["record"]["head_options"]["degree"] == 9
     row = _summary(out)[0]
     assert row["nonfinite_steps"] == "0" and float(row["train_loss"]) > 0
+
+
+def test_a_generic_timm_model_trains_at_the_runs_image_size(dataset, tmp_path):
+    """gcp-train takes gcp_<timm name>; a ViT built for 224² is built for --img-size 32 (1 class
+    token + (32/16)² patches) and its record keeps the name and head options."""
+    out = tmp_path / "vit"
+    assert _run(dataset, out, "--epochs", "1", "--model", "gcp_vit_tiny_patch16_224", "--method", "svd",
+                "--backward", "pade") == 0
+    assert _summary(out)[0]["method"] == "svd"
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["model"]["backbone.pos_embed"].shape == (1, 1 + 2 * 2, 192)
+    assert ckpt["record"]["model"] == "gcp_vit_tiny_patch16_224"

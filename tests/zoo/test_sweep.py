@@ -265,3 +265,17 @@ def test_layer_decay_of_generic_models_follows_timms_grouping(name):
     if callable(getattr(reference, "group_matcher", lambda coarse: None)(coarse=False)):
         theirs = _lr_scales(reference)
         assert {n: theirs[n] for n in backbone} == backbone
+
+
+def test_input_size_kwargs_build_fixed_size_backbones_for_the_run():
+    from gcp.zoo import check_input_size, input_size_kwargs
+
+    assert input_size_kwargs("gcp_resnet18", 448) == {}  # a CNN takes any size
+    assert input_size_kwargs("gcp_vit_tiny_patch16_224", 224) == {}  # its own size
+    assert input_size_kwargs("gcp_vit_tiny_patch16_224", 448) == {"img_size": 448}
+    with torch.device("meta"):
+        vit = timm.create_model("gcp_vit_tiny_patch16_224", num_classes=3, reduced_dim=8, img_size=448)
+        assert vit.backbone.pos_embed.shape == (1, 1 + 28 * 28, 192)
+        check_input_size(vit, 448)
+        with pytest.raises(gcp.ShapeError, match="cannot take 224×224 inputs"):
+            check_input_size(vit, 224)

@@ -1,0 +1,42 @@
+"""The model of a run: built from its record for the image size it trains at, and checked to take
+that size before any data is read (a ViT built for 224² would refuse 448² fine-grained crops only
+at its first batch)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+from torch import nn
+
+import gcp
+import gcp.zoo
+
+from .errors import ConfigError
+from .record import RunRecord
+
+
+def create_run_model(record: RunRecord, *, pretrained: bool = False, backbone_pretrained: Union[bool, str] = False,
+                     weights: Optional[str] = None) -> nn.Module:
+    """``record``'s model with its head options and class count.
+
+    ``weights`` is a weight file (loaded strictly, as ``pretrained_cfg_overlay=dict(file=...)``)
+    or a folder written by :func:`gcp.zoo.save_pretrained` (its saved architecture is rebuilt).
+    A backbone built for a fixed input size (ViT, Swin, …) is built for ``record.data.img_size``
+    (timm resamples pretrained position embeddings); any model that still cannot take that size
+    is a :class:`ConfigError` naming ``--img-size``.
+    """
+    head = record.head.model_kwargs()
+    size = record.data.img_size
+    if weights and os.path.isdir(weights):
+        model = gcp.zoo.load_pretrained(weights, num_classes=record.num_classes, **head)
+    else:
+        overlay = dict(pretrained_cfg_overlay=dict(file=weights)) if weights else {}
+        model = gcp.zoo.create_model(record.model, num_classes=record.num_classes,
+                                     pretrained=pretrained or bool(weights), backbone_pretrained=backbone_pretrained,
+                                     **head, **overlay, **gcp.zoo.input_size_kwargs(record.model, size))
+    try:
+        gcp.zoo.check_input_size(model, size)
+    except gcp.ShapeError as exc:
+        raise ConfigError(f"--img-size {size}: {exc}") from exc
+    return model
