@@ -6,8 +6,9 @@ The sweep (``scripts/sweep_zoo.py``) trains one smallest model per timm module; 
 models can differ (a register token, a distillation token, another output format). This builds
 ``gcp_<name>`` for *every* model in ``timm.list_models()`` on the meta device (no memory, no
 weights) and checks its ``forward_features`` output with :func:`gcp.zoo.sweep.audit_layout`:
-the channel axis of the declared layout is ``num_features``, and tokens, less the declared prefix
-tokens, do not outnumber the patch grid. Writes ``audit_zoo-<date>.md`` and prints it.
+the channel axis of the declared layout is ``num_features``, tokens, less the declared prefix
+tokens, do not outnumber the patch grid, and timm's layer-decay grouping covers every parameter.
+Writes ``audit_zoo-<date>.md`` and prints it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> int:
     report.line(f"Every model of timm {timm.__version__} ({len(audits)}), as `gcp_<name>` on the meta device: "
                 f"{len(audits) - len(checked)} refused by name; of the {len(checked)} others, "
                 f"{len(checked) - len(found)} give the output the GCP head assumes (channel axis, prefix tokens) "
+                f"and timm's layer-wise lr decay groups (every parameter once, the head at the full rate) "
                 f"and {len(found)} do not.")
     report.table(["backbone output", "models", "consistent"],
                  [[k, str(v[0]), str(v[1])] for k, v in sorted(by_layout.items())])

@@ -201,7 +201,8 @@ def audit_layout(timm_name: str, batch: int = 2) -> LayoutAudit:
     """Build ``gcp_<timm_name>`` on the meta device (no memory, no weights: every timm model, the
     largest included, takes well under a second), run ``forward_features`` and the head at the
     model's own input size, and check the output against the layout the head assumes
-    (:func:`layout_findings`). Never raises: a model that cannot be built is reported as such."""
+    (:func:`layout_findings`) and timm's layer-wise lr decay groups. Never raises: a model that
+    cannot be built is reported as such."""
     import timm
 
     from .errors import UnsupportedBackboneError
@@ -224,6 +225,11 @@ def audit_layout(timm_name: str, batch: int = 2) -> LayoutAudit:
                 out = model.forward_head(feats)
                 if tuple(out.shape) != (batch, 3):
                     finding = f"logits of shape {tuple(out.shape)}"
+            if not finding:
+                try:
+                    _check_layer_decay(model)
+                except AssertionError as exc:
+                    finding = str(exc)
     except Exception as exc:  # the audit reports every failure with its reason
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         return LayoutAudit(name, "not built", f"{type(exc).__name__}: {first}")
