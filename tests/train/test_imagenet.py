@@ -172,6 +172,7 @@ def test_bf16_amp_ema_channels_last(dataset, tmp_path):
     assert row["nonfinite_steps"] == "0" and float(row["train_loss"]) > 0
 
 
+@pytest.mark.slow  # gcp-finetune's test covers the same model builder in the default run
 def test_a_generic_timm_model_trains_at_the_runs_image_size(dataset, tmp_path):
     """gcp-train takes gcp_<timm name>; a ViT built for 224² is built for --img-size 32 (1 class
     token + (32/16)² patches) and its record keeps the name and head options."""

@@ -218,6 +218,7 @@ def test_a_generic_models_bad_weights_and_input_options_are_refused_by_name(tmp_
         timm.create_model("gcp_test_resnet", backbone_pretrained=True)
 
 
+@pytest.mark.slow  # two VGG-11 backward passes: ~2 s
 def test_grad_checkpointing_of_generic_models_is_exact_or_refused_by_name():
     """timm's --grad-checkpointing: a generic VGG gets the zoo's checkpointed VGG (timm's refuses),
     with the gradients of the plain run; a backbone timm gives no checkpointing is refused by name."""
@@ -246,7 +247,8 @@ def _lr_scales(model):
     return {n: scales[id(p)] for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("name", ["cait_xxs24_224", "inception_v3", "poolformerv2_s12", "csatv2"])
+@pytest.mark.parametrize("name", ["cait_xxs24_224", "poolformerv2_s12",
+                                  *(pytest.param(n, marks=pytest.mark.slow) for n in ("inception_v3", "csatv2"))])
 def test_layer_decay_of_generic_models_follows_timms_grouping(name):
     """timm's --layer-decay on backbones whose group_matcher is a function (CaiT, Inception-v3) or
     missing (MetaFormer, CSATv2: timm's auto_group_layers): every parameter in one group, the GCP
