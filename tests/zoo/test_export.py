@@ -156,3 +156,38 @@ def test_dynamo_onnx_exporter_of_svd_is_refused_by_gcp(tmp_path):
     assert str(exc.value.__cause__) in str(exc.value)  # torch's own message quotes gcp's whole
     assert not (tmp_path / "d.onnx").exists()
     torch.export.export(model, (_x(),))
+
+
+@pytest.mark.parametrize("name,kwargs", [("gcp_test_vit", dict(sovit=True)), ("gcp_test_mambaout", {})])
+def test_the_matmul_root_of_a_token_or_channels_last_model_is_chosen_on_its_own_features(name, kwargs):
+    """choose_matmul_root reads the head's input in the backbone's layout (tokens without the
+    class token, NHWC maps permuted); checked against an independent float64 eigendecomposition
+    of covariances arranged here by hand."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=3, reduced_dim=8, method="svd", **kwargs).eval()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    choice = gcp.zoo.choose_matmul_root(model, images, tol=1e-3)
+    with torch.no_grad():
+        feats = model.forward_features(images)
+        maps = feats[:, 1:].permute(0, 2, 1).unsqueeze(-1) if feats.dim() == 3 else feats.permute(0, 3, 1, 2)
+        x = model.head.reduce(maps).flatten(2).double()
+        x = x - x.mean(-1, keepdim=True)
+        cov = x @ x.transpose(-1, -2) / x.shape[-1]
+        lam, vec = torch.linalg.eigh(cov)
+        exact = vec @ torch.diag_embed(lam.clamp_min(0).sqrt()) @ vec.transpose(-1, -2)
+        ns = gcp.isqrtm(cov, iters=choice.iters)
+        err = (torch.linalg.matrix_norm(ns - exact) / torch.linalg.matrix_norm(exact)).max()
+    assert err <= 1.1e-3 and choice.rel_error <= 1e-3
+
+
+@pytest.mark.slow  # an onnxscript translation of a ViT: ~5 s
+def test_export_onnx_of_a_so_vit_svd_model(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model("gcp_test_vit", num_classes=3, reduced_dim=8, method="svd", sovit=True).eval()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    path = str(tmp_path / "sovit.onnx")
+    report = gcp.zoo.export_onnx(model, path, images, tol=1e-3)
+    assert report.method == "isqrt" and model.head.method == "svd"
+    assert report.max_abs_diff <= 1e-5  # onnxruntime vs the exported configuration in eager mode
+    with torch.no_grad():
+        assert (_onnx_run(path, images) - model(images)).abs().max() <= 1e-2 * model(images).abs().max()
