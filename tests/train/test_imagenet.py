@@ -183,3 +183,13 @@ def test_a_generic_timm_model_trains_at_the_runs_image_size(dataset, tmp_path):
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["model"]["backbone.pos_embed"].shape == (1, 1 + 2 * 2, 192)
     assert ckpt["record"]["model"] == "gcp_vit_tiny_patch16_224"
+
+
+def test_a_channels_last_one_position_map_is_refused_for_a_later_svd_head(dataset, tmp_path):
+    """MambaOut's maps are NHWC: at 32² its last map is 1×1 (stride 32), one position, which a head
+    that switches to svd later cannot differentiate; refused before the run folder exists."""
+    out = tmp_path / "nhwc"
+    with pytest.raises(gcptrain.ConfigError, match="final feature map is 1×1, one position"):
+        _run(dataset, out, "--epochs", "2", "--model", "gcp_test_mambaout", "--method", "isqrt",
+             "--hybrid-switch-epoch", "1", "--hybrid-method", "svd")
+    assert not out.exists()
