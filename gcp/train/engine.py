@@ -111,8 +111,8 @@ def check_feature_map(model: nn.Module, record: RunRecord, info: DistInfo) -> No
     with torch.no_grad():
         feats = net.forward_features(torch.zeros(1, 3, size, size, device=info.device))
     net.train(was_training)
-    if feats.dim() == 4 and getattr(net, "_nhwc", False):
-        feats = feats.permute(0, 3, 1, 2)  # channels-last maps (Swin, MambaOut): the positions are H×W
+    if feats.dim() == 4 and callable(getattr(net, "head_input", None)):
+        feats = net.head_input(feats)  # channels-last maps (Swin, MambaOut) permuted: the positions are H×W
     if feats.dim() == 4 and feats.shape[-2] * feats.shape[-1] < 2:
         raise ConfigError(f"--img-size {size}: {record.model}'s final feature map is {feats.shape[-2]}×"
                           f"{feats.shape[-1]}, one position, whose covariance is zero; method "

@@ -224,6 +224,12 @@ class GCPNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.backbone.forward_features(x)
 
+    @torch.jit.unused
+    def head_input(self, features: Tensor) -> Tensor:
+        """``forward_features``' output as the ``(B, C, H, W)`` maps the GCP head pools: NCHW as it
+        is, NHWC permuted, tokens without their prefix tokens as ``(B, C, N, 1)``."""
+        return as_feature_maps(features, self._nhwc, self._prefix_tokens)
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """The GCP head on ``forward_features``' output in the backbone's own layout: NCHW maps as
         they are, NHWC maps permuted, tokens ``(B, N, C)`` without their prefix tokens as

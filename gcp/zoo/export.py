@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from gcp import ExportError, GCPHead, covariance, normalize_covariance
 from gcp.validators import is_real
 
-from ._gcpnet import GCPNet, as_feature_maps
+from ._gcpnet import GCPNet
 
 # methods whose forward ONNX can run as it is (matmuls and elementwise ops only)
 ONNX_METHODS = ("isqrt", "mtp", "none")
@@ -96,9 +96,7 @@ def choose_matmul_root(model: GCPNet, images: Tensor, tol: float = 1e-3,
     was_training = model.training
     model.eval()
     try:
-        # the head's input in its own layout: NHWC maps permuted, tokens without their prefix tokens
-        maps = as_feature_maps(model.forward_features(images), model._nhwc, model._prefix_tokens)
-        cov = covariance(head.reduce(maps))
+        cov = covariance(head.reduce(model.head_input(model.forward_features(images))))
     finally:
         model.train(was_training)
     reference = normalize_covariance(cov, "svd", head.backward, alpha=0.5, eps=head.eps, **head.opts)

@@ -3,7 +3,7 @@ any work starts (a ViT built for 224² refuses 448² fine-grained images only at
 
 from __future__ import annotations
 
-import copy
+import itertools
 import warnings
 from typing import Any
 
@@ -37,14 +37,20 @@ def input_size_kwargs(model_name: str, img_size: int) -> dict[str, Any]:
 
 def check_input_size(model: nn.Module, img_size: int, in_chans: int = 3) -> None:
     """Raise :class:`gcp.ShapeError` when ``model`` cannot run ``img_size``² images, with the
-    backbone's own reason. A copy of the model runs on the meta device, so nothing is computed
-    and the model itself is untouched."""
-    probe = copy.deepcopy(model).to("meta").eval()
+    backbone's own reason. The model runs with meta stand-ins for its parameters and buffers
+    (``torch.func.functional_call``), so nothing is computed or copied and its weights are
+    untouched."""
+    stand_ins = {n: torch.empty_like(t, device="meta")
+                 for n, t in itertools.chain(model.named_parameters(), model.named_buffers())}
+    was_training = model.training
+    model.eval()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            probe(torch.empty(2, in_chans, img_size, img_size, device="meta"))
+            torch.func.functional_call(model, stand_ins, (torch.empty(2, in_chans, img_size, img_size, device="meta"),))
     except Exception as exc:  # noqa: BLE001 - a backbone's refusal comes in many types
         name = getattr(model, "arch_args", {}).get("architecture", type(model).__name__)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ShapeError(f"{name} cannot take {img_size}×{img_size} inputs: {reason}") from exc
+    finally:
+        model.train(was_training)
