@@ -116,12 +116,7 @@ def vgg(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwarg
     pool5 is cut from ``features`` (not replaced), and with it the last feature tap, so
     ``feature_info`` and ``forward_intermediates`` end at the conv5 output the GCP head reads.
     """
-    if not pretrained:
-        # fc6 (a 512→4096 7×7 conv, 103M parameters) is built by timm only to be dropped below;
-        # a one-channel hidden layer makes that 0.5 GB, 2 s allocation vanish. Pretrained builds
-        # keep timm's shapes, which its weight file must match.
-        kwargs.setdefault("mlp_ratio", 1 / 4096)
-    model = _create(name, in_chans, pretrained, **kwargs)
+    model = _create(name, in_chans, pretrained, **_without_fc6(pretrained, kwargs))
     if isinstance(model.features[-1], nn.MaxPool2d):
         model.features = model.features[:-1]
         model.feature_info = model.feature_info[:-1]
@@ -130,6 +125,18 @@ def vgg(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, **kwarg
     # num_classes=0, global_pool='' is parameter-free and stays, so timm's VGG code keeps working
     model.pre_logits = HeadRemoved(model.num_features)
     model.head_hidden_size = model.num_features
+    return _checkpointable(model)
+
+
+def _without_fc6(pretrained: PretrainedArg, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """VGG options that skip building fc6: a 512→4096 7×7 conv (103M parameters) that timm builds
+    only for the GCP head to drop; a one-channel hidden layer makes that 0.5 GB, 2 s allocation
+    vanish. Pretrained builds keep timm's shapes, which its weight file must match."""
+    return kwargs if pretrained else {"mlp_ratio": 1 / 4096, **kwargs}
+
+
+def _checkpointable(model: nn.Module) -> nn.Module:
+    """timm's VGG refuses ``set_grad_checkpointing``; the zoo's subclass has it (nothing else changes)."""
     if type(model) is VGG:
         model.__class__ = CheckpointedVGG
         model.grad_checkpointing = False
@@ -159,8 +166,8 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
     reason = UNSUPPORTED.get(name) or UNSUPPORTED.get(module)
     if reason:
         raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} cannot take a GCP head: {reason}")
-    if module == "vgg" and not pretrained:
-        kwargs.setdefault("mlp_ratio", 1 / 4096)  # fc6 is dropped below: see vgg()
+    if module == "vgg":
+        kwargs = _without_fc6(pretrained, kwargs)
     try:
         model = plain(name, in_chans, pretrained, global_pool="", keep_head=module in KEEP_HEAD, **kwargs)
     except (AssertionError, NotImplementedError) as exc:
@@ -177,9 +184,7 @@ def any_model(name: str, in_chans: int = 3, pretrained: PretrainedArg = False, *
         # layers that only timm's forward_head applies (after its pooling): unused before a GCP head,
         # and DDP refuses parameters without a gradient
         setattr(model, attr, nn.Identity())
-    if type(model) is VGG:  # timm's VGG refuses set_grad_checkpointing; the zoo's subclass has it
-        model.__class__ = CheckpointedVGG
-        model.grad_checkpointing = False
+    model = _checkpointable(model)
     if not callable(getattr(model, "forward_features", None)) or not isinstance(getattr(model, "num_features", None),
                                                                               int):
         raise UnsupportedBackboneError(f"gcp_{name}: timm's {name} has no forward_features/num_features")

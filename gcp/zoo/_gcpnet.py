@@ -165,35 +165,31 @@ class GCPNet(nn.Module):
         self.grad_checkpointing = False
 
     # -- how the model was built, as it is now ----------------------------------------------
-    def _head_changes(self) -> tuple[dict[str, Any], set[str]]:
-        """The head options that differ from the build (``set_method`` on the model or on its
-        head), and the build's options the head no longer has (mode options a switch reset)."""
+    def _as_the_head_is_now(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """``recorded`` build arguments with the head's options as they are now: those that differ
+        from the build (``set_method`` on the model or on its head) replaced, and the build's
+        options the head no longer has (mode options a switch reset) dropped."""
         if not isinstance(self.head, GCPHead):
-            return {}, set()
+            return dict(recorded)
         live = _head_args_of(self.head)
         live.pop("drop_rate", None)  # timm never records drop rates for reconstruction
-        changed = {k: v for k, v in live.items() if self._built_head_args.get(k, _MISSING) != v}
         dropped = set(self._built_head_args) - set(live) - {"drop_rate"}
-        return changed, dropped
+        args = {k: v for k, v in recorded.items() if k not in dropped}
+        args.update({k: v for k, v in live.items() if self._built_head_args.get(k, _MISSING) != v})
+        return args
 
     @property
     def arch_args(self) -> dict[str, Any]:
         """How the model was built (``architecture``, ``backbone``, ``in_chans``, the head
         options), with the head's options as they are now: a saved model rebuilds the head it has,
         not the one it was created with."""
-        changed, dropped = self._head_changes()
-        args = {k: v for k, v in self._arch_args.items() if k not in dropped}
-        args.update(changed)
-        return args
+        return self._as_the_head_is_now(self._arch_args)
 
     @property
     def _model_args(self) -> dict[str, Any]:
         """timm's record of the ``create_model`` arguments (set by its factory and read by
         ``save_for_hf``), with the head options the model has now."""
-        changed, dropped = self._head_changes()
-        args = {k: v for k, v in self._factory_args.items() if k not in dropped}
-        args.update(changed)
-        return args
+        return self._as_the_head_is_now(self._factory_args)
 
     @_model_args.setter
     def _model_args(self, value: dict[str, Any]) -> None:
