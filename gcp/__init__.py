@@ -7,7 +7,10 @@ Public API::
     gcp.isqrtm                                         # iSQRT-COV Newton–Schulz
     gcp.mpa_sqrtm, gcp.mtp_sqrtm                       # Padé / Taylor approximants, Lyapunov backward
     gcp.covariance, gcp.triu_vec                       # covariance pooling helpers
-    gcp.GCPHead, gcp.covariance_pool                   # global covariance pooling head / function
+    gcp.GCPHead, gcp.HeadConfig, gcp.METHODS           # the head, its configuration, its methods
+    gcp.covariance_pool, gcp.pool_features             # the head's pooling as functions
+    gcp.logm, gcp.topn_sqrtm, gcp.scaled_eigen_branch  # other spectral functions, selectable backward
+    gcp.bilinear_pool, gcp.compact_bilinear            # B-CNN and Tensor Sketch (CBP) pooling
     gcp.ZCAWhitening, gcp.zca_whiten                   # ZCA whitening (BatchNorm replacement)
     gcp.PCADenoising, gcp.pca_denoise                  # PCA denoising
     gcp.GCPError and subclasses                        # typed errors (all ValueError)
@@ -20,6 +23,7 @@ The layers above the core are subpackages that ``import gcp`` does not load: :mo
 from ._validation import finite_checks, set_finite_checks
 from .approximants import mpa_sqrtm, mtp_sqrtm
 from .backward import BACKWARDS, get_backward, register_backward
+from .bilinear import bilinear_pool, compact_bilinear
 from .covariance import covariance, triu_index, triu_vec
 from .errors import (
     DTypeError,
@@ -33,11 +37,14 @@ from .errors import (
     UnknownBackwardError,
     UnsupportedDerivativeError,
 )
+from .head_config import HeadConfig
 from .lyapunov import lyap_sign_solve
+from .methods import METHODS, ONNX_METHODS, SCRIPTABLE_METHODS, get_method, register_method
 from .newton_schulz import isqrtm
 from .pca import PCADenoising, pca_denoise
-from .pooling import METHODS, SCRIPTABLE_METHODS, GCPHead, covariance_pool, normalize_covariance
+from .pooling import GCPHead, covariance_pool, normalize_covariance, pool_features
 from .spectral import eigh, inv_sqrtm, powm, sqrtm
+from .spectral_functions import logm, scaled_eigen_branch, topn_sqrtm
 from .whitening import ZCAWhitening, replace_batchnorm, zca_whiten
 
 __version__ = "0.2.0"
@@ -45,8 +52,18 @@ __version__ = "0.2.0"
 __all__ = [
     "BACKWARDS",
     "GCPHead",
+    "HeadConfig",
     "METHODS",
+    "ONNX_METHODS",
     "SCRIPTABLE_METHODS",
+    "bilinear_pool",
+    "compact_bilinear",
+    "get_method",
+    "logm",
+    "pool_features",
+    "register_method",
+    "scaled_eigen_branch",
+    "topn_sqrtm",
     "PCADenoising",
     "ZCAWhitening",
     "covariance_pool",

@@ -1,4 +1,5 @@
-"""Global covariance pooling: the functional ``covariance_pool`` and the ``GCPHead`` module."""
+"""The GCP head (``GCPHead``) and the functional pooling it runs (``pool_features``,
+``covariance_pool``, ``normalize_covariance``), for every registered head method (:mod:`gcp.methods`)."""
 
 from __future__ import annotations
 
@@ -8,93 +9,94 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from .approximants import mpa_sqrtm, mtp_sqrtm
-from .covariance import covariance, triu_index
+from ._precision import autocast_off, resolve_compute_dtype
 from .errors import ExportError, InvalidOptionError, ShapeError
-from .newton_schulz import isqrtm, ns_power
-from .spectral import DEFAULT_EPS, eigh_power_forward, powm
+from .head_config import HeadConfig
+from .methods import METHODS, SCRIPTABLE_METHODS, MatrixMethod, get_method
 from .validators import check_int
 
-METHODS: tuple[str, ...] = ("svd", "isqrt", "mpa", "mtp", "none")
-# methods whose forward a scripted GCPHead can run (TorchScript compiles no autograd Function,
-# and MPA/MTP keep their coefficients in Python)
-SCRIPTABLE_METHODS: tuple[str, ...] = ("svd", "isqrt", "none")
+_UNSET: Any = object()
 
 
-def normalize_covariance(
-    cov: Tensor,
-    method: str = "svd",
-    backward: str = "exact",
-    *,
-    iters: int = 5,
-    alpha: float = 0.5,
-    eps: float = DEFAULT_EPS,
-    **opts: Any,
-) -> Tensor:
-    """Matrix normalisation of ``(B, d, d)`` covariances by ``method`` (see :func:`covariance_pool`).
+def _buffers_of(config: HeadConfig, d: int, device: Optional[torch.device] = None) -> tuple[Tensor, ...]:
+    return tuple(t.to(device) if device is not None else t
+                 for t, _ in config.head_method.buffers(d, config.options()).values())
 
-    ``iters``: Newton–Schulz iterations of ``"isqrt"``; ``alpha``: matrix power of ``"svd"``
-    (0.5 = square root); ``eps``: relative eigenvalue floor of ``"svd"``; ``**opts``: options of the
-    backward mode (svd) or of ``mpa_sqrtm``/``mtp_sqrtm``.
+
+def pool_features(feats: Tensor, config: HeadConfig, buffers: Optional[tuple[Tensor, ...]] = None) -> Tensor:
+    """The method's pooled output of ``(B, d, H, W)`` maps or ``(B, d, N)`` sets: ``(B, d, d)``
+    matrices (the covariance methods, ``bcnn``) or ``(B, n)`` vectors (``gap``, ``cbp``), in the
+    features' dtype. Computed in float32 (float64 for float64 features) with autocast off.
+
+    ``buffers``: the method's tensors (:meth:`gcp.methods.HeadMethod.buffers`), built from the
+    configuration when omitted. Refuses fewer positions than the method needs, before any work.
     """
-    if method not in METHODS:
-        raise InvalidOptionError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    if method != "svd" and alpha != 0.5:
-        raise InvalidOptionError(
-            f"method {method!r} computes the square root only (alpha=0.5); use method='svd' for alpha={alpha}"
-        )
-    if method == "svd":
-        return powm(cov, alpha, backward, eps=eps, **opts)
-    if method == "isqrt":
-        if opts:
-            raise InvalidOptionError(f"method 'isqrt' takes no option(s) {', '.join(sorted(opts))}")
-        return isqrtm(cov, iters)
-    if method == "mpa":
-        return mpa_sqrtm(cov, **opts)
-    if method == "mtp":
-        return mtp_sqrtm(cov, **opts)
-    if opts:
-        raise InvalidOptionError(f"method 'none' takes no option(s) {', '.join(sorted(opts))}")
-    return cov
+    method = config.head_method
+    if not isinstance(feats, Tensor) or feats.dim() not in (3, 4):
+        shape = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
+        raise ShapeError(f"method {config.method!r} pools (B, d, H, W) maps or (B, d, N) sets; got {shape}")
+    positions = feats.shape[2:].numel()
+    if positions < method.min_positions:
+        # the covariance of one position is the zero matrix, where a square root is not
+        # differentiable: the gradient would be Inf/NaN, so refuse before any work
+        raise ShapeError(
+            f"method {config.method!r} pools over {positions} position(s) (feature maps {tuple(feats.shape[2:])}); "
+            f"it needs at least {method.min_positions} positions: the covariance of one position is zero and has no "
+            "finite gradient there. Use larger inputs (e.g. a larger --img-size) so the final feature map has more "
+            "positions, or a method that needs one (" + ", ".join(
+                m for m in METHODS if get_method(m).min_positions <= positions) + ")")
+    if buffers is None:
+        buffers = _buffers_of(config, feats.shape[1], feats.device)
+    flat = feats.flatten(2)
+    with autocast_off(flat.device):
+        flat = flat.to(resolve_compute_dtype(flat.dtype, None, torch.float32))
+        pooled = method.pool(flat, config.options(), config.backward, config.backward_kwargs(), buffers)
+    return pooled.to(feats.dtype)
 
 
-def covariance_pool(x: Tensor, method: str = "svd", backward: str = "exact", **kwargs: Any) -> Tensor:
-    r"""Covariance pooling followed by matrix normalisation.
+def _representation(feats: Tensor, config: HeadConfig, buffers: tuple[Tensor, ...]) -> Tensor:
+    """``(B, output_size)``: the pooled output as the classifier's input vector."""
+    return config.head_method.vectorise(pool_features(feats, config, buffers), buffers)
+
+
+def covariance_pool(x: Tensor, method: str = "svd", backward: Optional[str] = None, **options: Any) -> Tensor:
+    r"""Covariance pooling followed by matrix normalisation (the covariance methods).
 
     .. math::
-        \Sigma = X \hat I X^\top \in \mathbb R^{C\times C},\qquad
-        Y = \begin{cases}
-        \Sigma^{\alpha} & \text{svd (eigh forward, selectable backward)}\\
-        \text{Newton–Schulz } \Sigma^{1/2} & \text{isqrt (iSQRT-COV, ``iters`` steps)}\\
-        \text{Padé / Taylor } \Sigma^{1/2} & \text{mpa / mtp (Lyapunov backward)}\\
-        \Sigma & \text{none}
-        \end{cases}
+        \Sigma = X \hat I X^\top \in \mathbb R^{C\times C},\qquad Y = N(\Sigma)
+
+    with ``N`` the method's normalisation: ``Σ^α`` (``svd``, selectable backward), Newton–Schulz
+    (``isqrt``), Padé/Taylor (``mpa``/``mtp``), ``log(Σ + εI)`` (``logm``), the top-N root
+    (``topn``), the scaling eigen branch (``seb``) or ``Σ`` (``none``).
 
     Args:
         x: ``(B, C, H, W)`` feature maps or ``(B, C, N)`` feature sets.
-        method: one of :data:`METHODS`.
-        backward: backward mode of ``method="svd"`` (one of :data:`gcp.BACKWARDS`).
-        **kwargs: ``iters`` (5), ``alpha`` (0.5), ``eps`` (1e-10) and the options of the backward mode
-            (svd) or of ``mpa_sqrtm``/``mtp_sqrtm``, as in :func:`normalize_covariance`.
+        method: a covariance method of :data:`METHODS`.
+        backward: backward mode of the methods that take one (default ``"exact"``).
+        **options: the method's and the backward mode's options (see :class:`gcp.HeadConfig`).
 
     Returns:
-        ``(B, C, C)`` normalised covariances in float32 (float64 for float64 input), computed
-        outside autocast.
+        ``(B, C, C)`` normalised covariances in the dtype of ``x`` (computed in float32 or float64,
+        outside autocast).
 
     Example:
         >>> y = gcp.covariance_pool(torch.randn(2, 64, 7, 7), method="svd", backward="pade")
         >>> y.shape
         torch.Size([2, 64, 64])
     """
-    positions = x.shape[2:].numel() if isinstance(x, Tensor) and x.dim() >= 3 else None
-    if positions is not None and positions < 2 and method in ("svd", "mpa", "mtp"):
-        # the covariance of one position is the zero matrix, where a square root is not
-        # differentiable: the gradient would be Inf/NaN, so refuse before any work
-        raise ShapeError(
-            f"covariance pooling over {positions} position(s) (feature maps {tuple(x.shape[2:])}): the "
-            f"covariance is zero and method={method!r} has no finite gradient there; use larger inputs "
-            "(e.g. a larger --img-size) so the final feature map has at least 2 positions, or method='isqrt'")
-    return normalize_covariance(covariance(x), method, backward, **kwargs)
+    config = HeadConfig.from_kwargs(method, backward, reduced_dim=None, **options)
+    if not isinstance(config.head_method, MatrixMethod):
+        raise InvalidOptionError(f"method {method!r} does not normalise a covariance; use gcp.pool_features(x, "
+                                 f"HeadConfig({method!r}, ...)) for its pooled output")
+    return pool_features(x, config)
+
+
+def normalize_covariance(cov: Tensor, method: str = "svd", backward: Optional[str] = None, **options: Any) -> Tensor:
+    """The covariance methods' normalisation of ``(B, d, d)`` covariances (see :func:`covariance_pool`)."""
+    config = HeadConfig.from_kwargs(method, backward, reduced_dim=None, **options)
+    if not isinstance(config.head_method, MatrixMethod):
+        raise InvalidOptionError(f"method {method!r} does not normalise a covariance")
+    return config.head_method.normalise(cov, config.options(), config.backward, config.backward_kwargs())
 
 
 def _checked_feature_maps(x: Tensor, in_channels: int) -> Tensor:
@@ -104,167 +106,167 @@ def _checked_feature_maps(x: Tensor, in_channels: int) -> Tensor:
     return x
 
 
-# FX symbolic tracing (torchvision's create_feature_extractor, timm's FX helpers) keeps these two
-# as single calls in the graph: their shape check and their method dispatch read concrete values,
-# which FX proxies do not have. They run as they are when the traced module runs, so checks,
-# custom backwards and gradients stay those of eager mode.
+# FX symbolic tracing (torchvision's create_feature_extractor, timm's FX helpers) keeps these as
+# single calls in the graph: their shape checks and method dispatch read concrete values, which FX
+# proxies do not have (the HeadConfig argument is recorded as a constant). They run as they are when
+# the traced module runs, so checks, custom backwards and gradients stay those of eager mode.
 torch.fx.wrap("_checked_feature_maps")
-torch.fx.wrap("covariance_pool")
+torch.fx.wrap("_representation")
+torch.fx.wrap("pool_features")
 
 
 class GCPHead(nn.Module):
-    r"""Global covariance pooling head: reduction, covariance pooling, normalisation, classifier.
+    r"""Global covariance pooling head: reduction, pooling by a head method, classifier.
 
     ``(B, C, H, W)`` → 1×1 conv (no bias) + BN + ReLU to ``reduced_dim`` (``None``: no reduction,
-    ``d = C``) → :func:`covariance_pool` → upper triangle ``d(d+1)/2`` (32896 for d = 256) →
-    dropout → linear classifier; as in iSQRT-COV (Li et al., CVPR 2018) and SVD-Padé
-    (Song et al., ICCV 2021). The covariance and the matrix function run in float32/float64
-    even under ``torch.autocast``; the normalised matrix is cast back to the features' dtype.
+    ``d = C``) → the method (:data:`METHODS`: the covariance's normalised upper triangle,
+    ``d(d+1)/2`` values for the covariance methods; ``d`` for ``gap``, ``d²`` for ``bcnn``,
+    ``proj_dim`` for ``cbp``) → dropout → linear classifier; as in iSQRT-COV (Li et al., CVPR
+    2018) and SVD-Padé (Song et al., ICCV 2021). The pooling runs in float32/float64 even under
+    ``torch.autocast``; its output is cast back to the features' dtype.
 
-    ``method``/``backward`` (and their options) can be changed on a live module with
-    :meth:`set_method`, without touching parameters — the hybrid protocol (Newton–Schulz until
-    the last learning-rate stage, then SVD) relies on it.
+    The configuration is one :class:`~gcp.HeadConfig` (``head.config``): pass ``config=`` or the
+    flat keywords that build it. The method and backward can be switched on a live module with
+    :meth:`set_method` without touching parameters (the hybrid protocol relies on it), between
+    methods of the same output size.
 
     Args:
         in_channels: ``C`` of the input feature maps.
-        num_classes: classifier outputs; 0 gives the pooled representation.
-        reduced_dim: channels after the 1×1 reduction, or ``None`` to skip it.
-        method, backward, iters, alpha, eps, **opts: see :func:`covariance_pool`.
-        drop_rate: dropout before the classifier.
+        num_classes: classifier outputs; 0 gives the representation.
+        reduced_dim, method, backward, drop_rate, **options: see :class:`~gcp.HeadConfig`.
+        config: a :class:`~gcp.HeadConfig` instead of the keywords.
 
     Example:
         >>> head = gcp.GCPHead(2048, 1000, reduced_dim=256, method="isqrt")
         >>> head(torch.randn(2, 2048, 14, 14)).shape
         torch.Size([2, 1000])
         >>> head.set_method("svd", backward="pade")
+        >>> gcp.GCPHead(2048, 10, method="gap").num_features
+        256
     """
 
     def __init__(
         self,
         in_channels: int,
         num_classes: int,
-        reduced_dim: Optional[int] = 256,
-        method: str = "svd",
-        backward: str = "exact",
-        iters: int = 5,
-        alpha: float = 0.5,
-        eps: float = DEFAULT_EPS,
-        drop_rate: float = 0.0,
-        **opts: Any,
+        reduced_dim: Optional[int] = _UNSET,
+        method: str = _UNSET,
+        backward: Optional[str] = None,
+        drop_rate: float = _UNSET,
+        *,
+        config: Optional[HeadConfig] = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         check_int(in_channels, "GCPHead: in_channels", minimum=1)
         check_int(num_classes, "GCPHead: num_classes", minimum=0)
-        if reduced_dim is not None:
-            check_int(reduced_dim, "GCPHead: reduced_dim", minimum=1, requirement="an integer >= 1 or None")
-        if not 0.0 <= drop_rate < 1.0:
-            raise InvalidOptionError(f"GCPHead: drop_rate must be in [0, 1), got {drop_rate!r}")
+        if config is not None:
+            given = [n for n, v in (("reduced_dim", reduced_dim), ("method", method), ("drop_rate", drop_rate))
+                     if v is not _UNSET] + (["backward"] if backward is not None else []) + sorted(options)
+            if given:
+                raise InvalidOptionError(f"GCPHead: pass either config= or the keywords that build it, not both "
+                                         f"(also given: {', '.join(given)})")
+            config = HeadConfig.coerce(config)
+        else:
+            config = HeadConfig.from_kwargs(
+                "svd" if method is _UNSET else method, backward, 256 if reduced_dim is _UNSET else reduced_dim,
+                0.0 if drop_rate is _UNSET else drop_rate, **options)
         self.in_channels = in_channels
-        self.reduced_dim = reduced_dim
-        self.dim = reduced_dim if reduced_dim is not None else in_channels
-        self.num_features = self.dim * (self.dim + 1) // 2
+        self.dim = config.reduced_dim if config.reduced_dim is not None else in_channels
+        config.head_method.check(self.dim, config.options(), None if config.backward is None else
+                                 _mode(config.backward), None)
+        self.config = config
+        self._buffer_names: tuple[str, ...] = ()
+        self._install_buffers(config)
+        self.representation_size = config.output_size(self.dim)
+        self.num_features = self.representation_size
         self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.method, self.backward, self.iters, self.alpha, self.eps, self.opts = "svd", "exact", 5, 0.5, eps, {}
-        self.set_method(method, backward, iters=iters, alpha=alpha, eps=eps, **opts)
-        if reduced_dim is None:
+        if config.reduced_dim is None:
             self.reduce: nn.Module = nn.Identity()
         else:
             self.reduce = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(in_channels, reduced_dim, kernel_size=1, bias=False),
-                bn=nn.BatchNorm2d(reduced_dim),
+                conv=nn.Conv2d(in_channels, config.reduced_dim, kernel_size=1, bias=False),
+                bn=nn.BatchNorm2d(config.reduced_dim),
                 act=nn.ReLU(inplace=True),
             ))
             nn.init.kaiming_normal_(self.reduce.conv.weight, mode="fan_out", nonlinearity="relu")
-        self.head_drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(config.drop_rate)
         self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        # the upper triangle is a gather by a fixed index (not part of the state dict): every
-        # tracer and exporter, TorchScript and ONNX included, handles index_select
-        self.register_buffer("triu_index", triu_index(self.dim), persistent=False)
 
-    def set_method(
-        self,
-        method: Optional[str] = None,
-        backward: Optional[str] = None,
-        *,
-        iters: Optional[int] = None,
-        alpha: Optional[float] = None,
-        eps: Optional[float] = None,
-        **opts: Any,
-    ) -> None:
-        """Switch the normalisation in place; arguments left ``None`` keep their value.
+    # ------------------------------------------------------------------ the configuration
+    @property
+    def method(self) -> str:
+        return self.config.method
 
-        Mode options (``**opts``) replace the previous ones; they are reset when ``method`` or
-        ``backward`` changes and none are given. The new configuration is validated on a tiny
-        matrix before it is applied, so a bad switch raises and leaves the head unchanged.
+    @property
+    def backward(self) -> Optional[str]:
+        return self.config.backward
+
+    @property
+    def reduced_dim(self) -> Optional[int]:
+        return self.config.reduced_dim
+
+    @property
+    def drop_rate(self) -> float:
+        return self.config.drop_rate
+
+    def _install_buffers(self, config: HeadConfig) -> None:
+        device = next((t.device for t in [*self.parameters(), *self.buffers()]), None)
+        for name in self._buffer_names:
+            delattr(self, name)
+        built = config.head_method.buffers(self.dim, config.options())
+        for name, (tensor, persistent) in built.items():
+            self.register_buffer(name, tensor.to(device) if device is not None else tensor, persistent=persistent)
+        self._buffer_names = tuple(built)
+
+    def set_method(self, method: Optional[str] = None, backward: Optional[str] = None, **options: Any) -> None:
+        """Switch the method and backward in place; ``None`` keeps them. The options replace the
+        previous ones, which are kept only when neither the method, the backward nor the options
+        change. The new configuration is validated (and its output size compared) before it is
+        applied, so a bad switch raises and leaves the head unchanged.
         """
-        method = self.method if method is None else method
-        backward = self.backward if backward is None else backward
-        if not opts and method == self.method and backward == self.backward:
-            opts = dict(self.opts)
-        config = dict(
-            method=method,
-            backward=backward,
-            iters=self.iters if iters is None else iters,
-            alpha=self.alpha if alpha is None else alpha,
-            eps=self.eps if eps is None else eps,
-        )
-        probe = torch.eye(2, dtype=torch.float64, device="cpu").unsqueeze(0)
-        normalize_covariance(probe, config.pop("method"), config.pop("backward"), **config, **opts)
-        self.method, self.backward = method, backward
-        self.iters = config["iters"]
-        self.alpha = config["alpha"]
-        self.eps = config["eps"]
-        self.opts = dict(opts)
+        new = self.config.switched(method, backward, **options)
+        new.head_method.check(self.dim, new.options(), None if new.backward is None else _mode(new.backward), None)
+        size = new.output_size(self.dim)
+        if size != self.representation_size:
+            raise InvalidOptionError(
+                f"cannot switch the head from {self.config.label()} ({self.representation_size} features) to "
+                f"{new.label()} ({size} features) in place: the classifier reads {self.representation_size}; "
+                "build a new head (or model) for that method")
+        if new != self.config:
+            self._install_buffers(new)
+            self.config = new
 
     def extra_repr(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.opts.items())
-        return (f"in_channels={self.in_channels}, reduced_dim={self.reduced_dim}, method={self.method!r}, "
-                f"backward={self.backward!r}, iters={self.iters}, alpha={self.alpha}{extra}")
+        return f"in_channels={self.in_channels}, {self.config.label()}, reduced_dim={self.reduced_dim}"
+
+    # ------------------------------------------------------------------ forward
+    def _method_buffers(self) -> tuple[Tensor, ...]:
+        return tuple(getattr(self, n) for n in self._buffer_names)
 
     @torch.jit.unused
     def pool(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W)`` → normalised ``(B, d, d)`` matrices, in the dtype of the features."""
+        """``(B, C, H, W)`` → the method's pooled output (``(B, d, d)`` matrices for the covariance
+        methods and ``bcnn``, ``(B, n)`` for ``gap`` and ``cbp``), in the dtype of the features."""
         feats = self.reduce(_checked_feature_maps(x, self.in_channels))
-        y = covariance_pool(feats, self.method, self.backward, iters=self.iters, alpha=self.alpha,
-                            eps=self.eps, **self.opts)
-        return y.to(feats.dtype)
+        return pool_features(feats, self.config, self._method_buffers())
 
-    def _scripted_pool(self, x: Tensor) -> Tensor:
-        """What :meth:`pool` computes, in code TorchScript compiles (forward only: gradients of a
-        scripted head are autograd's, not the selected backward mode's)."""
-        if x.dim() != 4 or x.size(1) != self.in_channels:
-            raise RuntimeError("GCPHead expects (B, in_channels, H, W) feature maps")
-        feats = self.reduce(x)
-        flat = feats.flatten(2)
-        if flat.dtype != torch.float64:
-            flat = flat.to(torch.float32)
-        centred = flat - flat.mean(-1, keepdim=True)
-        cov = centred @ centred.transpose(-1, -2) / flat.size(-1)
-        if self.method == "isqrt":
-            y = ns_power(0.5 * (cov + cov.transpose(-1, -2)), self.iters)
-        elif self.method == "svd":
-            y = eigh_power_forward(cov, self.alpha, self.eps)
-        elif self.method == "none":
-            y = cov
-        else:
-            raise RuntimeError("this GCPHead method has no TorchScript path")
-        return y.to(feats.dtype)
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        feats = self.reduce(_checked_feature_maps(x, self.in_channels))
+        rep = self.head_drop(_representation(feats, self.config, self._method_buffers()))
+        return rep if pre_logits else self.fc(rep)
 
-    def __prepare_scriptable__(self) -> "GCPHead":
-        # called by torch.jit.script before compiling: refuse what the scripted path cannot run
-        if self.method not in SCRIPTABLE_METHODS:
+    def __prepare_scriptable__(self) -> nn.Module:
+        # called by torch.jit.script before compiling: the head in code TorchScript compiles
+        # (forward only: gradients of a scripted head are autograd's, not the backward mode's)
+        method = self.config.head_method
+        if method.script_module is None:
             raise ExportError(
                 f"GCPHead(method={self.method!r}) cannot be scripted: TorchScript runs methods "
                 f"{', '.join(SCRIPTABLE_METHODS)}. Use torch.export / torch.compile, or switch first "
                 "with head.set_method('isqrt')"
             )
-        return self
-
-    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        y = self._scripted_pool(x) if torch.jit.is_scripting() else self.pool(x)
-        rep = self.head_drop(y.flatten(-2).index_select(-1, self.triu_index))
-        return rep if pre_logits else self.fc(rep)
+        return ScriptedGCPHead(self)
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -273,3 +275,33 @@ class GCPHead(nn.Module):
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: identity)."""
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def _mode(name: str) -> Any:
+    from .backward import get_backward
+
+    return get_backward(name)
+
+
+class ScriptedGCPHead(nn.Module):
+    """What ``torch.jit.script`` compiles for a :class:`GCPHead`: its reduction, dropout and
+    classifier (shared) around the method's TorchScript module. ``cls_token`` (``(B, C)``), when
+    given, leads the representation (the So-ViT head)."""
+
+    def __init__(self, head: GCPHead) -> None:
+        super().__init__()
+        config = head.config
+        device = next((t.device for t in [*head.parameters(), *head.buffers()]), torch.device("cpu"))
+        self.in_channels = head.in_channels
+        self.reduce = head.reduce
+        self.method = config.head_method.script_module(head.dim, config.options()).to(device)
+        self.head_drop = head.head_drop
+        self.fc = head.fc
+
+    def forward(self, x: Tensor, pre_logits: bool = False, cls_token: Optional[Tensor] = None) -> Tensor:
+        if x.dim() != 4 or x.size(1) != self.in_channels:
+            raise RuntimeError("GCPHead expects (B, in_channels, H, W) feature maps")
+        rep = self.head_drop(self.method(self.reduce(x)))
+        if cls_token is not None:
+            rep = torch.cat([cls_token.to(rep.dtype), rep], dim=-1)
+        return rep if pre_logits else self.fc(rep)

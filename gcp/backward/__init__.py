@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 
 from ..errors import UnknownBackwardError
-from ._base import BackwardMode, CouplingMode, Options, SpectralState
+from ._base import BackwardMode, CouplingMode, Options, SpectralFunction, SpectralState
 from .ed import StandardED
 from .exact import Exact
 from .lyap import Lyapunov
@@ -40,6 +40,11 @@ for _mode in (Exact(), StandardED(), Truncated(), PowerIteration(), Taylor(), Pa
 BACKWARDS: tuple[str, ...] = tuple(_REGISTRY)
 
 
+def registered() -> tuple[str, ...]:
+    """Every registered mode, the built-in ones first."""
+    return tuple(_REGISTRY)
+
+
 def get_backward(name: str) -> BackwardMode:
     """The registered mode called ``name``; an :class:`UnknownBackwardError` lists the valid ones."""
     mode = _REGISTRY.get(name) if isinstance(name, str) else None
@@ -57,7 +62,9 @@ __all__ = [
     "BackwardMode",
     "CouplingMode",
     "Options",
+    "SpectralFunction",
     "SpectralState",
     "get_backward",
     "register_backward",
+    "registered",
 ]

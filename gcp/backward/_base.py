@@ -66,8 +66,29 @@ def check_positive(mode: str, name: str, value: Any) -> None:
         _fail(mode, f"option {name!r} must be a positive number, got {value!r}")
 
 
+class SpectralFunction:
+    """A function ``F(X) = V diag(f(λ)) Vᵀ`` of the eigenvalues, as the backward modes need it.
+
+    ``values`` gives ``f(λ)``, ``derivatives`` ``f'(λ)`` and ``divided_difference`` the matrix
+    ``K_ab = (f(λ_a) − f(λ_b))/(λ_a − λ_b)`` (``f'(λ_a)`` where ``λ_a = λ_b``), without cancellation;
+    ``λ`` ascending, as ``eigh`` returns them. ``name`` appears in error messages.
+    """
+
+    name: str = "f"
+
+    def values(self, lam: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def derivatives(self, lam: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def divided_difference(self, lam: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 class BackwardMode:
-    """A way to differentiate ``powm`` (and, where it makes sense, ``eigh``)."""
+    """A way to differentiate ``powm`` (and, where it makes sense, ``eigh`` and other spectral
+    functions: :meth:`function_grad`)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -93,6 +114,17 @@ class BackwardMode:
         """Raise if this mode cannot differentiate ``X^p``; every ``p`` is fine by default."""
 
     def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: Options) -> Tensor:
+        raise NotImplementedError
+
+    def check_function(self, fn: SpectralFunction) -> None:
+        """Raise if this mode cannot differentiate the spectral function ``fn`` (modes built for
+        the square root, ``ns`` and ``lyap``, refuse every other function)."""
+        raise InvalidOptionError(
+            f"backward {self.name!r} differentiates matrix powers only, not {fn.name}; use one of the "
+            "modes defined by an eigenvector coupling (exact, ed, trunc, pi, taylor, pade)")
+
+    def function_grad(self, state: SpectralState, fn: SpectralFunction, grad: Tensor, opts: Options) -> Tensor:
+        """``∂L/∂X`` of ``F(X) = V diag(f(λ)) Vᵀ`` for the incoming gradient ``grad``."""
         raise NotImplementedError
 
     def eigh_grad(
@@ -197,14 +229,27 @@ class CouplingMode(BackwardMode):
         return conjugate(vecs, inner)
 
     def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: Options) -> Tensor:
+        f, df = power_values(state.lam, p)
+        return self._coupled_grad(state, f, df, lambda: power_divided_difference(state.lam, p), grad, opts)
+
+    def check_function(self, fn: SpectralFunction) -> None:
+        """Every spectral function: the coupling replaces ``1/(λ_b − λ_a)`` whatever ``f`` is."""
+
+    def function_grad(self, state: SpectralState, fn: SpectralFunction, grad: Tensor, opts: Options) -> Tensor:
+        return self._coupled_grad(state, fn.values(state.lam), fn.derivatives(state.lam),
+                                  lambda: fn.divided_difference(state.lam), grad, opts)
+
+    def _coupled_grad(self, state: SpectralState, f: Tensor, df: Tensor, exact_k: Any, grad: Tensor,
+                      opts: Options) -> Tensor:
+        """``V (sym(K ∘ 2 M diag(f)) + diag(f' ∘ diag M)) Vᵀ``, ``M = Vᵀ sym(G) V``; tied pairs get
+        the exact divided difference ``exact_k()`` (called only when the mode reports ties)."""
         # in place where possible: each batch of d×d temporaries is memory (and, on CPU, time)
         m = sym(rotate_in(state.vecs, grad))
-        f, df = power_values(state.lam, p)
         k, tied = self.coupling_and_ties(state, opts)
         inner = sym(mul_(mul_(k, m), 2.0 * f.unsqueeze(-2)))  # sym(K ∘ Ω)
         del k
         if tied is not None:  # the limit f'(λ) of tied pairs, as "exact" computes it
-            inner = torch.where(tied, mul_(power_divided_difference(state.lam, p), m), inner)
+            inner = torch.where(tied, mul_(exact_k(), m), inner)
         inner.diagonal(dim1=-2, dim2=-1).add_(df * torch.diagonal(m, dim1=-2, dim2=-1))
         return conjugate(state.vecs, inner)
 

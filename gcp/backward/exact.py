@@ -30,6 +30,7 @@ from ._base import (
     SECOND_ORDER_POWERS,
     CouplingMode,
     Options,
+    SpectralFunction,
     SpectralState,
     check_positive,
     conjugate,
@@ -64,4 +65,8 @@ class Exact(CouplingMode):
 
     def powm_grad(self, state: SpectralState, p: float, grad: Tensor, opts: ExactOptions) -> Tensor:
         inner = sym(rotate_in(state.vecs, grad)).mul_(power_divided_difference(state.lam, p))
+        return conjugate(state.vecs, inner)
+
+    def function_grad(self, state: SpectralState, fn: SpectralFunction, grad: Tensor, opts: ExactOptions) -> Tensor:
+        inner = sym(rotate_in(state.vecs, grad)).mul_(fn.divided_difference(state.lam))
         return conjugate(state.vecs, inner)

@@ -9,6 +9,7 @@ from torch import Tensor
 from ..approximants import mpa_sqrtm, mtp_sqrtm
 from ..backward import BACKWARDS, get_backward
 from ..errors import UnknownBackwardError
+from ..head_config import HeadConfig
 from ..newton_schulz import isqrtm
 from ..spectral import sqrtm
 
@@ -22,10 +23,9 @@ ITERATIVE: dict[str, Route] = {
 }
 ALL_ROUTES: tuple[str, ...] = BACKWARDS + tuple(ITERATIVE)
 
-#: how each route maps onto a GCPHead configuration (method, backward)
-HEAD_CONFIG: dict[str, tuple[str, str]] = {**{m: ("svd", m) for m in BACKWARDS},
-                                           "isqrt": ("isqrt", "exact"), "mpa": ("mpa", "exact"),
-                                           "mtp": ("mtp", "exact")}
+#: how each route maps onto a GCP head configuration
+HEAD_CONFIG: dict[str, HeadConfig] = {**{m: HeadConfig("svd", m) for m in BACKWARDS},
+                                      **{m: HeadConfig(m) for m in ITERATIVE}}
 
 
 def route(name: str) -> Route:

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
+from gcp.head_config import HeadConfig
+from gcp.methods import MatrixMethod
 from gcp.pooling import GCPHead
 from gcp.train.distributed import DistInfo
 from gcp.train.loop import evaluate, train_one_epoch
@@ -42,7 +44,7 @@ Progress = Callable[[], None]
 DIM, POSITIONS = 32, 16
 #: arms next to the routes: the first-order baseline and the hybrid protocol
 BASELINES: tuple[str, ...] = ("gap", "hybrid")
-HYBRID_START, HYBRID_THEN = ("isqrt", "exact"), ("svd", "pade")
+HYBRID_START, HYBRID_THEN = HeadConfig("isqrt"), HeadConfig("svd", "pade")
 
 
 def _rec(section: str, mode: str, case: str, metric: str, value: float) -> Record:
@@ -77,13 +79,8 @@ class RegimeNet(nn.Module):
     def __init__(self, arm: str) -> None:
         super().__init__()
         self.features = _stem(stride=2)
-        if arm == "gap":
-            self.head: nn.Module = nn.Sequential(
-                nn.Conv2d(32, DIM, 1, bias=False), nn.BatchNorm2d(DIM), nn.ReLU(inplace=True),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(DIM, 10))
-        else:
-            method, backward = HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
-            self.head = GCPHead(32, 10, reduced_dim=DIM, method=method, backward=backward)
+        config = HeadConfig("gap") if arm == "gap" else HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
+        self.head = GCPHead(32, 10, config=config.replace(reduced_dim=DIM))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -136,8 +133,8 @@ def head_rank(model: RegimeNet, images: Tensor) -> tuple[int, int]:
     """Largest numerical rank (float64, relative tolerance 1e-10) of the head's covariances on
     ``images``, and their size: the measured fact behind "rank-deficient"."""
     head = model.head
-    if not isinstance(head, GCPHead):
-        raise TypeError("head_rank needs a GCP head")
+    if not isinstance(head, GCPHead) or not isinstance(head.config.head_method, MatrixMethod):
+        raise TypeError("head_rank needs a GCP head that pools a covariance")
     with torch.no_grad():
         feats = head.reduce(model.features(images)).double()
         cov = covariance(feats.flatten(2))
@@ -200,7 +197,7 @@ def hybrid_switch(model: RegimeNet, epochs: int) -> Callable[[int], None]:
 
     def before_epoch(epoch: int) -> None:
         if epoch == half:
-            model.head.set_method(*HYBRID_THEN)
+            model.head.set_method(HYBRID_THEN.method, HYBRID_THEN.backward)
 
     return before_epoch
 

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+import gcp
+
 from .checkpoint import (
     FitState,
     RunFolder,
@@ -69,7 +71,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
                            channels_last=cfg.channels_last, desc=f"eval {epoch + 1}/{cfg.epochs}")
         scheduler.step(epoch + 1)
         head = unwrap(model).head
-        row = dict(epoch=epoch, method=head.method, backward=head.backward, lr=stats.lr, train_loss=stats.loss,
+        row = dict(epoch=epoch, method=head.method, backward=head.backward or "", lr=stats.lr, train_loss=stats.loss,
                    eval_loss=metrics["loss"], top1=metrics["top1"], top5=metrics["top5"],
                    epoch_time_s=stats.seconds, images_per_s=stats.images / max(stats.seconds, 1e-9),
                    nonfinite_steps=stats.nonfinite_steps)
@@ -91,7 +93,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
             save_checkpoint(os.path.join(cfg.output, "last.pth"), ckpt)
             state.saved_epochs = epoch + 1
             write_summary(os.path.join(cfg.output, "summary.csv"), state.history)
-            tqdm.write(f"epoch {epoch}: {row['method']}/{row['backward']} train_loss {stats.loss:.4f} eval_loss "
+            tqdm.write(f"epoch {epoch}: {head.config.label()} train_loss {stats.loss:.4f} eval_loss "
                        f"{metrics['loss']:.4f} top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                        f"({row['images_per_s']:.1f} img/s, {stats.nonfinite_steps} non-finite)")
     return state
@@ -102,8 +104,9 @@ def check_feature_map(model: nn.Module, record: RunRecord, info: DistInfo) -> No
     leaves one position, whose zero covariance the svd/mpa/mtp heads cannot differentiate.
     Found with one forward of a blank image, before any work, rather than mid-epoch."""
     methods = {record.head.norm.method} | ({record.hybrid.norm.method} if record.hybrid else set())
+    needy = sorted(m for m in methods if gcp.get_method(m).min_positions >= 2)
     net = unwrap(model)
-    if not methods & {"svd", "mpa", "mtp"} or not hasattr(net, "forward_features"):
+    if not needy or not hasattr(net, "forward_features"):
         return
     size = record.data.img_size
     was_training = net.training
@@ -116,8 +119,9 @@ def check_feature_map(model: nn.Module, record: RunRecord, info: DistInfo) -> No
     if feats.dim() == 4 and feats.shape[-2] * feats.shape[-1] < 2:
         raise ConfigError(f"--img-size {size}: {record.model}'s final feature map is {feats.shape[-2]}×"
                           f"{feats.shape[-1]}, one position, whose covariance is zero; method "
-                          f"{'/'.join(sorted(methods & {'svd', 'mpa', 'mtp'}))} has no finite gradient there. Use a "
-                          "larger --img-size (or --last-stride 1 on a ResNet), or --method isqrt")
+                          f"{'/'.join(needy)} has no finite gradient there. Use a larger --img-size (or "
+                          "--last-stride 1 on a ResNet), or a method that needs one position: " + ", ".join(
+                              m for m in gcp.METHODS if gcp.get_method(m).min_positions < 2))
 
 
 def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: RunRecord,

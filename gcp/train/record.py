@@ -6,9 +6,10 @@ dataset options), the optimisation and the run settings. Checkpoints store it an
 about the run. :func:`resolve` builds it from the flags a user gave, a recipe and a stored
 record, with one precedence rule; the same function decides what a resume may change.
 
-Rules live where the type is defined: :class:`Normalisation` refuses a backward mode or
-``alpha`` for any method but ``svd``, ``iters`` for any but ``isqrt``, and mode options where no
-mode takes them, naming what to pass instead.
+Rules live where the types are defined: :class:`Normalisation` builds the head's
+:class:`gcp.HeadConfig`, whose validation (from the head-method and backward-mode registries)
+refuses a backward mode for a method that takes none and an option that belongs to neither the
+method nor its backward; the error names the flag.
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ from gcp.validators import is_int, is_real
 from .errors import ConfigError
 
 DEFAULT_MODEL = "gcp_resnet50"
-
-# what each method's defaults are when the head is built (gcp.GCPHead's), for comparing heads
-_HEAD_DEFAULTS = {"svd": dict(backward="exact", alpha=0.5), "isqrt": dict(iters=5)}
-
 
 def _sorted_items(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((str(k), _freeze(v)) for k, v in dict(options).items()))
@@ -55,8 +52,9 @@ def _thaw(value: Any) -> Any:
 # ----------------------------------------------------------------------------- the head
 @dataclass(frozen=True)
 class Normalisation:
-    """The part of the head that :meth:`gcp.GCPHead.set_method` switches: method, backward mode,
-    iterations, power, and the options of the mode (``svd``) or approximant (``mpa``/``mtp``)."""
+    """The part of the head that :meth:`gcp.GCPHead.set_method` switches: method, backward mode and
+    their options (``iters`` and ``alpha`` have flags of their own; the rest come by
+    ``--head-opt``). It is validated by building the :class:`gcp.HeadConfig` it stands for."""
 
     method: str
     backward: Optional[str] = None
@@ -68,51 +66,56 @@ class Normalisation:
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _sorted_items(dict(self.options)))
         p = self.flag_prefix
-        if self.method not in gcp.METHODS:
-            raise ConfigError(f"--{p}method must be one of {', '.join(gcp.METHODS)}, got {self.method!r}")
-        if self.method != "svd":
-            for name, value in (("backward", self.backward), ("alpha", self.alpha)):
-                if value is not None:
-                    raise ConfigError(
-                        f"--{p}{name} {value} applies to --{p}method svd only, and this run's method is "
-                        f"{self.method!r}: pass --{p}method svd --{p}{name} {value}, or drop --{p}{name}")
-        if self.method != "isqrt" and self.iters is not None:
-            raise ConfigError(f"--{p}iters {self.iters} applies to --{p}method isqrt only (Newton–Schulz "
-                              f"iterations), and this run's method is {self.method!r}")
-        reserved = sorted(k for k, _ in self.options if k in ("method", "backward", "iters", "alpha", "eps"))
+        reserved = sorted(k for k, _ in self.options if k in ("method", "backward", "iters", "alpha"))
         if reserved:
             raise ConfigError(f"--{p}head-opt {reserved[0]}=…: {reserved[0]} is a head setting, not a mode option; "
                               f"pass --{p}{reserved[0]}")
-        if self.options and self.method in ("isqrt", "none"):
-            raise ConfigError(f"--{p}head-opt {dict(self.options)} has no meaning for --{p}method {self.method}: "
-                              "options belong to a backward mode of method svd or to mpa/mtp")
-        try:  # the options themselves: checked on a tiny head, before any model is built
-            gcp.GCPHead(2, 0, reduced_dim=None, **self.head_kwargs())
+        try:
+            self.config()
         except (gcp.GCPError, TypeError) as exc:
-            raise ConfigError(f"--{p}method/--{p}backward/--{p}head-opt: {exc}") from None
+            raise ConfigError(f"{self._blame(str(exc))}: {exc}") from None
+
+    def _blame(self, message: str) -> str:
+        """The flag an error of the head configuration is about."""
+        p = self.flag_prefix
+        if self.method not in gcp.methods.registered_methods():
+            return f"--{p}method {self.method}"
+        if self.backward is not None and not gcp.get_method(self.method).takes_backward:
+            return f"--{p}backward {self.backward} (with --{p}method {self.method})"
+        for name in ("iters", "alpha"):
+            if getattr(self, name) is not None and f"'{name}'" in message:
+                return f"--{p}{name} {getattr(self, name)} (with --{p}method {self.method})"
+        return f"--{p}method {self.method}" + (f" --{p}backward {self.backward}" if self.backward else "") + \
+            (f" --{p}head-opt {dict(self.options)}" if self.options else "")
+
+    def flat_options(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in ("iters", "alpha") if getattr(self, name) is not None}
+        out.update(dict(self.options))
+        return out
+
+    def config(self, reduced_dim: Optional[int] = None, drop_rate: float = 0.0) -> gcp.HeadConfig:
+        """The head configuration (with ``reduced_dim`` and ``drop_rate``, which are not switched)."""
+        return gcp.HeadConfig.from_kwargs(self.method, self.backward, reduced_dim, drop_rate, **self.flat_options())
 
     def head_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``GCPHead`` / ``create_model`` / ``set_method``."""
         out: dict[str, Any] = dict(method=self.method)
-        for name in ("backward", "iters", "alpha"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        out.update(dict(self.options))
+        if self.backward is not None:
+            out["backward"] = self.backward
+        out.update(self.flat_options())
         return out
 
-    def canonical(self) -> tuple:
-        """The normalisation with the head's defaults filled in (two specs that build the same
-        head compare equal)."""
-        filled = {**_HEAD_DEFAULTS.get(self.method, {}), **{k: v for k, v in self.head_kwargs().items()
-                                                           if k in ("backward", "iters", "alpha")}}
-        return (self.method, tuple(sorted(filled.items())), self.options)
+    def canonical(self) -> gcp.HeadConfig:
+        """The normalisation with every default filled in (two specs that build the same head
+        compare equal)."""
+        return self.config()
 
     @classmethod
     def of_head(cls, head: Any) -> "Normalisation":
         """What a built ``GCPHead`` runs."""
-        m = head.method
-        return cls(m, backward=head.backward if m == "svd" else None, alpha=head.alpha if m == "svd" else None,
-                   iters=head.iters if m == "isqrt" else None, options=_sorted_items(head.opts))
+        config = head.config
+        return cls(config.method, backward=config.backward,
+                   options=_sorted_items({**dict(config.method_options), **dict(config.backward_options)}))
 
 
 @dataclass(frozen=True)
@@ -293,9 +296,9 @@ class RunRecord:
         head = HeadSpec(norm, v.get("reduced_dim"), v.get("last_stride"), v.get("drop_rate"))
         hybrid = None
         if v.get("hybrid_switch_epoch") is not None:
-            hnorm = Normalisation(v.get("hybrid_method") or "svd",
-                                  v.get("hybrid_backward") or ("pade" if (v.get("hybrid_method") or "svd") == "svd"
-                                                               else None),
+            hmethod = v.get("hybrid_method") or "svd"
+            takes = hmethod in gcp.methods.registered_methods() and gcp.get_method(hmethod).takes_backward
+            hnorm = Normalisation(hmethod, v.get("hybrid_backward") or ("pade" if takes else None),
                                   None, None, _sorted_items(v.get("hybrid_options") or {}), flag_prefix="hybrid-")
             hybrid = HybridSpec(v["hybrid_switch_epoch"], hnorm)
         elif any(v.get(k) for k in ("hybrid_method", "hybrid_backward", "hybrid_options")):
@@ -334,7 +337,7 @@ def _default_method(model: str) -> str:
     if spec is None:
         raise gcp.zoo.UnknownModelError(f"unknown GCP model {model!r}; gcp.zoo.list_models(generic=True) lists "
                                         "them (the curated recipes and gcp_<timm name> for every timm model)")
-    return spec.method
+    return spec.head.method
 
 
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name not in ("model", "head", "data", "hybrid"))

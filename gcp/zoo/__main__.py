@@ -18,7 +18,7 @@ def model_rows() -> list[dict]:
             f"{w.top1:.2f} ({w.tag})" for w in spec.weights if w.top1 is not None
         ) or "—"
         rows.append(dict(name=name, backbone=spec.backbone, channels=model.backbone.num_features,
-                         reduced_dim=spec.reduced_dim, representation=model.head_hidden_size,
+                         reduced_dim=spec.head.reduced_dim, representation=model.head_hidden_size,
                          params_m=params / 1e6, published_top1=published, note=spec.note))
     return rows
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from gcp import GCPHead, InvalidOptionError, ShapeError
+from gcp import GCPHead, HeadConfig, InvalidOptionError, ShapeError
+from gcp.head_config import flat_option_names
 from gcp.validators import check_int
 
 from .errors import StateDictMismatchError
@@ -132,12 +132,13 @@ class GCPNet(nn.Module):
 
     # properties that read Python state; TorchScript compiles forward only
     __jit_unused_properties__ = ["num_features", "head_hidden_size", "num_classes", "feature_info", "arch_args",
-                                "_model_args"]
+                                "_model_args", "global_pool", "head_config"]
     # constants to TorchScript, so it compiles only the branch of this backbone's layout
     __constants__ = ["_nhwc", "_prefix_tokens", "_sovit"]
 
     def __init__(self, backbone: nn.Module, head: Union[GCPHead, NoPool],
-                 arch_args: Optional[dict[str, Any]] = None, head_args: Optional[dict[str, Any]] = None) -> None:
+                 arch_args: Optional[dict[str, Any]] = None, head_config: Optional[HeadConfig] = None,
+                 sovit: bool = False) -> None:
         super().__init__()
         if not hasattr(backbone, "forward_features"):
             raise InvalidOptionError(f"backbone {type(backbone).__name__} has no forward_features()")
@@ -149,46 +150,46 @@ class GCPNet(nn.Module):
         self.head = head
         self._pools = not isinstance(head, NoPool)  # forward_head reads this flag: TorchScript knows no NoPool
         self._nhwc, self._prefix_tokens = feature_layout(backbone)
-        self._sovit = isinstance(head, SoViTHead) or bool((head_args or {}).get("sovit", False))
+        self._sovit = isinstance(head, SoViTHead) or bool(sovit)
         if self._sovit and (self._prefix_tokens < 1 or getattr(backbone, "cls_token", None) is None):
             raise InvalidOptionError(
                 f"sovit=True needs a backbone with a class token; {type(backbone).__name__} has "
                 f"{self._prefix_tokens} prefix token(s) and no cls_token")
         self._arch_args = dict(arch_args or {})
-        # how to build a fresh GCP head after global_pool='' (reset_classifier(n, 'gcp'))
-        self._head_args = dict(head_args) if head_args is not None else (
-            _head_args_of(head) if isinstance(head, GCPHead) else None)
-        # the head's options at build time: what the records below report as changed since
-        self._built_head_args = _head_args_of(head) if isinstance(head, GCPHead) else dict(self._head_args or {})
+        # the head's configuration when no GCP head is attached (global_pool=''): what
+        # reset_classifier(n, 'gcp') rebuilds
+        self._head_config = head.config if isinstance(head, GCPHead) else head_config
         self._factory_args = {}  # timm sets it through _model_args
         self.pretrained_cfg: dict[str, Any] = dict(getattr(backbone, "pretrained_cfg", {}) or {})
         self.grad_checkpointing = False
 
     # -- how the model was built, as it is now ----------------------------------------------
+    @property
+    def head_config(self) -> Optional[HeadConfig]:
+        """The GCP head's configuration (kept while the head is removed with ``global_pool=''``)."""
+        return self.head.config if isinstance(self.head, GCPHead) else self._head_config
+
     def _as_the_head_is_now(self, recorded: dict[str, Any]) -> dict[str, Any]:
-        """``recorded`` build arguments with the head's options as they are now: those that differ
-        from the build (``set_method`` on the model or on its head) replaced, and the build's
-        options the head no longer has (mode options a switch reset) dropped."""
-        if not isinstance(self.head, GCPHead):
+        """``recorded`` build arguments with the head as it is now (``set_method`` on the model or
+        on its head): its flat head options replaced by the one nested ``head`` configuration."""
+        live = self.head_config
+        if live is None or not recorded:  # a model built by hand records nothing to rebuild it from
             return dict(recorded)
-        live = _head_args_of(self.head)
-        live.pop("drop_rate", None)  # timm never records drop rates for reconstruction
-        dropped = set(self._built_head_args) - set(live) - {"drop_rate"}
-        args = {k: v for k, v in recorded.items() if k not in dropped}
-        args.update({k: v for k, v in live.items() if self._built_head_args.get(k, _MISSING) != v})
+        args = {k: v for k, v in recorded.items() if k not in HEAD_ARGS}
+        args["head"] = live.to_dict()
         return args
 
     @property
     def arch_args(self) -> dict[str, Any]:
-        """How the model was built (``architecture``, ``backbone``, ``in_chans``, the head
-        options), with the head's options as they are now: a saved model rebuilds the head it has,
-        not the one it was created with."""
+        """How the model was built (``architecture``, ``backbone``, ``in_chans``, ``head``: the head's
+        configuration as :meth:`gcp.HeadConfig.to_dict` gives it), with the head as it is now: a
+        saved model rebuilds the head it has, not the one it was created with."""
         return self._as_the_head_is_now(self._arch_args)
 
     @property
     def _model_args(self) -> dict[str, Any]:
         """timm's record of the ``create_model`` arguments (set by its factory and read by
-        ``save_for_hf``), with the head options the model has now."""
+        ``save_for_hf``), with the head the model has now."""
         return self._as_the_head_is_now(self._factory_args)
 
     @_model_args.setter
@@ -301,20 +302,19 @@ class GCPNet(nn.Module):
             if num_classes:
                 raise InvalidOptionError(
                     f"num_classes={num_classes} needs the GCP head; pass global_pool='gcp' to bring it back")
-            if isinstance(self.head, GCPHead):  # the options it has now, for a later 'gcp'
-                self._head_args = _head_args_of(self.head)
+            if isinstance(self.head, GCPHead):  # the configuration it has now, for a later 'gcp'
+                self._head_config = self.head.config
             self.head = NoPool()
             self._pools = False
             return
         if not isinstance(self.head, GCPHead):
-            if self._head_args is None:
+            if self._head_config is None:
                 raise InvalidOptionError("this model was built without a GCP head and has no head options to "
                                          "rebuild one")
             device = next(self.backbone.parameters()).device
-            head_args = dict(self._head_args)
-            head_args.pop("num_classes", None)
-            head_cls = SoViTHead if head_args.pop("sovit", False) else GCPHead
-            self.head = head_cls(self.num_features, num_classes, **head_args).to(device).train(self.training)
+            head_cls = SoViTHead if self._sovit else GCPHead
+            self.head = head_cls(self.num_features, num_classes, config=self._head_config).to(device).train(
+                self.training)
             self._pools = True
             return
         self.head.reset_classifier(num_classes)
@@ -324,7 +324,6 @@ class GCPNet(nn.Module):
         if not isinstance(self.head, GCPHead):
             raise InvalidOptionError("the model has no GCP head (built or reset with global_pool='')")
         self.head.set_method(*args, **kwargs)
-        self._head_args = _head_args_of(self.head)
 
     # -- training helpers --------------------------------------------------------------------
     @torch.jit.ignore
@@ -372,12 +371,13 @@ class GCPNet(nn.Module):
         return {f"backbone.{n}" for n in inner()} if callable(inner) else set()
 
 
-_MISSING = object()
+#: the build arguments that configure the head (flat, or nested as ``head``)
+HEAD_ARGS = flat_option_names() | {"head"}
 
 
-def _head_args_of(head: GCPHead) -> dict[str, Any]:
-    args = dict(reduced_dim=head.reduced_dim, method=head.method, backward=head.backward, iters=head.iters,
-                alpha=head.alpha, eps=head.eps, drop_rate=head.drop_rate, **copy.deepcopy(head.opts))
-    if isinstance(head, SoViTHead):
-        args["sovit"] = True
-    return args
+def recorded_head(args: Mapping[str, Any]) -> dict[str, Any]:
+    """``method``, ``backward`` and ``reduced_dim`` of a recorded model, from the nested ``head``
+    configuration or from flat build arguments (older records, converters)."""
+    head = args.get("head")
+    source = {**(head if isinstance(head, Mapping) else {}), **{k: v for k, v in args.items() if k != "head"}}
+    return {k: source[k] for k in ("method", "backward", "reduced_dim") if k in source}

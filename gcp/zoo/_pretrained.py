@@ -40,8 +40,12 @@ def check_metadata(model: nn.Module, path: str) -> None:
         meta = fh.metadata() or {}
     if "gcp_config" not in meta:
         return
-    saved = json.loads(meta["gcp_config"]).get("arch_args", {})
-    mine = getattr(model, "arch_args", {})
+    from ._gcpnet import recorded_head
+
+    saved_args = json.loads(meta["gcp_config"]).get("arch_args", {})
+    mine_args = getattr(model, "arch_args", {})
+    saved = {**saved_args, **recorded_head(saved_args)}
+    mine = {**mine_args, **recorded_head(mine_args)}
     if saved.get("backbone", mine.get("backbone")) != mine.get("backbone"):
         raise CheckpointError(
             f"{path} holds weights of {saved.get('architecture', saved['backbone'])} but the model is "

@@ -18,11 +18,11 @@ from timm.models import (
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureGetterNet
 
-from gcp import GCPHead, InvalidOptionError
+from gcp import GCPHead, HeadConfig, InvalidOptionError
 from gcp.validators import check_int
 
 from . import _backbones
-from ._gcpnet import GCPNet, NoPool, SoViTHead, _check_pool
+from ._gcpnet import HEAD_ARGS, GCPNet, NoPool, SoViTHead, _check_pool
 from ._pretrained import load_pretrained_weights
 from .errors import CheckpointError, UnknownModelError
 
@@ -74,14 +74,13 @@ class ModelSpec:
     name: str
     backbone: str
     family: str  # "resnet" (last stage at 1/16), "vgg" (no pool5, no fc6/7), "plain", "any" (any timm model)
-    reduced_dim: int = 256
-    method: str = "isqrt"
-    iters: int = 5
+    # the head a model is built with when no head option is given (iSQRT-COV's: 256-d, 5 iterations)
+    head: HeadConfig = field(default_factory=lambda: HeadConfig("isqrt"))
     weights: tuple[GCPWeights, ...] = field(default_factory=tuple)
     note: str = ""
 
     def representation_dim(self) -> int:
-        return self.reduced_dim * (self.reduced_dim + 1) // 2
+        return self.head.output_size()
 
     def backbone_cfg(self) -> Any:
         return get_pretrained_cfg(self.backbone)
@@ -180,20 +179,41 @@ BACKBONE_ARGS = ("drop_path_rate", "drop_block_rate")
 FEATURE_ARGS = ("out_indices", "feature_cls", "output_fmt", "norm")
 
 
-def _head_keys() -> frozenset[str]:
-    """The options a GCP head takes (GCPHead's own, the backward modes', MPA/MTP's); on a
-    ``gcp_<timm name>`` model every other option goes to the timm backbone."""
-    import inspect
+#: the options of a GCP head (HeadConfig's keywords, ``head`` nested, ``sovit``); on a
+#: ``gcp_<timm name>`` model every other option goes to the timm backbone
+HEAD_KEYS = HEAD_ARGS | {"sovit"}
 
-    from gcp.backward import BACKWARDS, get_backward
-
-    own = {p for p in inspect.signature(GCPHead.__init__).parameters if p not in ("self", "in_channels",
-                                                                                 "num_classes", "opts")}
-    modes = {o for m in BACKWARDS for o in get_backward(m).option_names}
-    return frozenset(own | modes | {"degree", "lyap_iters", "compute_dtype", "sovit"})
+# gcp 0.2 recorded every head option of GCPHead's old signature, applicable or not; a record with
+# all three is read as that layout, and those that do not apply to its method (at 0.2's defaults,
+# which its head ignored) are dropped
+_LEGACY_DEFAULTS = dict(backward="exact", iters=5, alpha=0.5, eps=1e-10)
 
 
-HEAD_KEYS = _head_keys()
+def _legacy_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    if not {"iters", "alpha", "eps"} <= set(flat) or not isinstance(flat.get("method"), str):
+        return flat
+    from gcp import get_method
+
+    method = get_method(flat["method"])
+    out = dict(flat)
+    for key, default in _LEGACY_DEFAULTS.items():
+        applies = method.takes_backward if key == "backward" else key in method.option_names
+        if not applies and out.get(key) == default:
+            out.pop(key)
+    return out
+
+
+def head_config_of(base: HeadConfig, nested: Any, flat: dict[str, Any]) -> HeadConfig:
+    """The head a model is built with: ``base`` (the spec's), replaced by a ``head=`` configuration
+    (a :class:`~gcp.HeadConfig` or its dict), then changed by flat keywords: ``method``/``backward``
+    and options switch as :meth:`gcp.GCPHead.set_method` does, ``reduced_dim``/``drop_rate`` replace."""
+    config = base if nested is None else HeadConfig.coerce(nested)
+    flat = _legacy_flat(dict(flat))
+    fields = {k: flat.pop(k) for k in ("reduced_dim", "drop_rate") if k in flat}
+    method, backward = flat.pop("method", None), flat.pop("backward", None)
+    if method is not None or backward is not None or flat:
+        config = config.switched(method, backward, **flat)
+    return config.replace(**fields) if fields else config
 
 
 def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backbone_pretrained: Any = False,
@@ -217,26 +237,26 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
         backbone = _backbones.vgg(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
     else:
         backbone = _backbones.plain(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
-    head_args = dict(reduced_dim=spec.reduced_dim, method=spec.method, iters=spec.iters)
-    head_args.update(kwargs)
-    sovit = head_args.pop("sovit", False)
+    sovit = kwargs.pop("sovit", False)
     if sovit not in (True, False):
         raise InvalidOptionError(f"sovit must be True or False, got {sovit!r}")
+    nested = kwargs.pop("head", None)
+    config = head_config_of(spec.head, nested, kwargs)
     head_cls = SoViTHead if sovit else GCPHead
     if global_pool == "":
         if num_classes:
             raise InvalidOptionError(
                 f"global_pool='' removes the GCP head, so num_classes must be 0 (got {num_classes})")
-        head_cls(backbone.num_features, 0, **head_args)  # validates the options it keeps for later
+        head_cls(backbone.num_features, 0, config=config)  # validates the configuration it keeps for later
         head: Any = NoPool()
     else:
-        head = head_cls(backbone.num_features, num_classes, **head_args)
+        head = head_cls(backbone.num_features, num_classes, config=config)
+    arch_args = dict(architecture=spec.name, backbone=spec.backbone, in_chans=in_chans, head=config.to_dict())
     if sovit:
-        head_args["sovit"] = True
-    arch_args = dict(architecture=spec.name, backbone=spec.backbone, in_chans=in_chans, **head_args)
+        arch_args["sovit"] = True
     if spec.family == "resnet":
         arch_args["last_stride"] = last_stride or 1
-    return GCPNet(backbone, head, arch_args=arch_args, head_args=head_args)
+    return GCPNet(backbone, head, arch_args=arch_args, head_config=config, sovit=bool(sovit))
 
 
 def _create(spec: ModelSpec, pretrained: bool = False, **kwargs: Any) -> Any:
@@ -300,7 +320,7 @@ def _entrypoint(spec: ModelSpec) -> Callable[..., GCPNet]:
 
     fn.__name__ = fn.__qualname__ = spec.name
     fn.__module__ = __name__
-    fn.__doc__ = (f"{spec.name}: timm {spec.backbone} + GCP head ({spec.reduced_dim}-d, "
+    fn.__doc__ = (f"{spec.name}: timm {spec.backbone} + GCP head ({spec.head.label()}, {spec.head.reduced_dim}-d, "
                   f"{spec.representation_dim()} features).")
     return fn
 

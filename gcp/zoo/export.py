@@ -16,13 +16,11 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from gcp import ExportError, GCPHead, covariance, normalize_covariance
+from gcp import ONNX_METHODS, ExportError, GCPHead, covariance, normalize_covariance
 from gcp.validators import is_real
 
 from ._gcpnet import GCPNet
 
-# methods whose forward ONNX can run as it is (matmuls and elementwise ops only)
-ONNX_METHODS = ("isqrt", "mtp", "none")
 NS_ITERS = (5, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 
 
@@ -90,8 +88,9 @@ def choose_matmul_root(model: GCPNet, images: Tensor, tol: float = 1e-3,
     _check_inputs(images, tol)
     if head.method != "svd":
         raise ExportError(f"the head's method is {head.method!r}; only 'svd' needs a replacement root")
-    if head.alpha != 0.5:
-        raise ExportError(f"the head computes Σ^{head.alpha}; a matmul-only export exists for the square root "
+    options = head.config.options()
+    if options.alpha != 0.5:
+        raise ExportError(f"the head computes Σ^{options.alpha}; a matmul-only export exists for the square root "
                           "(alpha=0.5) only")
     was_training = model.training
     model.eval()
@@ -99,7 +98,8 @@ def choose_matmul_root(model: GCPNet, images: Tensor, tol: float = 1e-3,
         cov = covariance(head.reduce(model.head_input(model.forward_features(images))))
     finally:
         model.train(was_training)
-    reference = normalize_covariance(cov, "svd", head.backward, alpha=0.5, eps=head.eps, **head.opts)
+    reference = normalize_covariance(cov, "svd", head.backward, alpha=0.5, eps=options.eps,
+                                     **head.config.backward_kwargs())
     ref_norm = torch.linalg.matrix_norm(reference).clamp_min(torch.finfo(reference.dtype).tiny)
     tried = []
     for iters in candidates:
@@ -142,8 +142,9 @@ def export_onnx(model: GCPNet, path: str, images: Tensor, *, tol: float = 1e-3, 
         root = choose_matmul_root(model, images, tol)
         exported.set_method("isqrt", iters=root.iters)
     elif head.method not in ONNX_METHODS:
-        raise ExportError(f"method {head.method!r} needs a Cholesky solve, which ONNX lacks; switch the head "
-                          "with model.set_method('isqrt', iters=N) first")
+        raise ExportError(f"method {head.method!r} cannot be exported to ONNX (ONNX runs methods "
+                          f"{', '.join(ONNX_METHODS)}, and 'svd' through a Newton–Schulz replacement); switch a "
+                          "square-root head with model.set_method('isqrt', iters=N) first")
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from safetensors.torch import save_file
 from torch import nn
 
+from ._gcpnet import recorded_head
 from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, folder_weights
 from .errors import CheckpointError
 from .io import CLASSIFIER_PREFIX, atomic_write, read_state_dict
@@ -134,8 +135,11 @@ def _check_agreement(cfg_path: str, weights: str, args: dict[str, Any], override
         raise CheckpointError(f"{cfg_path} says num_classes={args['num_classes']} but the classifier in {weights} "
                               f"has {rows} classes; pass num_classes= to choose (a different count gets a fresh "
                               "classifier)")
-    saved = json.loads(meta["gcp_config"]).get("arch_args", {}) if "gcp_config" in meta else {}
+    saved_args = json.loads(meta["gcp_config"]).get("arch_args", {}) if "gcp_config" in meta else {}
+    saved = {**recorded_head(saved_args), **{k: saved_args[k] for k in ("last_stride",) if k in saved_args}}
+    mine = {**recorded_head(args), **{k: args[k] for k in ("last_stride",) if k in args}}
     for key in ("method", "backward", "reduced_dim", "last_stride"):
-        if key in saved and key in args and key not in overrides and saved[key] != args[key]:
-            raise CheckpointError(f"{cfg_path} says {key}={args[key]!r} but {weights} was saved with "
+        if key in saved and key in mine and key not in overrides and "head" not in overrides \
+                and saved[key] != mine[key]:
+            raise CheckpointError(f"{cfg_path} says {key}={mine[key]!r} but {weights} was saved with "
                                   f"{key}={saved[key]!r}; pass {key}= to choose")

@@ -7,11 +7,14 @@ import torch
 
 import gcp
 
-METHOD_CONFIGS = [("svd", b) for b in gcp.BACKWARDS] + [(m, "exact") for m in ("isqrt", "mpa", "mtp", "none")]
+# the covariance methods (d(d+1)/2 features), each backward of svd and the default backward of the others
+COV_METHODS = [m for m in gcp.METHODS if isinstance(gcp.get_method(m), gcp.methods.MatrixMethod)]
+METHOD_CONFIGS = [("svd", b) for b in gcp.BACKWARDS] + [
+    (m, "exact" if gcp.get_method(m).takes_backward else None) for m in COV_METHODS if m != "svd"]
 STABLE_CONFIGS = [c for c in METHOD_CONFIGS if c != ("svd", "ed")]
 
 
-def _head(method="svd", backward="exact", **kw):
+def _head(method="svd", backward=None, **kw):
     kw.setdefault("reduced_dim", 16)
     return gcp.GCPHead(32, 10, method=method, backward=backward, **kw)
 
@@ -70,7 +73,7 @@ def test_head_state_dict_round_trip_and_set_method_keeps_parameters():
     x = torch.randn(2, 32, 5, 5)
     before = {k: v.clone() for k, v in head.state_dict().items()}
     head.set_method("svd", backward="pade", degree=(10, 10))
-    assert head.method == "svd" and head.backward == "pade" and head.opts == {"degree": (10, 10)}
+    assert head.config == gcp.HeadConfig("svd", "pade", backward_options={"degree": (10, 10)}, reduced_dim=16)
     after = head.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     clone = _head("svd", "pade", degree=(10, 10)).eval()
@@ -86,12 +89,19 @@ def test_head_invalid_switch_raises_and_leaves_head_unchanged():
         head.set_method("svd", backward="nope")
     with pytest.raises(gcp.InvalidOptionError, match="unknown method 'sv'"):
         head.set_method("sv")
-    assert (head.method, head.backward, head.iters, head.alpha) == ("isqrt", "exact", 3, 0.5)
+    with pytest.raises(gcp.InvalidOptionError, match="136 features.*gap.*16 features"):
+        head.set_method("gap")
+    assert head.config == gcp.HeadConfig("isqrt", method_options={"iters": 3}, reduced_dim=16)
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"method": "isqrt", "alpha": 0.25}, "square root only"),
-    ({"method": "svd", "backward": "taylor", "degre": 3}, "unknown option"),
+    ({"method": "isqrt", "alpha": 0.25}, "'alpha' applies to neither method 'isqrt'.*belongs to method 'svd'"),
+    ({"method": "svd", "backward": "taylor", "degre": 3}, "'degre' applies to neither"),
+    ({"method": "isqrt", "backward": "pade"}, "'isqrt' takes no backward mode.*svd, logm, topn, seb"),
+    ({"method": "svd", "iters": 3}, "'iters' applies to neither method 'svd'.*belongs to method 'isqrt'"),
+    ({"method": "mpa", "backward": "exact"}, "'mpa' takes no backward mode"),
+    ({"method": "topn", "top_n": 17}, "top_n=17 exceeds the 16 eigenvalues"),
+    ({"method": "logm", "backward": "ns"}, "'ns' differentiates matrix powers only"),
     ({"reduced_dim": 0}, "reduced_dim"),
     ({"drop_rate": 1.0}, "drop_rate"),
 ])
@@ -282,7 +292,7 @@ def test_pca_errors():
         gcp.PCADenoising(8, k=2, backward="lyap")
 
 
-@pytest.mark.parametrize("method", ["svd", "mpa", "mtp"])
+@pytest.mark.parametrize("method", [m for m in gcp.METHODS if gcp.get_method(m).min_positions >= 2])
 def test_one_position_is_refused_where_the_gradient_would_not_be_finite(method):
     """A 1×1 map has a zero covariance; the square root has no finite gradient there."""
     head = gcp.GCPHead(8, 3, reduced_dim=4, method=method)

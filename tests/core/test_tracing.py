@@ -8,11 +8,12 @@ import gcp
 # by default one configuration per kind of code path (the spectral Function with a closed-form
 # backward, with the custom-op recursion of "ns", and the Lyapunov Function with its cached
 # coefficients); the others (pade's coefficient table, isqrt's plain autograd, ...) run with -m slow
-DEFAULT_CONFIGS = {("svd", "exact"), ("svd", "ns"), ("mpa", "exact")}
+# (and the generic spectral Function of logm, the FFT of cbp); every other method and mode with -m slow
+DEFAULT_CONFIGS = {("svd", "exact"), ("svd", "ns"), ("mpa", None), ("logm", "exact"), ("cbp", None)}
 METHOD_CONFIGS = [
     pytest.param(m, b, marks=() if (m, b) in DEFAULT_CONFIGS else pytest.mark.slow)
     for m, b in [("svd", b) for b in gcp.BACKWARDS if b != "ed"]
-    + [("isqrt", "exact"), ("mpa", "exact"), ("mtp", "exact"), ("none", "exact")]
+    + [(m, "exact" if gcp.get_method(m).takes_backward else None) for m in gcp.METHODS if m != "svd"]
 ]
 
 
@@ -42,7 +43,8 @@ def test_meta_under_autocast():
 def test_gcp_head_compiles_as_one_graph(method, backward):
     """fullgraph=True fails on any graph break (e.g. a value check that reads .item())."""
     torch._dynamo.reset()
-    head = gcp.GCPHead(16, 3, reduced_dim=8, method=method, backward=backward)
+    extra = {"proj_dim": 64} if method == "cbp" else {}
+    head = gcp.GCPHead(16, 3, reduced_dim=8, method=method, backward=backward, **extra)
     x = torch.randn(2, 16, 5, 5)
     compiled = torch.compile(head, fullgraph=True, backend="aot_eager")
     out = compiled(x)

@@ -35,13 +35,17 @@ def test_unknown_flag_or_recipe_key_is_an_error_not_filtered():
 
 
 @pytest.mark.parametrize("given, pattern", [
-    (dict(backward="pade"), "--backward pade applies to --method svd only.*'isqrt'.*pass --method svd --backward pade"),
-    (dict(method="mpa", alpha=0.4), "--alpha 0.4 applies to --method svd only"),
-    (dict(method="svd", iters=3), "--iters 3 applies to --method isqrt only"),
-    (dict(method="isqrt", head_options=dict(degree=9)), "--head-opt .* no meaning for --method isqrt"),
+    (dict(backward="pade"), r"--backward pade \(with --method isqrt\): method 'isqrt' takes no backward mode.*"
+                            "applies to methods svd, logm, topn, seb"),
+    (dict(method="mpa", alpha=0.4), r"--alpha 0.4 \(with --method mpa\): option 'alpha' applies to neither method "
+                                    "'mpa'.*belongs to method 'svd'"),
+    (dict(method="svd", iters=3), r"--iters 3 \(with --method svd\):.*iters belongs to method 'isqrt'"),
+    (dict(method="isqrt", head_options=dict(degree=9)), "--head-opt .*'degree' applies to neither method 'isqrt'"),
     (dict(method="svd", backward="taylor", head_options=dict(degree=-1)), "degree"),
     (dict(method="svd", backward="pade", head_options=dict(iters=3)), "iters is a head setting"),
-    (dict(method="svd", backward="pade", head_options=dict(order=3)), "unknown option"),
+    (dict(method="svd", backward="pade", head_options=dict(order=3)), "'order' applies to neither"),
+    (dict(method="gap", backward="exact"), "'gap' takes no backward mode"),
+    (dict(method="cbp", head_options=dict(proj_dim=0)), "'proj_dim' must be an integer >= 1"),
 ])
 def test_the_head_spec_refuses_options_of_another_method(given, pattern):
     with pytest.raises(gcptrain.ConfigError, match=pattern):

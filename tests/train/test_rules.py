@@ -311,8 +311,8 @@ def test_head_options_travel_through_the_hybrid_switch():
                                    hybrid_switch_epoch=2, hybrid_options=dict(degree=(6, 6))))
     schedule = HeadSchedule(record)
     _apply(model, schedule.at(1))
-    assert (model.head.backward, model.head.opts) == ("taylor", {"degree": 9})
+    assert (model.head.backward, model.head.config.backward_kwargs()) == ("taylor", {"degree": 9})
     _apply(model, schedule.at(2))  # the switch: the hybrid phase's own mode options
-    assert (model.head.backward, model.head.opts) == ("pade", {"degree": (6, 6)})
+    assert (model.head.backward, model.head.config.backward_kwargs()) == ("pade", {"degree": (6, 6)})
     _apply(model, schedule.at(0))  # a resume before the switch: back to the first phase, options included
-    assert (model.head.backward, model.head.opts) == ("taylor", {"degree": 9})
+    assert (model.head.backward, model.head.config.backward_kwargs()) == ("taylor", {"degree": 9})

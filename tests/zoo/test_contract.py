@@ -56,7 +56,7 @@ def check_attributes(name: str) -> None:
         pre = model.forward_head(feats, pre_logits=True)
     assert feats.shape[1] == model.num_features == model.backbone.num_features
     assert tuple(feats.shape[-2:]) == tuple(cfg["pool_size"])
-    assert pre.shape == (1, model.head_hidden_size) == (1, spec.reduced_dim * (spec.reduced_dim + 1) // 2)
+    assert pre.shape == (1, model.head_hidden_size) == (1, spec.representation_dim())
     assert model.num_classes == cfg["num_classes"] == 1000
     for key in ("first_conv", "classifier"):
         names = cfg[key] if isinstance(cfg[key], (tuple, list)) else (cfg[key],)

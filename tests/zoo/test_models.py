@@ -25,10 +25,10 @@ def test_resnet_last_stage_keeps_14x14_without_dilation():
 
 def test_head_options_pass_through_timm_create_model():
     model = timm.create_model("gcp_resnet50", method="svd", backward="pade", num_classes=200, degree=(8, 8))
-    assert (model.head.method, model.head.backward, model.head.opts) == ("svd", "pade", {"degree": (8, 8)})
+    assert (model.head.method, model.head.backward, model.head.config.backward_kwargs()) == ("svd", "pade", {"degree": (8, 8)})
     assert model.num_classes == 200 and model.head_hidden_size == 32896 and model.num_features == 2048
     assert sum(p.numel() for p in model.head.fc.parameters()) == 32896 * 200 + 200
-    with pytest.raises(gcp.InvalidOptionError, match="unknown option"):
+    with pytest.raises(gcp.InvalidOptionError, match="'degre' applies to neither method 'svd'"):
         timm.create_model("gcp_resnet18", method="svd", backward="taylor", degre=3)
 
 
@@ -126,7 +126,7 @@ def test_save_pretrained_rebuilds_options_and_never_overwrites(tmp_path):
     out = str(tmp_path / "run")
     gcp.zoo.save_pretrained(model, out)
     again = gcp.zoo.load_pretrained(out)
-    assert (again.head.method, again.head.backward, again.head.opts) == ("svd", "taylor", {"degree": 9})
+    assert (again.head.method, again.head.backward, again.head.config.backward_kwargs()) == ("svd", "taylor", {"degree": 9})
     with pytest.raises(gcp.zoo.CheckpointError, match="already holds a saved model"):
         gcp.zoo.save_pretrained(model, out)
     before = os.path.getmtime(os.path.join(out, "model.safetensors"))

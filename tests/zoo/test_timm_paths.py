@@ -29,7 +29,7 @@ def test_save_for_hf_then_local_dir_rebuilds_the_same_model(tmp_path):
     model = _model()
     timm.models.save_for_hf(model, str(tmp_path / "hf"), safe_serialization=True)
     again = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True)
-    assert (again.head.method, again.head.backward, again.head.opts) == ("svd", "taylor", {"degree": 9})
+    assert (again.head.method, again.head.backward, again.head.config.backward_kwargs()) == ("svd", "taylor", {"degree": 9})
     assert _same(model, again)
 
 
@@ -37,7 +37,7 @@ def test_a_zoo_folder_is_in_timms_layout(tmp_path):
     model = _model()
     folder = gcp.zoo.save_pretrained(model, str(tmp_path / "zoo"))
     config = json.load(open(tmp_path / "zoo" / "config.json"))
-    assert config["architecture"] == "gcp_resnet18" and config["model_args"]["backward"] == "taylor"
+    assert config["architecture"] == "gcp_resnet18" and config["model_args"]["head"]["backward"] == "taylor"
     assert _same(model, timm.create_model(f"local-dir:{folder}", pretrained=True))
     assert _same(model, gcp.zoo.load_pretrained(folder))
 
@@ -73,19 +73,19 @@ def test_a_switched_head_is_saved_as_it_is_now(tmp_path):
     model.set_method("isqrt", iters=3)  # a new method resets the mode options (degree=9 goes)
     folder = gcp.zoo.save_pretrained(model, str(tmp_path / "zoo"))
     for again in (gcp.zoo.load_pretrained(folder), timm.create_model(f"local-dir:{folder}", pretrained=True)):
-        assert (again.head.method, again.head.iters, again.head.opts) == ("isqrt", 3, {})
+        assert again.head.config == model.head.config == gcp.HeadConfig("isqrt", method_options={"iters": 3}, reduced_dim=8)
         assert _same(model, again)
     model.head.set_method("svd", "pade")  # on the head itself, not through the model
     timm.models.save_for_hf(model, str(tmp_path / "hf"))  # timm's default: a pickled pytorch_model.bin
     assert (tmp_path / "hf" / "pytorch_model.bin").exists() and not (tmp_path / "hf" / "model.safetensors").exists()
     for again in (timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True),
                   gcp.zoo.load_pretrained(str(tmp_path / "hf"))):
-        assert (again.head.method, again.head.backward, again.head.iters) == ("svd", "pade", 3)
+        assert again.head.config == model.head.config and (again.head.method, again.head.backward) == ("svd", "pade")
         assert _same(model, again)
     # a head removed and brought back is the head the model had, not the one it was built with
     model.reset_classifier(0, "")
     model.reset_classifier(5, "gcp")
-    assert (model.head.method, model.head.backward, model.head.iters) == ("svd", "pade", 3)
+    assert (model.head.method, model.head.backward, model.head.config.method_options) == ("svd", "pade", ())
 
 
 def test_a_checkpoint_of_other_head_options_is_refused_by_name(tmp_path):
