@@ -155,3 +155,57 @@ def test_weight_tag_builds_the_architecture_its_weights_need():
     assert model.forward_features(torch.randn(1, 3, 224, 224)).shape[-2:] == (7, 7)
     # a value the user gives wins over the tag's default
     assert gcp.zoo.create_model("gcp_resnet50.svd_pade_in1k", reduced_dim=16, last_stride=1).arch_args["last_stride"] == 1
+
+
+# ----------------------------------------------------------------------------- every head method
+def _method_kwargs(method):
+    return dict(method=method, **({"proj_dim": 64} if method == "cbp" else {}))
+
+
+@pytest.mark.parametrize("method", gcp.METHODS)
+def test_every_head_method_builds_saves_and_reloads_by_name(method, tmp_path):
+    torch.manual_seed(0)
+    model = gcp.zoo.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8, **_method_kwargs(method)).eval()
+    assert model.head.method == method and model.head_hidden_size == model.head.config.output_size()
+    x = torch.randn(2, 3, 64, 64)
+    folder = gcp.zoo.save_pretrained(model, str(tmp_path / method))
+    for again in (gcp.zoo.load_pretrained(folder), timm.create_model(f"local-dir:{folder}", pretrained=True)):
+        assert again.head.config == model.head.config
+        with torch.no_grad():
+            assert torch.equal(again.eval()(x), model(x))
+
+
+def test_a_checkpoint_of_another_method_is_refused_before_any_copy():
+    cbp = gcp.zoo.create_model("gcp_resnet18", num_classes=3, reduced_dim=8, method="cbp", proj_dim=64)
+    other = gcp.zoo.create_model("gcp_resnet18", num_classes=3, reduced_dim=8, method="isqrt")
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(gcp.zoo.StateDictMismatchError, match="sketch_index"):
+        other.load_state_dict(cbp.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_a_live_switch_to_another_output_size_is_refused_with_both_sizes():
+    model = gcp.zoo.create_model("gcp_resnet18", num_classes=3, reduced_dim=8)
+    with pytest.raises(gcp.InvalidOptionError, match=r"\(36 features\) to bcnn \(64 features\)"):
+        model.set_method("bcnn")
+    model.set_method("logm", "pade")  # the same size: allowed (the hybrid protocol needs it)
+    assert model.arch_args["head"]["method"] == "logm"
+
+
+def test_a_nested_head_configuration_is_the_same_model_as_flat_keywords():
+    nested = gcp.zoo.create_model("gcp_resnet18", num_classes=3,
+                                  head=gcp.HeadConfig("svd", "taylor", backward_options={"degree": 9}, reduced_dim=8))
+    flat = gcp.zoo.create_model("gcp_resnet18", num_classes=3, method="svd", backward="taylor", degree=9,
+                                reduced_dim=8)
+    assert nested.head.config == flat.head.config and nested.arch_args == flat.arch_args
+
+
+def test_a_gcp_0_2_config_with_every_old_head_option_still_loads(tmp_path):
+    """gcp 0.2 recorded iters, alpha, eps and backward for every method; those its head ignored
+    are read as the defaults they were."""
+    model = gcp.zoo.create_model("gcp_resnet18", num_classes=3, reduced_dim=8, method="isqrt", iters=3,
+                                 backward="exact", alpha=0.5, eps=1e-10)
+    assert model.head.config == gcp.HeadConfig("isqrt", method_options={"iters": 3}, reduced_dim=8)
+    with pytest.raises(gcp.InvalidOptionError, match="'isqrt' takes no backward"):
+        gcp.zoo.create_model("gcp_resnet18", num_classes=3, method="isqrt", backward="pade", iters=3, alpha=0.5,
+                             eps=1e-10)
