@@ -176,7 +176,7 @@ class GCPHead(nn.Module):
         config.head_method.check(self.dim, config.options(), None if config.backward is None else
                                  _mode(config.backward), None)
         self.config = config
-        self._buffer_names: tuple[str, ...] = ()
+        self._buffer_names = ()  # the method's buffers (set_method replaces them)
         self._install_buffers(config)
         self.representation_size = config.output_size(self.dim)
         self.num_features = self.representation_size

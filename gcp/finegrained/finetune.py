@@ -4,10 +4,13 @@
     gcp-finetune --dataset aircraft --data-dir /data --checkpoint runs/r50-imagenet ...
     gcp-finetune --dataset cars --data-dir /data --method svd --backward all --seeds 0 1 2 --output runs/cmp
 
+    gcp-finetune --dataset cub --data-dir /data/birds --head gap,bcnn,cbp,isqrt,svd:exact,svd:pade --seeds 0 1 2 ...
+
 The recipe of the model (finegrained-resnet or finegrained-vgg, below) fills every option you do
-not give. ``--backward`` takes one mode, a comma-separated list or ``all``; with several modes or
-seeds each run goes to ``OUTPUT/<mode>/seed<k>/`` and the comparison (``comparison.md``,
-``comparison.csv``, ``epochs.csv``, ``accuracy.png``) to ``OUTPUT``.
+not give. ``--backward`` takes one mode, a comma-separated list or ``all``; ``--head`` a list of
+heads, ``METHOD[:BACKWARD][(KEY=VALUE, ...)]``. With several heads, modes or seeds each run goes to
+``OUTPUT/<arm>/seed<k>/`` and the comparison (``comparison.md``, ``comparison.csv``,
+``epochs.csv``, ``accuracy.png``) to ``OUTPUT``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from typing import Any, Optional
 
 import torch
 
-import gcp
-import gcp.zoo
 from gcp.train import cli
+from gcp.train.arms import Arm, PlannedRun, arms_of, plan_runs
 from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
+from gcp.train.comparison import write_comparison
 from gcp.train.data import check_samples, check_splits, transforms_for
 from gcp.train.distributed import init_distributed
 from gcp.train.engine import run
@@ -29,7 +32,6 @@ from gcp.train.errors import CheckpointError, ConfigError
 from gcp.train.model import create_run_model
 from gcp.train.record import DEFAULT_MODEL, DataSpec, RunRecord, model_data_defaults, resolve, with_class_count
 
-from .compare import write_comparison
 from .datasets import DATASETS, LAYOUTS, build_dataset
 from .recipes import recipe_for
 
@@ -62,21 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def backward_modes(text: Optional[str]) -> list[Optional[str]]:
-    """The modes of ``--backward``: one, a comma-separated list without repeats, or ``all``."""
-    if text is None:
-        return [None]
-    modes = list(gcp.BACKWARDS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    if not modes:
-        raise ConfigError(f"--backward {text!r} names no mode")
-    for m in modes:
-        gcp.get_backward(m)  # UnknownBackwardError lists the valid ones
-    repeated = sorted({m for m in modes if modes.count(m) > 1})
-    if repeated:
-        raise ConfigError(f"--backward {text!r} lists {', '.join(repeated)} more than once: each mode runs once")
-    return modes
-
-
 def build_model(record: RunRecord, args: argparse.Namespace) -> torch.nn.Module:
     return create_run_model(record, pretrained=args.pretrained, backbone_pretrained=args.backbone_pretrained,
                             weights=args.checkpoint or None)
@@ -104,25 +91,17 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     if options:
         given["data_options"] = options
     given.pop("backward", None)  # a list: each run gets one of its modes
+    given.pop("head", None)  # a list: each run gets one of its heads
     given["eval_split"] = "test"
     return given
 
 
-def plan_runs(args: argparse.Namespace) -> list[tuple[Optional[str], int, str]]:
-    """(mode, seed, folder) of every run, checked before the first one starts."""
-    modes = backward_modes(args.backward)
-    seeds = args.seeds if args.seeds is not None else [0]
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"--seeds must be distinct integers >= 0, got {seeds}")
-    several = len(modes) > 1 or len(seeds) > 1
-    if several and args.resume not in (None, "auto"):
-        raise ConfigError("with several modes or seeds, --resume takes 'auto' (each run resumes its own)")
-    if not several:
-        return [(modes[0], seeds[0], args.output)]
-    return [(m, s, os.path.join(args.output, m or "default", f"seed{s}")) for m in modes for s in seeds]
+def plan(args: argparse.Namespace) -> list[PlannedRun]:
+    """Every run (head or mode × seed) with its folder, checked before the first one starts."""
+    return plan_runs(arms_of(args.head, args.backward, cli.given_flags(args)), args.seeds, args.output, args.resume)
 
 
-def resolve_run(args: argparse.Namespace, mode: Optional[str], seed: Optional[int], output: str
+def resolve_run(args: argparse.Namespace, arm: Optional[Arm], seed: Optional[int], output: str
                 ) -> tuple[RunRecord, Optional[dict], str]:
     """One run's record (and the checkpoint it resumes, if any)."""
     resume_path = os.path.join(output, "last.pth") if args.resume == "auto" else args.resume
@@ -130,8 +109,8 @@ def resolve_run(args: argparse.Namespace, mode: Optional[str], seed: Optional[in
     if args.resume not in (None, "auto") and resume is None:
         raise CheckpointError(f"checkpoint not found: {args.resume}")
     given = dict(_given(args), output=output)
-    if mode is not None:
-        given["backward"] = mode
+    if arm is not None:
+        given.update(arm.settings)
     if seed is not None and (args.seeds is not None or resume is None):
         given["seed"] = seed
     if resume is not None:
@@ -146,21 +125,23 @@ def resolve_run(args: argparse.Namespace, mode: Optional[str], seed: Optional[in
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     info = init_distributed(args.device, args.dist_timeout)
-    plan = plan_runs(args)
-    resolved = [resolve_run(args, mode, seed, out) for mode, seed, out in plan]  # every refusal before any run
+    runs = plan(args)
+    resolved = [resolve_run(args, r.arm, r.seed, r.output) for r in runs]  # every refusal before any run
     for record, _, _ in resolved:
         check_output_outside_data(record.output, record.data.root)
     splits = load_splits(resolved[0][0].data, not args.no_image_check)
     results: dict[str, list[list[dict]]] = {}
-    for (mode, _, _), (record, resume, source) in zip(plan, resolved):
+    for index, (planned, (record, resume, source)) in enumerate(zip(runs, resolved)):
         if record.data != resolved[0][0].data:
             raise ConfigError(f"{record.output}: its checkpoint read other data than this comparison's first run")
         record = with_class_count(record, splits[0].classes, from_checkpoint=resume is not None)
+        if len(runs) > 1 and info.is_main:
+            print(f"[run {index + 1}/{len(runs)}: {planned.name} seed {record.seed}]", flush=True)
         torch.manual_seed(record.seed)
         model = build_model(record, args).to(info.device)
         state = run(model, splits[0], splits[1], info, record, resume=resume, resume_source=source)
-        results.setdefault(mode or "default", []).append(state.history)
-    if len(plan) > 1 and info.is_main:
+        results.setdefault(planned.name, []).append(state.history)
+    if len(runs) > 1 and info.is_main:
         paths = write_comparison(results, args.output, title=f"{args.dataset}, {resolved[0][0].model}")
         print("wrote " + ", ".join(paths))
     return 0

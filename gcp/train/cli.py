@@ -37,15 +37,20 @@ def recipes_help() -> str:
 
 def add_head_arguments(p: argparse.ArgumentParser, backward_help: str = "") -> None:
     g = p.add_argument_group("GCP head")
-    g.add_argument("--method", default=None, choices=gcp.METHODS, help="matrix normalisation of the head")
+    g.add_argument("--method", default=None, choices=gcp.METHODS, help="how the head pools: " + "; ".join(
+        f"{m}: {gcp.get_method(m).summary}" for m in gcp.METHODS))
+    g.add_argument("--head", default=None, metavar="HEADS",
+                   help="several heads compared in one command, each METHOD[:BACKWARD][(KEY=VALUE, ...)], "
+                        "comma-separated, e.g. gap,bcnn,cbp,isqrt,svd:exact,svd:pade (one run per head and seed)")
     g.add_argument("--backward", default=None, metavar="MODE",
                    help=(backward_help or "backward mode of method svd") + ": " + ", ".join(gcp.BACKWARDS))
-    g.add_argument("--iters", type=int, default=None, help="Newton–Schulz iterations of method isqrt")
+    g.add_argument("--iters", type=int, default=None, help="iterations of method isqrt (or of backward pi/ns/lyap)")
     g.add_argument("--alpha", type=float, default=None, help="matrix power of method svd (0.5: square root)")
     g.add_argument("--reduced-dim", type=int, default=None, help="channels after the 1×1 reduction (256)")
     g.add_argument("--drop-rate", type=float, default=None, help="dropout before the classifier")
     g.add_argument("--head-opt", type=parse_head_option, action="append", default=None, metavar="KEY=VALUE",
-                   help="an option of the backward mode, e.g. --head-opt degree=9 (repeatable)")
+                   help="an option of the method or of the backward mode, e.g. --head-opt degree=9, "
+                        "--head-opt proj_dim=2048 (repeatable)")
     g.add_argument("--hybrid-switch-epoch", type=int, default=None,
                    help="switch the head to --hybrid-method/--hybrid-backward at this epoch (ICCV'21)")
     g.add_argument("--hybrid-method", default=None, choices=gcp.METHODS, help="method after the switch (svd)")
@@ -95,7 +100,7 @@ def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
 _RENAMED = {"head_opt": "head_options", "hybrid_head_opt": "hybrid_options", "val_split": "eval_split"}
 # flags that steer the command rather than define the run
 _COMMAND_ONLY = {"recipe", "resume", "evaluate_only", "pretrained", "pretrained_file", "backbone_pretrained",
-                 "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout"}
+                 "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout", "head"}
 
 
 def given_flags(ns: argparse.Namespace) -> dict[str, Any]:

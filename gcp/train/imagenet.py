@@ -6,24 +6,31 @@
     gcp-train ... --hybrid-switch-epoch 60 --hybrid-method svd --hybrid-backward pade
     gcp-train --data-dir /data/imagenet --resume runs/r50/last.pth --output runs/r50
     gcp-train --data-dir /data/imagenet --evaluate-only --resume runs/r50/best.pth
+    gcp-train --data-dir /data/imagenet --head gap,isqrt,svd:pade --seeds 0 1 --output runs/heads
 
 Data layout: DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg, the same class folders
 in both. ``--batch-size`` is the global batch, split over the processes. The run folder
 (``--output``) holds one run: ``run.json``, ``last.pth``, ``best.pth``, ``summary.csv``; rank 0
 writes, atomically. A resumed run keeps the settings its checkpoint's run record holds
-(``--epochs`` may grow on the step schedule; workers, device and output may change).
+(``--epochs`` may grow on the step schedule; workers, device and output may change). With several
+heads (``--head``), backward modes (``--backward a,b``) or ``--seeds``, each run goes to
+``OUTPUT/<arm>/seed<k>/`` and the comparison (``comparison.md``, ``.csv``, ``accuracy.png``) to
+``OUTPUT``; ``--resume auto`` continues each run from its own ``last.pth``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any, Optional
 
 import torch
 
 from gcp.train import cli
-from gcp.train.checkpoint import load_checkpoint, restore, stored_record
+from gcp.train.arms import PlannedRun, arms_of, plan_runs
+from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, restore, stored_record
+from gcp.train.comparison import write_comparison
 from gcp.train.config import RECIPES
 from gcp.train.data import check_samples, check_splits, image_folder, make_loader, transforms_for
 from gcp.train.distributed import DistInfo, init_distributed
@@ -60,16 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sync-bn", action="store_true")
     g.add_argument("--evaluate-only", action="store_true", help="evaluate the weights of --resume, --pretrained "
                    "or --pretrained-file on the validation split (a checkpoint's own model, head and data)")
-    g.add_argument("--resume", default=None, help="continue the run of this checkpoint (its settings are kept)")
+    g.add_argument("--resume", default=None, help="continue the run of this checkpoint (its settings are kept); "
+                   "'auto': every run continues from its own OUTPUT/.../last.pth when present")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: one run each (default: --seed)")
     cli.add_head_arguments(p)
     cli.add_optim_arguments(p)
     cli.add_run_arguments(p, output="runs/train")
     return p
 
 
-def resolve_record(args: argparse.Namespace, stored: Optional[RunRecord], start_epoch: int) -> RunRecord:
+def resolve_record(args: argparse.Namespace, stored: Optional[RunRecord], start_epoch: int,
+                   run: Optional[PlannedRun] = None) -> RunRecord:
     """The run's record from the flags, the recipe, the model's pretrained config and a checkpoint."""
     given = dict(cli.given_flags(args), dataset="imagefolder")
+    if run is not None:
+        given.pop("backward", None)  # a list: the arm gives each run its own
+        given.update(run.arm.settings if run.arm is not None else {}, output=run.output)
+        if args.seeds is not None:
+            given["seed"] = run.seed
     if stored is not None:
         if args.recipe:
             raise ConfigError("--recipe applies to new runs; a resumed or evaluated checkpoint keeps its settings")
@@ -98,22 +113,21 @@ def load_data(record: RunRecord, info: DistInfo, image_check: bool, evaluate_onl
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     info = init_distributed(args.device, args.dist_timeout)  # --device cuda without CUDA: ConfigError first
+    runs = plan_runs(arms_of(args.head, args.backward, cli.given_flags(args)), args.seeds, args.output,
+                     args.resume)
+    if len(runs) > 1:
+        return _compare(args, info, runs)
     if args.evaluate_only and not (args.resume or args.pretrained or args.pretrained_file):
         raise ConfigError("--evaluate-only needs weights: --resume CKPT, --pretrained or --pretrained-file FILE")
+    if args.resume == "auto":
+        raise ConfigError("--resume auto applies to several runs (--head, --backward a,b or --seeds); give the "
+                          "checkpoint of this run")
     resume = load_checkpoint(args.resume) if args.resume else None
     stored = stored_record(resume, args.resume) if resume is not None else None
-    record = resolve_record(args, stored, int(resume["epoch"]) + 1 if resume is not None else 0)
+    record = resolve_record(args, stored, int(resume["epoch"]) + 1 if resume is not None else 0, runs[0])
     train_set, val_set, classes = load_data(record, info, not args.no_image_check, args.evaluate_only)
     record = with_class_count(record, classes, from_checkpoint=stored is not None)
-
-    torch.manual_seed(record.seed)  # identical initialisation on every rank and every run
-    model = create_run_model(record, pretrained=args.pretrained, backbone_pretrained=args.backbone_pretrained,
-                             weights=args.pretrained_file or None)
-    model.to(info.device)
-    if args.sync_bn and info.device.type != "cuda":
-        raise ConfigError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
-    if args.sync_bn and info.distributed:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = _model(args, record, info)
 
     if args.evaluate_only:
         if record.channels_last:
@@ -130,6 +144,49 @@ def main(argv: Optional[list[str]] = None) -> int:
     state = run(model, train_set, val_set, info, record, resume=resume, resume_source=args.resume or "")
     final = state.history[-1] if state.history else {}
     print(f"rank {info.rank} final: {json.dumps(final, sort_keys=True)}", flush=True)
+    if info.distributed:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _model(args: argparse.Namespace, record: RunRecord, info: DistInfo) -> torch.nn.Module:
+    torch.manual_seed(record.seed)  # identical initialisation on every rank and every run
+    model = create_run_model(record, pretrained=args.pretrained, backbone_pretrained=args.backbone_pretrained,
+                             weights=args.pretrained_file or None)
+    model.to(info.device)
+    if args.sync_bn and info.device.type != "cuda":
+        raise ConfigError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+    if args.sync_bn and info.distributed:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def _compare(args: argparse.Namespace, info: DistInfo, runs: list[PlannedRun]) -> int:
+    """Several runs (heads, modes, seeds), every one resolved before the first starts, then the
+    comparison table, CSV and plot in ``--output``."""
+    if args.evaluate_only:
+        raise ConfigError("--evaluate-only evaluates one checkpoint; drop --head/--seeds or the backward list")
+    planned = []
+    for r in runs:
+        path = os.path.join(r.output, "last.pth")
+        resume = load_checkpoint(path) if args.resume == "auto" and os.path.exists(path) else None
+        stored = stored_record(resume, path) if resume is not None else None
+        record = resolve_record(args, stored, int(resume["epoch"]) + 1 if resume is not None else 0, r)
+        planned.append((r, record, resume, path if resume is not None else ""))
+    for _, record, _, _ in planned:
+        check_output_outside_data(record.output, record.data.root)
+    train_set, val_set, classes = load_data(planned[0][1], info, not args.no_image_check, False)
+    results: dict[str, list[list[dict]]] = {}
+    for index, (r, record, resume, source) in enumerate(planned):
+        if record.data != planned[0][1].data:
+            raise ConfigError(f"{record.output}: its checkpoint read other data than this comparison's first run")
+        record = with_class_count(record, classes, from_checkpoint=resume is not None)
+        if info.is_main:
+            print(f"[run {index + 1}/{len(planned)}: {r.name} seed {record.seed}]", flush=True)
+        state = run(_model(args, record, info), train_set, val_set, info, record, resume=resume, resume_source=source)
+        results.setdefault(r.name, []).append(state.history)
+    if info.is_main:
+        print("wrote " + ", ".join(write_comparison(results, args.output, title=planned[0][1].model)))
     if info.distributed:
         torch.distributed.destroy_process_group()
     return 0

@@ -127,13 +127,13 @@ def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
     assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "1",
                      "--method", "svd", "--backward", "exact,pi", "--seeds", "0", "1", *ARGS]) == 0
     with open(out / "comparison.csv") as fh:
-        rows = {r["mode"]: r for r in csv.DictReader(fh)}
+        rows = {r["arm"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"exact", "pi"} and rows["exact"]["seeds"] == "2" and rows["pi"]["epochs"] == "1"
     with open(out / "epochs.csv") as fh:
         epochs = list(csv.DictReader(fh))
     for mode, r in rows.items():
         # the summary is the mean ± std over seeds of each seed's last epoch in epochs.csv
-        finals = [float(e["top1"]) for e in epochs if e["mode"] == mode and e["epoch"] == "0"]
+        finals = [float(e["top1"]) for e in epochs if e["arm"] == mode and e["epoch"] == "0"]
         assert len(finals) == 2
         assert float(r["final_top1_mean"]) == pytest.approx(statistics.fmean(finals), rel=1e-5)
         assert float(r["final_top1_std"]) == pytest.approx(statistics.stdev(finals), rel=1e-5, abs=1e-9)

@@ -1,4 +1,4 @@
-"""Comparison of fine-tuning runs across backward modes and seeds: CSV, markdown and a plot."""
+"""Comparison of training runs across arms (heads, backward modes) and seeds: CSV, markdown and a plot."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(results: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """One row per mode: final and best top-1 (mean ± std over seeds), time per epoch, non-finite steps."""
+    """One row per arm: final and best top-1 (mean ± std over seeds), time per epoch, non-finite steps."""
     rows = []
-    for mode, runs in results.items():
+    for arm, runs in results.items():
         finals = [float(h[-1]["top1"]) for h in runs if h]
         bests = [max(float(r["top1"]) for r in h) for h in runs if h]
         times = [float(r["epoch_time_s"]) for h in runs for r in h]
         final_mean, final_std = _mean_std(finals)
         best_mean, best_std = _mean_std(bests)
         rows.append(dict(
-            mode=mode, seeds=len(runs), epochs=max((len(h) for h in runs), default=0),
+            arm=arm, seeds=len(runs), epochs=max((len(h) for h in runs), default=0),
             final_top1_mean=final_mean, final_top1_std=final_std, best_top1_mean=best_mean, best_top1_std=best_std,
             epoch_time_s=statistics.fmean(times) if times else float("nan"),
             nonfinite_steps=sum(int(r["nonfinite_steps"]) for h in runs for r in h),
@@ -56,11 +56,11 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
-    lines = [f"# Backward-mode comparison: {title}", "",
-             "| mode | seeds | epochs | final top-1 (%) | best top-1 (%) | s / epoch | non-finite steps |",
+    lines = [f"# Comparison: {title}", "",
+             "| arm | seeds | epochs | final top-1 (%) | best top-1 (%) | s / epoch | non-finite steps |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['seeds']} | {r['epochs']} | {r['final_top1_mean']:.2f} ± "
+        lines.append(f"| {r['arm']} | {r['seeds']} | {r['epochs']} | {r['final_top1_mean']:.2f} ± "
                      f"{r['final_top1_std']:.2f} | {r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} | "
                      f"{r['epoch_time_s']:.1f} | {r['nonfinite_steps']} |")
     return "\n".join(lines) + "\n"
@@ -75,12 +75,12 @@ def plot_accuracy(results: dict[str, list[list[dict[str, Any]]]], path: str, tit
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     colours = plt.get_cmap("tab10")
-    for i, (mode, runs) in enumerate(results.items()):
+    for i, (arm, runs) in enumerate(results.items()):
         epochs = max(len(h) for h in runs)
         per_epoch = [[float(h[e]["top1"]) for h in runs if len(h) > e] for e in range(epochs)]
         xs = list(range(1, epochs + 1))
         mean = [statistics.fmean(v) for v in per_epoch]
-        label = f"{mode} ({len(runs)} seed{'s' * (len(runs) > 1)})"
+        label = f"{arm} ({len(runs)} seed{'s' * (len(runs) > 1)})"
         ax.plot(xs, mean, marker="o", ms=3, color=colours(i % 10), label=label)
         if len(runs) > 1:
             ax.fill_between(xs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=colours(i % 10),
@@ -88,7 +88,7 @@ def plot_accuracy(results: dict[str, list[list[dict[str, Any]]]], path: str, tit
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (lines: mean over seeds, bands: min–max)")
     ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title(f"Top-1 per epoch by backward mode — {title}")
+    ax.set_title(f"Top-1 per epoch — {title}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -108,7 +108,7 @@ def write_comparison(results: dict[str, list[list[dict[str, Any]]]], output: str
     paths = {name: os.path.join(output, name) for name in names}
     _write_text(paths["comparison.csv"], _csv(rows))
     _write_text(paths["comparison.md"], to_markdown(rows, title))
-    epochs = [dict(mode=m, seed_index=s, **r) for m, runs in results.items() for s, h in enumerate(runs) for r in h]
+    epochs = [dict(arm=a, seed_index=s, **r) for a, runs in results.items() for s, h in enumerate(runs) for r in h]
     _write_text(paths["epochs.csv"], _csv(epochs))
     plot_accuracy(results, paths["accuracy.png"], title)
     print(to_markdown(rows, title))

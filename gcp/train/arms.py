@@ -1,0 +1,159 @@
+"""The arms of a multi-run command: several heads (``--head``) or backward modes (``--backward``)
+times several seeds, each run in its own folder, every run checked before the first one starts.
+
+``--head`` takes a comma-separated list of heads, each ``METHOD[:BACKWARD][(KEY=VALUE, ...)]``::
+
+    --head gap,bcnn,cbp(proj_dim=2048),isqrt,svd:exact,svd:pade(degree=(8, 8))
+
+Values are Python literals. Every head is validated as a :class:`gcp.HeadConfig` when the list is
+read, so a misspelt method or an option of another method is refused before any run.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import gcp
+
+from .errors import ConfigError
+
+_ITEM = re.compile(r"^\s*(?P<method>[A-Za-z_][\w]*)\s*(?::\s*(?P<backward>[A-Za-z_][\w]*))?\s*"
+                   r"(?:\((?P<options>.*)\))?\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its label (the folder and the table's row) and the run settings it sets."""
+
+    label: str
+    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def folder(self) -> str:
+        """The label as a folder name: ``svd:pade`` → ``svd-pade``; options, quotes and spaces go."""
+        text = re.sub(r"[^\w.=,-]+", "-", self.label.replace(":", "-")).strip("-")
+        return text or "default"
+
+
+def _split_top_level(text: str) -> list[str]:
+    """``text`` split at commas outside brackets and parentheses."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def _options(text: str, item: str) -> dict[str, Any]:
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+    except SyntaxError:
+        raise ConfigError(f"--head {item!r}: the options must read KEY=VALUE, ... (Python literals)") from None
+    if not isinstance(call, ast.Call) or call.args:
+        raise ConfigError(f"--head {item!r}: the options must read KEY=VALUE, ... (Python literals)")
+    out = {}
+    for kw in call.keywords:
+        try:
+            out[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+            raise ConfigError(f"--head {item!r}: {kw.arg}= must be a Python literal") from None
+    return out
+
+
+def parse_heads(text: str) -> list[Arm]:
+    """The heads of ``--head``, each validated, none repeated."""
+    arms = []
+    for item in _split_top_level(text):
+        if not item.strip():
+            raise ConfigError(f"--head {text!r} has an empty entry")
+        match = _ITEM.match(item)
+        if match is None:
+            raise ConfigError(f"--head {item.strip()!r}: expected METHOD[:BACKWARD][(KEY=VALUE, ...)], e.g. "
+                              "svd:pade or cbp(proj_dim=2048)")
+        options = _options(match["options"], item.strip()) if match["options"] is not None else {}
+        try:
+            config = gcp.HeadConfig.from_kwargs(match["method"], match["backward"], None, **options)
+        except gcp.GCPError as exc:
+            raise ConfigError(f"--head {item.strip()!r}: {exc}") from None
+        options = {**dict(config.method_options), **dict(config.backward_options)}
+        # iters and alpha have flags (and run-record fields) of their own
+        settings: dict[str, Any] = {"method": config.method, "backward": config.backward,
+                                    **{k: options.pop(k) for k in ("iters", "alpha") if k in options},
+                                    "head_options": options}
+        arms.append(Arm(config.label(), settings))
+    labels = [a.label for a in arms]
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        raise ConfigError(f"--head {text!r} lists {', '.join(repeated)} more than once: each head runs once")
+    return arms
+
+
+def parse_backwards(text: str) -> list[Arm]:
+    """The modes of ``--backward``: one, a comma-separated list without repeats, or ``all``."""
+    modes = list(gcp.BACKWARDS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    if not modes:
+        raise ConfigError(f"--backward {text!r} names no mode")
+    for m in modes:
+        gcp.get_backward(m)  # UnknownBackwardError lists the valid ones
+    repeated = sorted({m for m in modes if modes.count(m) > 1})
+    if repeated:
+        raise ConfigError(f"--backward {text!r} lists {', '.join(repeated)} more than once: each mode runs once")
+    return [Arm(m, {"backward": m}) for m in modes]
+
+
+def arms_of(head: Optional[str], backward: Optional[str], given: dict[str, Any]) -> list[Optional[Arm]]:
+    """The arms of a command line: ``--head``'s, ``--backward``'s, or the one run of the flags.
+
+    ``--head`` sets each run's method, backward and options, so it is refused together with
+    ``--method``, ``--backward``, ``--iters``, ``--alpha`` or ``--head-opt`` (put them in the head).
+    """
+    if head is not None:
+        clash = [f"--{k.replace('_', '-').replace('head-options', 'head-opt')}" for k in
+                 ("method", "iters", "alpha", "head_options") if given.get(k) is not None]
+        if backward is not None:
+            clash.append("--backward")
+        if clash:
+            raise ConfigError(f"--head sets each run's method, backward and options; drop {', '.join(clash)} "
+                              "(write them in the head, e.g. --head svd:taylor(degree=9),isqrt(iters=3))")
+        return list(parse_heads(head))
+    if backward is None:
+        return [None]
+    return list(parse_backwards(backward))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    arm: Optional[Arm]
+    seed: int
+    output: str
+
+    @property
+    def name(self) -> str:
+        return self.arm.label if self.arm is not None else "default"
+
+
+def plan_runs(arms: list[Optional[Arm]], seeds: Optional[list[int]], output: str,
+              resume: Optional[str]) -> list[PlannedRun]:
+    """Every run (arm × seed) with its folder, checked before the first one starts: one run goes
+    to ``output``; several go to ``output/<arm>/seed<k>/``."""
+    seeds = list(seeds) if seeds is not None else [0]
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds must be distinct integers >= 0, got {seeds}")
+    several = len(arms) > 1 or len(seeds) > 1
+    if several and resume not in (None, "auto"):
+        raise ConfigError("with several heads, modes or seeds, --resume takes 'auto' (each run resumes its own)")
+    if not several:
+        return [PlannedRun(arms[0], seeds[0], output)]
+    folders = [a.folder if a is not None else "default" for a in arms]
+    if len(set(folders)) != len(folders):
+        raise ConfigError(f"two heads would share a run folder ({', '.join(folders)}); give them distinct options")
+    return [PlannedRun(a, s, os.path.join(output, f, f"seed{s}")) for a, f in zip(arms, folders) for s in seeds]
