@@ -34,15 +34,16 @@ from ..backward import BACKWARDS
 from ..errors import GCPError
 from . import sections, training
 from .report import read_records, terminal_summary, write_all
-from .routes import ALL_ROUTES, HEAD_CONFIG, parse_routes
+from .routes import ALL_ROUTES, HEAD_CONFIG, POOLING, parse_routes
 
 SECTIONS = ("accuracy", "stability", "speed", "training", "zca")
 #: the arms of the training section in --quick: the routes the SVD-Padé paper compares, and the baselines
-QUICK_ARMS = ("exact", "ed", "pade", "taylor", "isqrt", "mpa") + training.BASELINES
+QUICK_ARMS = ("exact", "ed", "pade", "taylor", "isqrt", "mpa") + training.BASELINES + training.OTHER_HEADS
 QUICK = dict(dim=8, ratios=(0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999), sizes=(32, 64), batch=16,
              repeats=3, epochs=8, seeds=(0, 1, 2, 3), zca_dims=(4, 32), zca_epochs=5, arms=QUICK_ARMS)
 FULL = dict(dim=32, ratios=QUICK["ratios"], sizes=(64, 128, 256), batch=32, repeats=5, epochs=15,
-            seeds=(0, 1, 2, 3, 4), zca_dims=(4, 8, 16, 32), zca_epochs=6, arms=ALL_ROUTES + training.BASELINES)
+            seeds=(0, 1, 2, 3, 4), zca_dims=(4, 8, 16, 32), zca_epochs=6,
+            arms=ALL_ROUTES + training.BASELINES + training.OTHER_HEADS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +173,7 @@ def _arms(parser: argparse.ArgumentParser, args: argparse.Namespace, base: dict)
             return list(base["arms"])
         return [m for m in args.mode_list if m in HEAD_CONFIG] + list(training.BASELINES)
     arms = [a.strip() for a in args.train_modes.split(",") if a.strip()]
-    valid = tuple(HEAD_CONFIG) + training.BASELINES
+    valid = tuple(HEAD_CONFIG) + training.BASELINES + training.OTHER_HEADS
     unknown = [a for a in arms if a not in valid]
     if unknown or not arms or len(set(arms)) != len(arms):
         parser.error(f"--train-modes {args.train_modes!r}: give distinct names among {', '.join(valid)}"
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     zca_modes = [m for m in modes if m in BACKWARDS] or ["ed", "exact", "pi"]
     steps = {
         "accuracy": (len(args.ratios) + 2) * len(modes), "stability": len(modes),
-        "speed": len(args.sizes) * len(modes), "training": len(args.arm_list) * len(args.seeds),
+        "speed": len(args.sizes) * (len(modes) + len(POOLING)), "training": len(args.arm_list) * len(args.seeds),
         "zca": len(args.zca_dims) * len(zca_modes) * len(args.seeds),
     }
     bar = tqdm(total=sum(steps[s] for s in secs), desc="gcp-compare", file=sys.stderr)
@@ -205,6 +206,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         records += sections.stability(modes, args.dtype_list, tick, device)
     if "speed" in secs:
         records += sections.speed(modes, args.sizes, args.batch, args.speed_dtype, args.repeats, device, tick)
+        records += sections.pooling_speed(list(POOLING), args.sizes, args.batch, args.speed_dtype, args.repeats,
+                                          device, tick)
     if "training" in secs:
         records += training.training(args.arm_list, args.epochs, list(args.seeds), tick, device, args.workers)
     if "zca" in secs:

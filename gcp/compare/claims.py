@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from .routes import POOLING
 from .stats import ALPHA, mean_std, welch_p
 
 Summary = dict[str, dict[str, Any]]
@@ -92,7 +93,7 @@ def _hybrid(s: Summary, mdd: float) -> tuple[str, str]:
 
 
 def _gcp_beats_gap(s: Summary, mdd: float) -> tuple[str, str]:
-    heads = [m for m in s if m != "gap" and s[m]["nonfinite"] == 0]
+    heads = [m for m in s if m not in POOLING and s[m]["nonfinite"] == 0]  # covariance heads only
     if not heads:
         return "not testable", "no GCP arm trained without non-finite steps"
     best = max(heads, key=lambda m: s[m]["final_mean"])

@@ -308,7 +308,9 @@ def markdown(records: list[Record], config: dict[str, Any], reference: Optional[
                   f"Forward / forward+backward time of a batch of {dt} covariances as a multiple of "
                   "`torch.linalg.eigh` forward, measured in the same interleaved rounds: median, and in "
                   "brackets the lowest and highest forward+backward ratio over the rounds. Modes whose "
-                  "ranges overlap are not distinguishable by this measurement.", "",
+                  "ranges overlap are not distinguishable by this measurement. The pooling heads that are not "
+                  "a square root (gap, bcnn, cbp) are timed from the (B, d, 196) features to their "
+                  "representation, the routes from the covariance to its square root.", "",
                   _table(["mode"] + cases, rows), ""]
     summary = training_summary(records)
     if summary:

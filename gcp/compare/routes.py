@@ -28,6 +28,12 @@ HEAD_CONFIG: dict[str, HeadConfig] = {**{m: HeadConfig("svd", m) for m in BACKWA
                                       **{m: HeadConfig(m) for m in ITERATIVE}}
 
 
+#: heads that pool otherwise than by a covariance's square root, measured next to the routes: the
+#: training section trains them as arms and the speed section times them from the features
+POOLING: dict[str, HeadConfig] = {"gap": HeadConfig("gap"), "bcnn": HeadConfig("bcnn"),
+                                  "cbp": HeadConfig("cbp", method_options={"proj_dim": 2048})}
+
+
 def route(name: str) -> Route:
     """``sqrtm`` with backward ``name``, or one of the iterative routes."""
     if name in ITERATIVE:

@@ -16,7 +16,7 @@ from torch import Tensor
 from gcp.bench.timing import interleaved_ms, median_ratio
 from gcp.spectral import sqrtm
 
-from .routes import route
+from .routes import POOLING, route
 from .suites import F64, degenerate_suite, geometric_spectrum, random_covariance
 
 Record = dict[str, Any]
@@ -117,5 +117,46 @@ def speed(modes: list[str], sizes: Iterable[int], batch: int, dtype: str, repeat
             ratios = [a / b for a, b in zip(t["fb"], t["eigh"])]  # per round: the spread of the ratio
             out += [_rec("speed", mode, dtype, case, "fwd_bwd_over_eigh_min", min(ratios)),
                     _rec("speed", mode, dtype, case, "fwd_bwd_over_eigh_max", max(ratios))]
+            tick()
+    return out
+
+
+def pooling_speed(heads: list[str], sizes: Iterable[int], batch: int, dtype: str, repeats: int,
+                  device: torch.device, tick: Progress) -> list[Record]:
+    """The pooling heads (:data:`gcp.compare.routes.POOLING`: average, bilinear, compact bilinear),
+    timed from the ``(B, d, 196)`` features to the representation, forward and forward+backward, as
+    a ratio to ``torch.linalg.eigh`` of the same ``d`` in the same interleaved rounds (the routes'
+    rows time the square root of a covariance already computed)."""
+    from gcp.pooling import _buffers_of, _representation
+
+    out: list[Record] = []
+    for d in sizes:
+        g = torch.Generator().manual_seed(3)
+        feats = torch.randn(batch, d, 196, generator=g, dtype=DTYPES[dtype]).to(device)
+        x = feats @ feats.transpose(-1, -2) / 196
+        for name in heads:
+            config = POOLING[name]
+            buffers = _buffers_of(config, d, device)
+
+            def fn(f: Tensor, config=config, buffers=buffers) -> Tensor:
+                return _representation(f, config, buffers)
+
+            gy = torch.randn(fn(feats).shape, generator=g, dtype=DTYPES[dtype]).to(device)
+
+            def fwd_bwd(fn: Callable = fn, gy: Tensor = gy) -> None:
+                fi = feats.detach().requires_grad_()
+                fn(fi).backward(gy)
+
+            t = interleaved_ms({"eigh": lambda: torch.linalg.eigh(x), "fwd": lambda fn=fn: fn(feats), "fb": fwd_bwd},
+                               device, repeats)
+            case = f"d={d}"
+            ratios = [a / b for a, b in zip(t["fb"], t["eigh"])]
+            out += [_rec("speed", name, dtype, case, "eigh_ms", statistics.median(t["eigh"])),
+                    _rec("speed", name, dtype, case, "fwd_ms", statistics.median(t["fwd"])),
+                    _rec("speed", name, dtype, case, "fwd_bwd_ms", statistics.median(t["fb"])),
+                    _rec("speed", name, dtype, case, "fwd_over_eigh", median_ratio(t["fwd"], t["eigh"])),
+                    _rec("speed", name, dtype, case, "fwd_bwd_over_eigh", median_ratio(t["fb"], t["eigh"])),
+                    _rec("speed", name, dtype, case, "fwd_bwd_over_eigh_min", min(ratios)),
+                    _rec("speed", name, dtype, case, "fwd_bwd_over_eigh_max", max(ratios))]
             tick()
     return out

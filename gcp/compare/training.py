@@ -35,7 +35,7 @@ from gcp.train.loop import evaluate, train_one_epoch
 from gcp.whitening import ZCAWhitening
 
 from ..covariance import covariance
-from .routes import HEAD_CONFIG
+from .routes import HEAD_CONFIG, POOLING
 
 Record = dict[str, Any]
 Progress = Callable[[], None]
@@ -44,6 +44,8 @@ Progress = Callable[[], None]
 DIM, POSITIONS = 32, 16
 #: arms next to the routes: the first-order baseline and the hybrid protocol
 BASELINES: tuple[str, ...] = ("gap", "hybrid")
+#: the other pooling heads the papers compare against (bilinear and compact bilinear pooling)
+OTHER_HEADS: tuple[str, ...] = tuple(n for n in POOLING if n not in BASELINES)
 HYBRID_START, HYBRID_THEN = HeadConfig("isqrt"), HeadConfig("svd", "pade")
 
 
@@ -79,7 +81,7 @@ class RegimeNet(nn.Module):
     def __init__(self, arm: str) -> None:
         super().__init__()
         self.features = _stem(stride=2)
-        config = HeadConfig("gap") if arm == "gap" else HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
+        config = POOLING[arm] if arm in POOLING else HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
         self.head = GCPHead(32, 10, config=config.replace(reduced_dim=DIM))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -220,7 +222,7 @@ def training(arms: list[str], epochs: int, seeds: list[int], tick: Progress,
     """Every arm and seed in the GCP regime: test top-1 and train loss per epoch, seconds, and the
     steps skipped because the gradient was not finite; plus the measured rank of the covariances."""
     out = run_jobs([(train_arm, (arm, seed, epochs, str(device))) for arm in arms for seed in seeds], workers, tick)
-    gcp_arms = [a for a in arms if a != "gap"]
+    gcp_arms = [a for a in arms if a not in POOLING]
     if gcp_arms:  # the bound is structural (16 positions); measured on the test images, it is a fact, not a claim
         torch.manual_seed(0)
         rank, d = head_rank(RegimeNet(gcp_arms[0]).eval(), _digits()[2][:256])
