@@ -98,3 +98,9 @@ def test_readme_zoo_numbers_are_the_generated_sweep_and_audit():
     assert claim is not None
     assert [audit[k] for k in ("NCHW", "NHWC", "tokens")] == [[n, n] for n in claim.groups()[:3]]
     assert audit["refused"][0] == claim.group(4)
+
+
+def test_readme_method_table_is_the_registry():
+    import gcp.methods
+
+    assert gcp.methods.methods_table() in (ROOT / "README.md").read_text()

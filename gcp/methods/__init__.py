@@ -62,5 +62,28 @@ def registered_methods() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def methods_table() -> str:
+    """The registered methods as the README's markdown table (a test keeps the README equal to it)."""
+    rows = ["| method | what the head computes | output size | backward | TorchScript / ONNX | source |",
+            "|---|---|---|---|---|---|"]
+    from ..backward import BACKWARDS
+    from ..head_config import HeadConfig
+
+    for name, m in _REGISTRY.items():
+        backward = "autograd"
+        if m.takes_backward:
+            accepted = []
+            for mode in BACKWARDS:
+                try:
+                    HeadConfig(name, mode)
+                except InvalidOptionError:
+                    continue
+                accepted.append(mode)
+            backward = "any of `gcp.BACKWARDS`" if len(accepted) == len(BACKWARDS) else ", ".join(accepted)
+        export = f"{'yes' if m.scriptable else 'no'} / {'yes' if m.onnx else 'no'}"
+        rows.append(f"| `{name}` | {m.summary} | {m.output_formula} | {backward} | {export} | {m.source} |")
+    return "\n".join(rows)
+
+
 __all__ = ["HeadMethod", "MatrixMethod", "MethodOptions", "METHODS", "ONNX_METHODS", "SCRIPTABLE_METHODS",
-           "get_method", "register_method", "registered_methods"]
+           "get_method", "methods_table", "register_method", "registered_methods"]
