@@ -31,6 +31,7 @@ class CompactBilinear(HeadMethod):
     source = "CBP (Gao et al., CVPR 2016), fast-MPN-COV's CBP"
     output_formula = "proj_dim"
     options = CBPOptions
+    onnx = True  # ONNX's DFT runs the FFT (tested through onnxruntime)
 
     def output_size(self, d: int, opts: CBPOptions) -> int:
         return opts.proj_dim

@@ -190,3 +190,23 @@ def test_export_onnx_of_a_so_vit_svd_model(tmp_path):
     assert report.max_abs_diff <= 1e-5  # onnxruntime vs the exported configuration in eager mode
     with torch.no_grad():
         assert (_onnx_run(path, images) - model(images)).abs().max() <= 1e-2 * model(images).abs().max()
+
+
+@pytest.mark.slow  # one onnxscript translation per method: ~3 s each
+@pytest.mark.parametrize("method", [m for m in gcp.ONNX_METHODS if m not in ("isqrt", "mtp", "none")])
+def test_the_pooling_heads_export_to_onnx_and_match_onnxruntime(method, tmp_path):
+    torch.manual_seed(0)
+    extra = {"proj_dim": 64} if method == "cbp" else {}
+    model = gcp.zoo.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8, method=method, **extra).eval()
+    report = gcp.zoo.export_onnx(model, str(tmp_path / f"{method}.onnx"), torch.randn(2, 3, 64, 64))
+    # cbp: onnxruntime's DFT rounds otherwise than torch's FFT, and the signed square root's slope
+    # 1/(2√(|y| + 1e-8)) near y = 0 magnifies that to ~2e-4 on these logits
+    assert report.method == method and report.root is None and report.max_abs_diff < (1e-3 if method == "cbp" else 1e-4)
+
+
+@pytest.mark.parametrize("method", [m for m in gcp.METHODS if m not in gcp.ONNX_METHODS and m != "svd"])
+def test_a_method_onnx_cannot_run_is_refused_by_name_before_writing(method, tmp_path):
+    model = gcp.zoo.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8, method=method).eval()
+    with pytest.raises(gcp.ExportError, match=f"'{method}' cannot be exported to ONNX"):
+        gcp.zoo.export_onnx(model, str(tmp_path / "m.onnx"), torch.randn(2, 3, 64, 64))
+    assert not list(tmp_path.iterdir())
