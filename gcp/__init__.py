@@ -42,7 +42,7 @@ from .lyapunov import lyap_sign_solve
 from .methods import METHODS, ONNX_METHODS, SCRIPTABLE_METHODS, get_method, register_method
 from .newton_schulz import isqrtm
 from .pca import PCADenoising, pca_denoise
-from .pooling import GCPHead, covariance_pool, normalize_covariance, pool_features
+from .pooling import GCPHead, covariance_pool, head_representation, normalize_covariance, pool_features
 from .spectral import eigh, inv_sqrtm, powm, sqrtm
 from .spectral_functions import logm, scaled_eigen_branch, topn_sqrtm
 from .whitening import ZCAWhitening, replace_batchnorm, zca_whiten
@@ -60,6 +60,7 @@ __all__ = [
     "compact_bilinear",
     "get_method",
     "logm",
+    "head_representation",
     "pool_features",
     "register_method",
     "scaled_eigen_branch",

@@ -18,7 +18,9 @@ from .validators import check_int
 _UNSET: Any = object()
 
 
-def _buffers_of(config: HeadConfig, d: int, device: Optional[torch.device] = None) -> tuple[Tensor, ...]:
+def method_buffers(config: HeadConfig, d: int, device: Optional[torch.device] = None) -> tuple[Tensor, ...]:
+    """The tensors the method keeps for ``d`` channels (a sketch's hashes; the triangle's index), in
+    the order :func:`pool_features` takes them."""
     return tuple(t.to(device) if device is not None else t
                  for t, _ in config.head_method.buffers(d, config.options()).values())
 
@@ -46,7 +48,7 @@ def pool_features(feats: Tensor, config: HeadConfig, buffers: Optional[tuple[Ten
             "positions, or a method that needs one (" + ", ".join(
                 m for m in METHODS if get_method(m).min_positions <= positions) + ")")
     if buffers is None:
-        buffers = _buffers_of(config, feats.shape[1], feats.device)
+        buffers = method_buffers(config, feats.shape[1], feats.device)
     flat = feats.flatten(2)
     with autocast_off(flat.device):
         flat = flat.to(resolve_compute_dtype(flat.dtype, None, torch.float32))
@@ -54,8 +56,11 @@ def pool_features(feats: Tensor, config: HeadConfig, buffers: Optional[tuple[Ten
     return pooled.to(feats.dtype)
 
 
-def _representation(feats: Tensor, config: HeadConfig, buffers: tuple[Tensor, ...]) -> Tensor:
-    """``(B, output_size)``: the pooled output as the classifier's input vector."""
+def head_representation(feats: Tensor, config: HeadConfig, buffers: Optional[tuple[Tensor, ...]] = None) -> Tensor:
+    """``(B, output_size)``: :func:`pool_features`' output as the classifier's input vector (the
+    upper triangle of a matrix, a flattened ``bcnn`` matrix, a vector as it is)."""
+    if buffers is None:
+        buffers = method_buffers(config, feats.shape[1], feats.device)
     return config.head_method.vectorise(pool_features(feats, config, buffers), buffers)
 
 
@@ -111,7 +116,7 @@ def _checked_feature_maps(x: Tensor, in_channels: int) -> Tensor:
 # proxies do not have (the HeadConfig argument is recorded as a constant). They run as they are when
 # the traced module runs, so checks, custom backwards and gradients stay those of eager mode.
 torch.fx.wrap("_checked_feature_maps")
-torch.fx.wrap("_representation")
+torch.fx.wrap("head_representation")
 torch.fx.wrap("pool_features")
 
 
@@ -253,7 +258,7 @@ class GCPHead(nn.Module):
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         feats = self.reduce(_checked_feature_maps(x, self.in_channels))
-        rep = self.head_drop(_representation(feats, self.config, self._method_buffers()))
+        rep = self.head_drop(head_representation(feats, self.config, self._method_buffers()))
         return rep if pre_logits else self.fc(rep)
 
     def __prepare_scriptable__(self) -> nn.Module:

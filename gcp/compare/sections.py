@@ -127,7 +127,7 @@ def pooling_speed(heads: list[str], sizes: Iterable[int], batch: int, dtype: str
     timed from the ``(B, d, 196)`` features to the representation, forward and forward+backward, as
     a ratio to ``torch.linalg.eigh`` of the same ``d`` in the same interleaved rounds (the routes'
     rows time the square root of a covariance already computed)."""
-    from gcp.pooling import _buffers_of, _representation
+    from gcp.pooling import head_representation, method_buffers
 
     out: list[Record] = []
     for d in sizes:
@@ -136,10 +136,10 @@ def pooling_speed(heads: list[str], sizes: Iterable[int], batch: int, dtype: str
         x = feats @ feats.transpose(-1, -2) / 196
         for name in heads:
             config = POOLING[name]
-            buffers = _buffers_of(config, d, device)
+            buffers = method_buffers(config, d, device)
 
             def fn(f: Tensor, config=config, buffers=buffers) -> Tensor:
-                return _representation(f, config, buffers)
+                return head_representation(f, config, buffers)
 
             gy = torch.randn(fn(feats).shape, generator=g, dtype=DTYPES[dtype]).to(device)
 

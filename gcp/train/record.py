@@ -264,6 +264,20 @@ class RunRecord:
             need(is_int(self.hybrid.switch_epoch) and 1 <= self.hybrid.switch_epoch < self.epochs,
                  "hybrid-switch-epoch", f"an epoch in 1..{self.epochs - 1} (--epochs {self.epochs})",
                  self.hybrid.switch_epoch)
+            self._check_hybrid_size()
+
+    def _check_hybrid_size(self) -> None:
+        """The switch keeps the classifier, so both heads must give as many features: refused now,
+        not at the switch epoch."""
+        spec = gcp.zoo.spec_of(self.model)
+        d = self.head.reduced_dim or (spec.head.reduced_dim if spec is not None else None) or 256
+        before = self.head.norm.config(d).output_size()
+        after = self.hybrid.norm.config(d).output_size()
+        if before != after:
+            raise ConfigError(
+                f"--hybrid-method {self.hybrid.norm.method}: the hybrid switch keeps the classifier, which reads "
+                f"{before} features from --method {self.head.norm.method} (d = {d}), but {self.hybrid.norm.method} "
+                f"gives {after}; switch between methods of the same output size (e.g. isqrt → svd)")
 
     # ------------------------------------------------------------------ flat form (flags, recipes)
     def flat(self) -> dict[str, Any]:

@@ -115,3 +115,9 @@ def test_class_names_are_recorded_and_checked():
 def test_bad_values_name_the_flag(given, flag):
     with pytest.raises(gcptrain.ConfigError, match=flag):
         _record(**given)
+
+
+def test_a_hybrid_switch_to_another_output_size_is_refused_before_the_run():
+    with pytest.raises(gcptrain.ConfigError, match="hybrid switch keeps the classifier.*36 features.*gives 64"):
+        _record(method="isqrt", reduced_dim=8, hybrid_switch_epoch=1, hybrid_method="bcnn", epochs=2)
+    assert _record(method="isqrt", reduced_dim=8, hybrid_switch_epoch=1, hybrid_method="logm", epochs=2).hybrid
