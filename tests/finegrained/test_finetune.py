@@ -165,3 +165,15 @@ def test_finetune_a_generic_vit_at_its_own_image_size(roots, tmp_path):
                                           r"Input height \(32\) doesn't match model \(224\)"):
         finetune(base + ["--output", str(tmp_path / "refused"), "--checkpoint", str(tmp_path / "saved")])
     assert not (tmp_path / "refused").exists()
+
+
+def test_finetune_compares_heads_in_one_command(roots, tmp_path):
+    out = tmp_path / "heads"
+    assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "1",
+                     "--max-steps-per-epoch", "1", "--head", "bcnn,cbp(proj_dim=64),logm:pade", *ARGS]) == 0
+    with open(out / "comparison.csv") as fh:
+        rows = {r["arm"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"bcnn", "cbp(proj_dim=64)", "logm/pade"}
+    ckpt = torch.load(out / "cbp-proj_dim=64" / "seed0" / "last.pth", weights_only=True)
+    assert ckpt["model"]["head.fc.weight"].shape[1] == 64 and "head.sketch_index" in ckpt["model"]
+    assert ckpt["record"]["method"] == "cbp" and ckpt["record"]["head_options"] == {"proj_dim": 64}
