@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import gcp
 
+from . import fields
 from .config import RECIPES
 
 
@@ -60,35 +61,14 @@ def add_head_arguments(p: argparse.ArgumentParser, backward_help: str = "") -> N
 
 
 def add_optim_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("optimisation (default: the recipe's, else the papers' SGD)")
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None, help="global batch size (split over processes)")
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--momentum", type=float, default=None)
-    g.add_argument("--weight-decay", type=float, default=None)
-    g.add_argument("--sched", choices=("step", "cosine"), default=None)
-    g.add_argument("--decay-milestones", type=int, nargs="*", default=None,
-                   help="0-based epochs from which the lr is multiplied by --decay-rate (step schedule)")
-    g.add_argument("--decay-rate", type=float, default=None)
-    g.add_argument("--warmup-epochs", type=int, default=None)
-    g.add_argument("--warmup-lr", type=float, default=None)
-    g.add_argument("--min-lr", type=float, default=None)
-    g.add_argument("--classifier-lr-mult", type=float, default=None, help="lr multiplier of the classifier")
-    g.add_argument("--reduction-lr-mult", type=float, default=None, help="lr multiplier of the 1x1 reduction")
-    g.add_argument("--grad-clip", type=float, default=None)
+    """The optimisation flags, from the run record's declarations (:mod:`gcp.train.fields`)."""
+    fields.add_arguments(p, "optim")
 
 
 def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
-    g = p.add_argument_group("run")
+    """The run flags, from the declarations, and the flags that steer the command."""
+    g = fields.add_arguments(p, "run")
     g.add_argument("--output", default=output, help=f"the run folder (default {output}); one run per folder")
-    g.add_argument("--workers", type=int, default=None)
-    g.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"))
-    g.add_argument("--channels-last", action="store_true", default=None)
-    g.add_argument("--model-ema", action="store_true", default=None)
-    g.add_argument("--model-ema-decay", type=float, default=None)
-    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
     g.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="under torchrun: end the job with a clear error when a rank does not respond within "
                         "this many seconds (default 300; gloo's own default is 30 minutes)")

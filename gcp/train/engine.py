@@ -135,7 +135,8 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
     """
     state = resume_state(resume) if resume is not None else FitState()
     if resume is not None:
-        resolve(record.flat(), stored=stored_record(resume, resume_source), start_epoch=state.start_epoch)
+        resolve(record.flat(), stored=stored_record(resume, resume_source), start_epoch=state.start_epoch,
+                from_flags=False)
     check_output_outside_data(record.output, record.data.root)
     check_feature_map(model, record, info)
     # every check that can fail runs before the run folder is touched

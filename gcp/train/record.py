@@ -25,6 +25,7 @@ import gcp.zoo
 from gcp.validators import is_int, is_real
 
 from .errors import ConfigError
+from .fields import EVALUATION_FIXED, FLAT_KEYS, RESUME_MUTABLE, inapplicable, violations
 
 DEFAULT_MODEL = "gcp_resnet50"
 
@@ -233,33 +234,9 @@ class RunRecord:
         need(isinstance(self.model, str) and bool(self.model), "model", "a model name", self.model)
         need(self.num_classes is None or (is_int(self.num_classes) and self.num_classes >= 1), "num-classes",
              "an integer >= 1", self.num_classes)
-        need(is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        need(is_int(self.batch_size) and self.batch_size >= 1, "batch-size", "an integer >= 1", self.batch_size)
-        need(is_real(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
-        need(is_int(self.workers) and self.workers >= 0, "workers", "an integer >= 0", self.workers)
-        need(is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
-        need(is_real(self.weight_decay) and self.weight_decay >= 0, "weight-decay", "a number >= 0",
-             self.weight_decay)
-        for flag, value in (("classifier-lr-mult", self.classifier_lr_mult),
-                            ("reduction-lr-mult", self.reduction_lr_mult)):
-            need(is_real(value) and value > 0, flag, "a number > 0", value)
-        need(self.sched in ("step", "cosine"), "sched", "'step' or 'cosine'", self.sched)
-        milestones = list(self.decay_milestones)
-        need(all(is_int(m) and m >= 0 for m in milestones) and milestones == sorted(set(milestones)),
-             "decay-milestones", "increasing epochs >= 0", milestones)
-        need(is_real(self.decay_rate) and 0 < self.decay_rate <= 1, "decay-rate", "in (0, 1]", self.decay_rate)
-        need(is_int(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs, "warmup-epochs",
-             f"an integer in [0, --epochs {self.epochs})", self.warmup_epochs)
-        need(is_real(self.warmup_lr) and self.warmup_lr >= 0, "warmup-lr", "a number >= 0", self.warmup_lr)
-        need(is_real(self.min_lr) and 0 <= self.min_lr <= self.lr, "min-lr", "in [0, --lr]", self.min_lr)
-        need(self.grad_clip is None or (is_real(self.grad_clip) and self.grad_clip > 0), "grad-clip",
-             "a number > 0", self.grad_clip)
-        need(self.amp in ("none", "bf16", "fp16"), "amp", "none, bf16 or fp16", self.amp)
-        need(is_real(self.model_ema_decay) and 0 < self.model_ema_decay < 1, "model-ema-decay", "in (0, 1)",
-             self.model_ema_decay)
-        need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        need(self.max_steps_per_epoch is None or (is_int(self.max_steps_per_epoch) and self.max_steps_per_epoch >= 1),
-             "max-steps-per-epoch", "an integer >= 1", self.max_steps_per_epoch)
+        broken = violations(self.flat())  # the rules declared in gcp.train.fields
+        if broken:
+            raise ConfigError(broken[0])
         if self.hybrid is not None:
             need(is_int(self.hybrid.switch_epoch) and 1 <= self.hybrid.switch_epoch < self.epochs,
                  "hybrid-switch-epoch", f"an epoch in 1..{self.epochs - 1} (--epochs {self.epochs})",
@@ -356,19 +333,6 @@ def _default_method(model: str) -> str:
 
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name not in ("model", "head", "data", "hybrid"))
 _TUPLE_KEYS = {"decay_milestones", "resize", "mean", "std", "class_names"}
-FLAT_KEYS = frozenset(
-    {"model", *_RUN_FIELDS, "method", "backward", "iters", "alpha", "head_options", "reduced_dim", "last_stride",
-     "drop_rate", "hybrid_switch_epoch", "hybrid_method", "hybrid_backward", "hybrid_options", "dataset",
-     "data_dir", "train_split", "eval_split", "img_size", "crop_pct", "resize", "interpolation", "mean", "std",
-     "data_options"})
-
-# what a resume may change: how the run is executed, never what it computes (--epochs: below)
-RESUME_MUTABLE = frozenset({"epochs", "workers", "device", "output"})
-# what an evaluation of a checkpoint takes from it: the model, its head and its data
-EVALUATION_FIXED = frozenset(
-    {"model", "num_classes", "class_names", "method", "backward", "iters", "alpha", "head_options", "reduced_dim",
-     "last_stride", "drop_rate", "dataset", "data_dir", "train_split", "eval_split", "img_size", "crop_pct", "resize",
-     "interpolation", "mean", "std", "data_options"})
 _NORM_KEYS = ("method", "backward", "iters", "alpha", "head_options")
 _HYBRID_NORM_KEYS = ("hybrid_method", "hybrid_backward", "hybrid_options")
 
@@ -390,7 +354,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = None,
-            stored: Optional[RunRecord] = None, start_epoch: int = 0, evaluation: bool = False) -> RunRecord:
+            stored: Optional[RunRecord] = None, start_epoch: int = 0, evaluation: bool = False,
+            from_flags: bool = True) -> RunRecord:
     """The run's record, resolved once.
 
     Without ``stored``: the flags ``given`` over the ``recipe`` over the defaults. With
@@ -398,7 +363,9 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
     value must equal the stored one except those a resume may change (:data:`RESUME_MUTABLE`;
     ``--epochs`` only on a step schedule and not below the epochs already run). An evaluation
     takes the model, head and data from ``stored`` and lets the rest change. Repeating a value
-    the run already used is not a change. Unknown keys are an error, never filtered.
+    the run already used is not a change. Unknown keys are an error, never filtered. With
+    ``from_flags`` (a user's flags, not a whole record), a flag that means nothing in the resolved
+    run is refused (:func:`gcp.train.fields.inapplicable`).
     """
     for source, values in (("flag", given), ("recipe setting", recipe or {})):
         unknown = sorted(set(values) - FLAT_KEYS)
@@ -406,7 +373,7 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
             raise ConfigError(f"unknown {source}(s) {', '.join(unknown)}")
     given = {k: v for k, v in given.items() if v is not None}
     if stored is None:
-        return RunRecord.from_flat(_merge(dict(recipe or {}), given))
+        return _honoured(given, RunRecord.from_flat(_merge(dict(recipe or {}), given)), from_flags)
     base = stored.flat()
     fixed = EVALUATION_FIXED if evaluation else FLAT_KEYS - RESUME_MUTABLE
     changed = [f"--{k.replace('_', '-')}: {base.get(k)!r} in the checkpoint, {v!r} now"
@@ -416,13 +383,23 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
             "a resumed run keeps the settings it ran with"
         raise ConfigError(f"{what}; these differ: " + "; ".join(changed)
                           + ". Start a new run (--pretrained-file / --checkpoint to start from its weights)")
-    record = RunRecord.from_flat({**base, **given})
+    record = _honoured(given, RunRecord.from_flat({**base, **given}), from_flags)
     if not evaluation and record.epochs != stored.epochs:
         if record.epochs < start_epoch:
             raise ConfigError(f"--epochs {record.epochs}: the checkpoint has already run {start_epoch} epochs")
         if stored.sched != "step":
             raise ConfigError(f"--epochs {stored.epochs} → {record.epochs}: the cosine schedule spans all epochs, so "
                               "changing their number would change the lr of epochs already run")
+    return record
+
+
+def _honoured(given: Mapping[str, Any], record: RunRecord, from_flags: bool = True) -> RunRecord:
+    """``record``, after refusing every flag the user gave that means nothing in it (each field
+    declares when it applies, in :mod:`gcp.train.fields`)."""
+    unused = inapplicable(given, record.flat()) if from_flags else []
+    if unused:
+        raise ConfigError("; ".join(unused) + ": drop the flag or give what it needs (a flag is honoured or "
+                          "refused, never ignored)")
     return record
 
 

@@ -121,3 +121,33 @@ def test_a_hybrid_switch_to_another_output_size_is_refused_before_the_run():
     with pytest.raises(gcptrain.ConfigError, match="hybrid switch keeps the classifier.*36 features.*gives 64"):
         _record(method="isqrt", reduced_dim=8, hybrid_switch_epoch=1, hybrid_method="bcnn", epochs=2)
     assert _record(method="isqrt", reduced_dim=8, hybrid_switch_epoch=1, hybrid_method="logm", epochs=2).hybrid
+
+
+@pytest.mark.parametrize("given, pattern", [
+    (dict(sched="cosine", decay_milestones=(2,)), "--decay-milestones applies with --sched step only"),
+    (dict(sched="cosine", decay_rate=0.5), "--decay-rate applies with --sched step only"),
+    (dict(sched="step", min_lr=0.05), "--min-lr applies with --sched cosine only"),
+    (dict(warmup_lr=0.01), "--warmup-lr applies with --warmup-epochs > 0 only"),
+    (dict(model_ema_decay=0.99), "--model-ema-decay applies with --model-ema only"),
+    (dict(model="gcp_vit_tiny_patch16_224", last_stride=2), "--last-stride applies with a curated GCP ResNet"),
+])
+def test_a_flag_that_applies_to_nothing_in_the_run_is_refused(given, pattern):
+    with pytest.raises(gcptrain.ConfigError, match=pattern):
+        _record(**given)
+
+
+def test_a_flag_is_honoured_where_it_applies_and_a_recipe_value_is_inert():
+    assert _record(sched="cosine", min_lr=0.001, epochs=4).min_lr == 0.001
+    assert _record(warmup_epochs=1, warmup_lr=0.01, epochs=3).warmup_lr == 0.01
+    assert _record(model_ema=True, model_ema_decay=0.99).model_ema_decay == 0.99
+    # the recipe's milestones are not the user's flags: a cosine run from that recipe is not refused
+    r = resolve({**DATA, "sched": "cosine"}, recipe=RECIPES["isqrt-cov-r50"])
+    assert r.sched == "cosine"
+
+
+def test_declarations_give_the_resume_and_evaluation_rules():
+    from gcp.train import fields
+
+    assert fields.RESUME_MUTABLE == {"epochs", "workers", "device", "output"}
+    assert {"model", "method", "reduced_dim", "data_dir", "img_size"} <= fields.EVALUATION_FIXED
+    assert "lr" not in fields.EVALUATION_FIXED and FLAT_KEYS == fields.FLAT_KEYS

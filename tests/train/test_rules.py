@@ -20,7 +20,7 @@ import gcp.train.imagenet as train_imagenet
 from gcp.finegrained.finetune import build_parser as finetune_parser
 from gcp.finegrained.finetune import main as finetune
 from tests import _fixtures
-from tests.train._runs import FT
+from tests.train._runs import BASE, FT
 from tests.train._runs import summary as _summary
 from tests.train._runs import train as _train
 
@@ -179,9 +179,11 @@ def test_resume_refuses_a_changed_schedule_and_extends_epochs_honestly(imagenet,
 
 def test_cosine_epochs_cannot_change_on_resume(imagenet, tmp_path):
     out = tmp_path / "cos"
-    assert _train(imagenet, out, "--epochs", "1", "--sched", "cosine") == 0
+    base = [a for a in BASE if a not in ("--decay-milestones", "1")]  # milestones belong to the step schedule
+    run = ["--data-dir", imagenet, "--output", str(out), *base, "--sched", "cosine"]
+    assert train_imagenet.main([*run, "--epochs", "1"]) == 0
     with pytest.raises(gcptrain.ConfigError, match="cosine schedule spans all epochs"):
-        _train(imagenet, out, "--epochs", "2", "--sched", "cosine", "--resume", str(out / "last.pth"))
+        train_imagenet.main([*run, "--epochs", "2", "--resume", str(out / "last.pth")])
 
 
 @pytest.mark.slow

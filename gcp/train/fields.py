@@ -1,0 +1,189 @@
+"""The run record's fields, each declared once: its flag, its rule, what it applies to, and whether a
+resume or an evaluation may change it.
+
+Everything else is derived from :data:`FIELDS`: the flags of both training commands
+(:func:`add_arguments`), the run record's flat keys, the rules a value must meet, the refusal of a
+flag that applies to nothing in this run (``--min-lr`` on a step schedule, ``--model-ema-decay``
+without ``--model-ema``), what a resume may change and what an evaluation keeps. Adding a field is
+one declaration here and one attribute of :class:`~gcp.train.record.RunRecord`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from gcp.validators import is_int, is_real
+
+Flat = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Applies:
+    """When a field means something: ``test(record)`` on the resolved flat record, and the
+    condition in words, as an error message says it (``"--sched cosine"``)."""
+
+    test: Callable[[Flat], bool]
+    condition: str
+
+
+@dataclass(frozen=True)
+class Field:
+    """One run setting.
+
+    ``rule`` returns whether a value is valid (given the whole flat record) and ``requirement`` says
+    what valid is; ``applies`` (``None``: always) refuses a flag given where it means nothing;
+    ``resume`` is ``"fixed"`` (a resumed run keeps it), ``"free"`` (how the run is executed) or
+    ``"grow"`` (epochs, with its own rule); ``evaluation`` ``"fixed"`` means an evaluation takes it
+    from the checkpoint. ``arg`` holds the argparse keywords of its flag (no flag: ``None``);
+    ``group`` the flags' section in ``--help``.
+    """
+
+    name: str
+    help: str = ""
+    group: str = "run"
+    rule: Optional[Callable[[Any, Flat], bool]] = None
+    requirement: str = ""
+    applies: Optional[Applies] = None
+    resume: str = "fixed"
+    evaluation: str = "free"
+    arg: Optional[dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _int_at_least(n: int) -> Callable[[Any, Flat], bool]:
+    return lambda v, r: is_int(v) and v >= n
+
+
+def _positive(v: Any, r: Flat) -> bool:
+    return is_real(v) and v > 0
+
+
+def _non_negative(v: Any, r: Flat) -> bool:
+    return is_real(v) and v >= 0
+
+
+def _milestones(v: Any, r: Flat) -> bool:
+    values = list(v)
+    return all(is_int(m) and m >= 0 for m in values) and values == sorted(set(values))
+
+
+STEP = Applies(lambda r: r.get("sched") == "step", "--sched step")
+COSINE = Applies(lambda r: r.get("sched") == "cosine", "--sched cosine")
+WARMUP = Applies(lambda r: (r.get("warmup_epochs") or 0) > 0, "--warmup-epochs > 0")
+EMA = Applies(lambda r: bool(r.get("model_ema")), "--model-ema")
+
+
+def _resnet(r: Flat) -> bool:
+    import gcp.zoo
+
+    spec = gcp.zoo.spec_of(str(r.get("model", "")))
+    return spec is not None and spec.family == "resnet"
+
+
+RESNET = Applies(_resnet, "a curated GCP ResNet (gcp_resnet18 … gcp_resnet152)")
+
+_MODEL = dict(group="model", evaluation="fixed", arg=None)
+_HEAD = dict(group="head", evaluation="fixed", arg=None)
+_DATA = dict(group="data", evaluation="fixed", arg=None)
+
+#: every field of the run record, in the order of ``--help``
+FIELDS: tuple[Field, ...] = (
+    # what is trained: the model, its head and its data (their flags are the commands' own)
+    Field("model", **_MODEL),
+    Field("num_classes", **_MODEL),
+    Field("class_names", **_MODEL),
+    *(Field(n, **_HEAD) for n in ("method", "backward", "iters", "alpha", "head_options", "reduced_dim",
+                                  "drop_rate", "hybrid_switch_epoch", "hybrid_method", "hybrid_backward",
+                                  "hybrid_options")),
+    Field("last_stride", applies=RESNET, **_HEAD),
+    *(Field(n, **_DATA) for n in ("dataset", "data_dir", "train_split", "eval_split", "img_size", "crop_pct",
+                                  "resize", "interpolation", "mean", "std", "data_options")),
+    # how it is optimised
+    Field("epochs", "epochs to train", "optim", _int_at_least(1), "an integer >= 1", resume="grow",
+          arg=dict(type=int)),
+    Field("batch_size", "global batch size (split over processes)", "optim", _int_at_least(1), "an integer >= 1",
+          arg=dict(type=int)),
+    Field("lr", "base learning rate", "optim", _positive, "a number > 0", arg=dict(type=float)),
+    Field("momentum", "SGD momentum", "optim", lambda v, r: is_real(v) and 0 <= v < 1, "in [0, 1)",
+          arg=dict(type=float)),
+    Field("weight_decay", "weight decay", "optim", _non_negative, "a number >= 0", arg=dict(type=float)),
+    Field("classifier_lr_mult", "lr multiplier of the classifier", "optim", _positive, "a number > 0",
+          arg=dict(type=float)),
+    Field("reduction_lr_mult", "lr multiplier of the 1x1 reduction", "optim", _positive, "a number > 0",
+          arg=dict(type=float)),
+    Field("sched", "learning-rate schedule", "optim", lambda v, r: v in ("step", "cosine"), "'step' or 'cosine'",
+          arg=dict(choices=("step", "cosine"))),
+    Field("decay_milestones", "0-based epochs from which the lr is multiplied by --decay-rate", "optim", _milestones,
+          "increasing epochs >= 0", applies=STEP, arg=dict(type=int, nargs="*")),
+    Field("decay_rate", "lr factor at each milestone", "optim", lambda v, r: is_real(v) and 0 < v <= 1, "in (0, 1]",
+          applies=STEP, arg=dict(type=float)),
+    Field("warmup_epochs", "epochs of linear warm-up from --warmup-lr", "optim",
+          lambda v, r: is_int(v) and 0 <= v < r.get("epochs", v + 1), "an integer in [0, --epochs)",
+          arg=dict(type=int)),
+    Field("warmup_lr", "lr at the start of the warm-up", "optim", _non_negative, "a number >= 0", applies=WARMUP,
+          arg=dict(type=float)),
+    Field("min_lr", "the lr the cosine schedule ends at", "optim",
+          lambda v, r: is_real(v) and 0 <= v <= r.get("lr", v), "in [0, --lr]", applies=COSINE, arg=dict(type=float)),
+    Field("grad_clip", "clip the gradient norm to this value", "optim",
+          lambda v, r: v is None or (is_real(v) and v > 0), "a number > 0", arg=dict(type=float)),
+    # how the run is executed
+    Field("amp", "mixed precision", "run", lambda v, r: v in ("none", "bf16", "fp16"), "none, bf16 or fp16",
+          arg=dict(choices=("none", "bf16", "fp16"))),
+    Field("channels_last", "channels-last memory format", "run", arg=dict(action="store_true")),
+    Field("model_ema", "keep an exponential moving average of the weights (evaluated instead)", "run",
+          arg=dict(action="store_true")),
+    Field("model_ema_decay", "decay of the weight average", "run", lambda v, r: is_real(v) and 0 < v < 1,
+          "in (0, 1)", applies=EMA, arg=dict(type=float)),
+    Field("seed", "random seed", "run", _int_at_least(0), "an integer >= 0", arg=dict(type=int)),
+    Field("max_steps_per_epoch", "cap steps per epoch (smoke tests)", "run",
+          lambda v, r: v is None or (is_int(v) and v >= 1), "an integer >= 1", arg=dict(type=int)),
+    Field("flip_average", evaluation="free", arg=None),
+    Field("output", resume="free", arg=None),
+    Field("workers", "data-loading processes", "run", _int_at_least(0), "an integer >= 0", resume="free",
+          arg=dict(type=int)),
+    Field("device", "cpu or cuda (default: cuda when available)", "run", resume="free", arg=dict()),
+)
+
+BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+#: the run record's flat keys
+FLAT_KEYS: frozenset[str] = frozenset(BY_NAME)
+#: what a resume may change: how the run is executed, never what it computes (``--epochs``: its own rule)
+RESUME_MUTABLE: frozenset[str] = frozenset(f.name for f in FIELDS if f.resume in ("free", "grow"))
+#: what an evaluation of a checkpoint takes from it: the model, its head and its data
+EVALUATION_FIXED: frozenset[str] = frozenset(f.name for f in FIELDS if f.evaluation == "fixed")
+GROUP_TITLES = {"optim": "optimisation (default: the recipe's, else the papers' SGD)", "run": "run"}
+
+
+def add_arguments(parser: argparse.ArgumentParser, group: str) -> argparse._ArgumentGroup:
+    """The flags of ``group``'s fields, each defaulting to ``None`` (not given)."""
+    g = parser.add_argument_group(GROUP_TITLES.get(group, group))
+    for f in FIELDS:
+        if f.group == group and f.arg is not None:
+            g.add_argument(f.flag, default=None, help=f.help or None, **f.arg)
+    return g
+
+
+def violations(values: Flat) -> list[str]:
+    """Every rule a flat record breaks, as ``--flag must be …, got …``."""
+    out = []
+    for name, value in values.items():
+        f = BY_NAME.get(name)
+        if f is not None and f.rule is not None and value is not None and not f.rule(value, values):
+            shown = list(value) if isinstance(value, tuple) else value
+            out.append(f"{f.flag} must be {f.requirement}, got {shown!r}")
+    return out
+
+
+def inapplicable(given: Flat, record: Flat) -> list[str]:
+    """The flags the user gave that mean nothing in this run, each with the condition it needs."""
+    out = []
+    for name in given:
+        f = BY_NAME.get(name)
+        if f is not None and f.applies is not None and not f.applies.test(record):
+            out.append(f"{f.flag} applies with {f.applies.condition} only")
+    return out
