@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import FGVCAircraft, StanfordCars
 
 from gcp.train.data import image_folder, is_litter, load_image
-from gcp.train.errors import DatasetError
+from gcp.train.errors import ConfigError, DatasetError
 
 CUB_LAYOUT = ("CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, "
               "image_class_labels.txt, classes.txt, bounding_boxes.txt}")
@@ -272,32 +272,46 @@ def imagefolder(root: str, split: str = "train", transform: Optional[Callable] =
     return image_folder(root, split, transform)
 
 
-LAYOUTS: dict[str, str] = {
-    "cub": "DATA/CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, image_class_labels.txt, "
-           "classes.txt, bounding_boxes.txt}",
-    "cars": "DATA/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, cars_test/, "
-            "cars_test_annos_withlabels.mat}",
-    "aircraft": "DATA/fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
-                "images_<level>_<split>.txt}",
-    "dogs": "DATA/{Images/<wnid-breed>/*.jpg, train_list.mat, test_list.mat}",
-    "imagefolder": "DATA/{train,val}/<class>/*.jpg (the same class folders in both)",
-}
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A fine-grained dataset, declared once: its loader, its splits, the layout it reads under
+    ``--data-dir``, its resize at the 448 crop (fast-MPN-COV's protocol) and the options its loader
+    takes, each with the flag that sets it."""
+
     loader: Callable[..., Any]
     train_split: str
     test_split: str
+    layout: str
+    resize: tuple[int, ...]
+    options: tuple[tuple[str, str], ...] = ()  # (loader keyword, flag)
+
+    def check_options(self, name: str, opts: Mapping[str, Any]) -> None:
+        """Refuse an option this dataset's loader does not take, naming the ones it does."""
+        own = dict(self.options)
+        flags = {"bbox_crop": "--bbox-crop", "annotation_level": "--annotation-level"}
+        unknown = [flags.get(k, k) for k in opts if k not in own]
+        if unknown:
+            valid = ", ".join(own.values()) or "none"
+            raise ConfigError(f"{', '.join(unknown)} does not apply to --dataset {name} (its options: {valid})")
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "cub": DatasetSpec(cub200, "train", "test"),
-    "cars": DatasetSpec(stanford_cars, "train", "test"),
-    "aircraft": DatasetSpec(fgvc_aircraft, "trainval", "test"),
-    "dogs": DatasetSpec(stanford_dogs, "train", "test"),
-    "imagefolder": DatasetSpec(imagefolder, "train", "val"),
+    "cub": DatasetSpec(cub200, "train", "test",
+                       "DATA/CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, "
+                       "image_class_labels.txt, classes.txt, bounding_boxes.txt}", (448,),
+                       (("bbox_crop", "--bbox-crop"),)),
+    "cars": DatasetSpec(stanford_cars, "train", "test",
+                        "DATA/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, "
+                        "cars_test/, cars_test_annos_withlabels.mat}", (448, 448)),
+    "aircraft": DatasetSpec(fgvc_aircraft, "trainval", "test",
+                            "DATA/fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
+                            "images_<level>_<split>.txt}", (512, 512), (("annotation_level", "--annotation-level"),)),
+    "dogs": DatasetSpec(stanford_dogs, "train", "test", "DATA/{Images/<wnid-breed>/*.jpg, train_list.mat, "
+                        "test_list.mat}", (448,)),
+    "imagefolder": DatasetSpec(imagefolder, "train", "val",
+                               "DATA/{train,val}/<class>/*.jpg (the same class folders in both)", (448,)),
 }
+LAYOUTS: dict[str, str] = {name: spec.layout for name, spec in DATASETS.items()}
 
 
 def build_dataset(name: str, root: str, split: str, transform: Optional[Callable] = None, **opts: Any) -> Any:
@@ -305,5 +319,6 @@ def build_dataset(name: str, root: str, split: str, transform: Optional[Callable
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     spec = DATASETS[name]
+    spec.check_options(name, opts)
     real = spec.train_split if split == "train" else spec.test_split
     return spec.loader(root, real, transform, **opts)

@@ -109,6 +109,7 @@ def resolve_run(args: argparse.Namespace, arm: Optional[Arm], seed: Optional[int
     if args.resume not in (None, "auto") and resume is None:
         raise CheckpointError(f"checkpoint not found: {args.resume}")
     given = dict(_given(args), output=output)
+    DATASETS[given["dataset"]].check_options(given["dataset"], given.get("data_options", {}))
     if arm is not None:
         given.update(arm.settings)
     if seed is not None and (args.seeds is not None or resume is None):

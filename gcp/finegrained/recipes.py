@@ -10,8 +10,7 @@ from typing import Any, Optional
 
 from gcp.train.config import RECIPES
 
-RESIZE: dict[str, tuple[int, ...]] = {"cub": (448,), "dogs": (448,), "imagefolder": (448,), "aircraft": (512, 512),
-                                      "cars": (448, 448)}
+from .datasets import DATASETS
 
 
 def recipe_name(model: str) -> str:
@@ -30,4 +29,4 @@ def recipe_for(model: str, dataset: str, img_size: Optional[int] = None) -> dict
 def resize_for(dataset: str, img_size: int) -> tuple[int, ...]:
     """The dataset's resize at ``img_size`` (it keeps its ratio to the 448 crop)."""
     factor = img_size / 448
-    return tuple(max(img_size, round(r * factor)) for r in RESIZE[dataset])
+    return tuple(max(img_size, round(r * factor)) for r in DATASETS[dataset].resize)

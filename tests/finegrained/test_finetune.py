@@ -177,3 +177,15 @@ def test_finetune_compares_heads_in_one_command(roots, tmp_path):
     ckpt = torch.load(out / "cbp-proj_dim=64" / "seed0" / "last.pth", weights_only=True)
     assert ckpt["model"]["head.fc.weight"].shape[1] == 64 and "head.sketch_index" in ckpt["model"]
     assert ckpt["record"]["method"] == "cbp" and ckpt["record"]["head_options"] == {"proj_dim": 64}
+
+
+@pytest.mark.parametrize("dataset, flag, valid", [("aircraft", ["--bbox-crop"], "--annotation-level"),
+                                                   ("cars", ["--annotation-level", "family"], "none"),
+                                                   ("dogs", ["--bbox-crop"], "none")])
+def test_a_dataset_option_of_another_dataset_is_refused_before_any_run(dataset, flag, valid, roots, tmp_path):
+    import gcp.train as gcptrain
+
+    out = tmp_path / "o"
+    with pytest.raises(gcptrain.ConfigError, match=f"does not apply to --dataset {dataset} \\(its options: {valid}\\)"):
+        finetune(["--dataset", dataset, "--data-dir", roots[dataset], "--output", str(out), *flag, *ARGS])
+    assert not out.exists()
