@@ -46,6 +46,11 @@ FULL = dict(dim=32, ratios=QUICK["ratios"], sizes=(64, 128, 256), batch=32, repe
             arms=ALL_ROUTES + training.BASELINES + training.OTHER_HEADS)
 
 
+#: what --recommend reads; every other option given with it is refused
+RECOMMEND_OPTIONS = frozenset({"recommend", "dim", "batch", "repeats", "dtype", "device", "features", "evidence", "tol",
+                               "threads", "out", "overwrite"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gcp-compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.recommend:
+        ignored = [a.option_strings[0] for a in parser._actions
+                   if a.option_strings and a.dest not in RECOMMEND_OPTIONS | {"help"}
+                   and getattr(args, a.dest) != a.default]
+        if ignored:
+            parser.error(f"{', '.join(ignored)} does not apply to --recommend (it takes "
+                         f"{', '.join('--' + o.replace('_', '-') for o in sorted(RECOMMEND_OPTIONS - {'recommend'}))})")
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out} is an existing file, not a folder")
     try:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gcp
-from gcp.compare import main
+from gcp.compare import main, parse
 from gcp.compare.suites import degenerate_suite, geometric_spectrum
 
 ARGS = ["--quick", "--modes", "exact,ed,pi,isqrt", "--dim", "4", "--sizes", "8", "--batch", "2", "--repeats", "2",
@@ -261,3 +261,10 @@ def test_threads_and_device_are_checked(tmp_path, capsys, bad, pattern):
     with pytest.raises(SystemExit) as exc:
         main(["--quick", *bad, "--out", str(tmp_path / "o")])
     assert exc.value.code == 2 and pattern in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--sections", "training"], ["--quick"], ["--seeds", "1"], ["--modes", "exact"]])
+def test_recommend_refuses_the_options_it_does_not_read(extra, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse(["--recommend", "--out", str(tmp_path / "r"), *extra])
+    assert f"{extra[0]} does not apply to --recommend" in capsys.readouterr().err
