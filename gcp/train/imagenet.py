@@ -119,11 +119,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _compare(args, info, runs)
     if args.evaluate_only and not (args.resume or args.pretrained or args.pretrained_file):
         raise ConfigError("--evaluate-only needs weights: --resume CKPT, --pretrained or --pretrained-file FILE")
-    if args.resume == "auto":
-        raise ConfigError("--resume auto applies to several runs (--head, --backward a,b or --seeds); give the "
-                          "checkpoint of this run")
-    resume = load_checkpoint(args.resume) if args.resume else None
-    stored = stored_record(resume, args.resume) if resume is not None else None
+    source = args.resume
+    if source == "auto":  # the run in --output continues when it has a checkpoint, else starts
+        if args.evaluate_only:
+            raise ConfigError("--evaluate-only needs the checkpoint itself, not --resume auto")
+        source = os.path.join(args.output, "last.pth")
+        source = source if os.path.exists(source) else None
+    resume = load_checkpoint(source) if source else None
+    stored = stored_record(resume, source) if resume is not None else None
     record = resolve_record(args, stored, int(resume["epoch"]) + 1 if resume is not None else 0, runs[0])
     train_set, val_set, classes = load_data(record, info, not args.no_image_check, args.evaluate_only)
     record = with_class_count(record, classes, from_checkpoint=stored is not None)
@@ -133,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if record.channels_last:
             model.to(memory_format=torch.channels_last)
         if resume is not None:
-            restore(resume, model, source=args.resume)
+            restore(resume, model, source=source)
         loader, _ = make_loader(val_set, record.batch_size, record.workers, info, train=False)
         metrics = evaluate(model, loader, info, amp=amp_dtype(record.amp), flip_average=record.flip_average,
                            channels_last=record.channels_last)
@@ -141,7 +144,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(json.dumps(dict(evaluate=metrics)))
         return 0
 
-    state = run(model, train_set, val_set, info, record, resume=resume, resume_source=args.resume or "")
+    state = run(model, train_set, val_set, info, record, resume=resume, resume_source=source or "")
     final = state.history[-1] if state.history else {}
     print(f"rank {info.rank} final: {json.dumps(final, sort_keys=True)}", flush=True)
     if info.distributed:

@@ -227,12 +227,13 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
     if isinstance(backbone_pretrained, (str, os.PathLike)) and not os.path.isfile(backbone_pretrained):
         raise CheckpointError(f"backbone_pretrained={str(backbone_pretrained)!r}: no such file (pass True for "
                               f"timm's ImageNet weights of {spec.backbone}, or the path of a weight file)")
+    if last_stride is not None and spec.family != "resnet":
+        raise InvalidOptionError(f"{spec.name} has no option last_stride (the curated GCP ResNets only: it sets the "
+                                 "stride of their last stage)")
     if spec.family == "any":
         backbone = _backbones.any_model(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
     elif spec.family == "resnet":
         backbone = _backbones.resnet(spec.backbone, in_chans, backbone_pretrained, last_stride or 1, **backbone_args)
-    elif last_stride is not None:
-        raise InvalidOptionError(f"{spec.name} has no option last_stride (ResNets only)")
     elif spec.family == "vgg":
         backbone = _backbones.vgg(spec.backbone, in_chans, backbone_pretrained, **backbone_args)
     else:

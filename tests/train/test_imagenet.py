@@ -193,3 +193,10 @@ def test_a_channels_last_one_position_map_is_refused_for_a_later_svd_head(datase
         _run(dataset, out, "--epochs", "2", "--model", "gcp_test_mambaout", "--method", "isqrt",
              "--hybrid-switch-epoch", "1", "--hybrid-method", "svd")
     assert not out.exists()
+
+
+def test_resume_auto_starts_or_continues_the_run_in_output(dataset, tmp_path):
+    out = tmp_path / "auto"
+    assert _run(dataset, out, "--epochs", "1", "--resume", "auto") == 0  # nothing there yet: a new run
+    assert _run(dataset, out, "--epochs", "2", "--resume", "auto") == 0  # continues at epoch 1
+    assert [r["epoch"] for r in _summary(out)] == ["0", "1"]

@@ -209,3 +209,9 @@ def test_a_gcp_0_2_config_with_every_old_head_option_still_loads(tmp_path):
     with pytest.raises(gcp.InvalidOptionError, match="'isqrt' takes no backward"):
         gcp.zoo.create_model("gcp_resnet18", num_classes=3, method="isqrt", backward="pade", iters=3, alpha=0.5,
                              eps=1e-10)
+
+
+@pytest.mark.parametrize("name", ["gcp_test_vit", "gcp_resnet26", "gcp_vgg16_bn"])
+def test_last_stride_is_refused_where_it_changes_nothing(name):
+    with pytest.raises(gcp.InvalidOptionError, match=f"{name} has no option last_stride"):
+        gcp.zoo.create_model(name, num_classes=3, reduced_dim=8, last_stride=2)
