@@ -16,6 +16,7 @@ heads, ``METHOD[:BACKWARD][(KEY=VALUE, ...)]``. With several heads, modes or see
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any, Optional
 
@@ -23,12 +24,13 @@ import torch
 
 from gcp.train import cli
 from gcp.train.arms import Arm, PlannedRun, arms_of, plan_runs
-from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
+from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, restore, stored_record
 from gcp.train.comparison import write_comparison
-from gcp.train.data import check_samples, check_splits, transforms_for
+from gcp.train.data import check_samples, check_splits, make_loader, transforms_for
 from gcp.train.distributed import init_distributed
 from gcp.train.engine import run
 from gcp.train.errors import CheckpointError, ConfigError
+from gcp.train.loop import amp_dtype, evaluate
 from gcp.train.model import create_run_model
 from gcp.train.record import DEFAULT_MODEL, DataSpec, RunRecord, model_data_defaults, resolve, with_class_count
 
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 (a resumed run: its own)")
     g.add_argument("--resume", default=None, help="a last.pth to continue, or 'auto': every run continues "
                    "from its own OUTPUT/.../last.pth when present")
+    g.add_argument("--evaluate-only", action="store_true",
+                   help="evaluate on the test split: a fine-tune checkpoint (--resume, with its own model, head and "
+                        "data), or the weights of --checkpoint / --pretrained")
     cli.add_head_arguments(p, backward_help="a mode, a comma-separated list or 'all'")
     cli.add_optim_arguments(p)
     cli.add_run_arguments(p, output="runs/finetune")
@@ -123,10 +128,39 @@ def resolve_run(args: argparse.Namespace, arm: Optional[Arm], seed: Optional[int
     return resolve(given, recipe=recipe), None, ""
 
 
+def evaluate_only(args: argparse.Namespace, info: Any, runs: list[PlannedRun]) -> int:
+    """Top-1/top-5 on the test split of one checkpoint or weight file; prints a JSON line."""
+    if len(runs) > 1:
+        raise ConfigError("--evaluate-only evaluates one model; drop --head/--seeds or the backward list")
+    if args.resume == "auto" or not (args.resume or args.checkpoint or args.pretrained):
+        raise ConfigError("--evaluate-only needs weights: --resume CKPT (a fine-tune checkpoint), --checkpoint or "
+                          "--pretrained")
+    resume = load_checkpoint(args.resume) if args.resume else None
+    given = dict(_given(args), output=args.output)
+    DATASETS[given["dataset"]].check_options(given["dataset"], given.get("data_options", {}))
+    if resume is not None:
+        record = resolve(given, stored=stored_record(resume, args.resume), evaluation=True)
+    else:
+        record = resolve_run(args, runs[0].arm, None, args.output)[0]
+    train_set, test_set = load_splits(record.data, not args.no_image_check)
+    record = with_class_count(record, train_set.classes, from_checkpoint=resume is not None)
+    model = build_model(record, args).to(info.device)
+    if resume is not None:
+        restore(resume, model, source=args.resume)
+    loader, _ = make_loader(test_set, record.batch_size, record.workers, info, train=False)
+    metrics = evaluate(model, loader, info, amp=amp_dtype(record.amp), flip_average=record.flip_average,
+                       channels_last=record.channels_last)
+    if info.is_main:
+        print(json.dumps(dict(evaluate=metrics)))
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     info = init_distributed(args.device, args.dist_timeout)
     runs = plan(args)
+    if args.evaluate_only:
+        return evaluate_only(args, info, runs)
     resolved = [resolve_run(args, r.arm, r.seed, r.output) for r in runs]  # every refusal before any run
     for record, _, _ in resolved:
         check_output_outside_data(record.output, record.data.root)

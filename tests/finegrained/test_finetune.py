@@ -189,3 +189,22 @@ def test_a_dataset_option_of_another_dataset_is_refused_before_any_run(dataset, 
     with pytest.raises(gcptrain.ConfigError, match=f"does not apply to --dataset {dataset} \\(its options: {valid}\\)"):
         finetune(["--dataset", dataset, "--data-dir", roots[dataset], "--output", str(out), *flag, *ARGS])
     assert not out.exists()
+
+
+def test_a_fine_tune_checkpoint_is_evaluated_with_its_own_model_head_and_data(roots, tmp_path, capsys):
+    import json
+
+    import gcp.train as gcptrain
+
+    out = tmp_path / "ft"
+    base = ["--dataset", "cub", "--data-dir", roots["cub"], *ARGS]
+    assert finetune([*base, "--output", str(out), "--epochs", "1", "--method", "svd", "--backward", "pade"]) == 0
+    capsys.readouterr()
+    assert finetune([*base, "--output", str(tmp_path / "e"), "--evaluate-only", "--resume", str(out / "last.pth")]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["evaluate"]
+    saved = torch.load(out / "last.pth", weights_only=True)["metrics"]
+    assert metrics["top1"] == pytest.approx(saved["top1"]) and metrics["images"] == saved["images"]
+    with pytest.raises(gcptrain.ConfigError, match="evaluated checkpoint keeps its model, head and data.*reduced-dim"):
+        finetune([*base, "--reduced-dim", "16", "--evaluate-only", "--resume", str(out / "last.pth")])
+    with pytest.raises(gcptrain.ConfigError, match="--evaluate-only needs weights"):
+        finetune([*base, "--evaluate-only"])
