@@ -33,7 +33,9 @@ from .errors import (
     InvalidOptionError,
     NonFiniteError,
     NonSquareError,
+    NonSymmetricError,
     ShapeError,
+    SingularError,
     UnknownBackwardError,
     UnsupportedDerivativeError,
 )
@@ -80,6 +82,8 @@ __all__ = [
     "InvalidOptionError",
     "NonFiniteError",
     "NonSquareError",
+    "NonSymmetricError",
+    "SingularError",
     "ShapeError",
     "UnknownBackwardError",
     "covariance",

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _domain
 from ._higher_order import refuse_forward_mode, refuse_higher
 from ._precision import autocast_off, resolve_compute_dtype
-from ._validation import check_onnx_exportable, check_square_batch, check_trace_normalisable
+from ._validation import check_onnx_exportable, check_trace_normalisable
 from .errors import InvalidOptionError
 from .lyapunov import lyap_sign_solve
 from .newton_schulz import _eye_like
@@ -181,11 +182,11 @@ def mtp_sqrtm(
     Example:
         >>> y = gcp.mtp_sqrtm(gcp.covariance(torch.randn(4, 32, 196)))
     """
-    check_square_batch(x)
-    check_trace_normalisable(x)
+    xs, exponent = _domain.enter(x, "gcp.mtp_sqrtm")
+    check_trace_normalisable(xs)
     check_int(degree, "mtp_sqrtm: degree", minimum=1)
     taylor_coefficients("sqrt1m", degree)  # fill the cache in eager mode (see gcp.series)
-    return _run(x, lambda z: _mtp(z, degree), lyap_iters, compute_dtype)
+    return _domain.leave(_run(xs, lambda z: _mtp(z, degree), lyap_iters, compute_dtype), exponent, 0.5)
 
 
 def mpa_sqrtm(
@@ -215,11 +216,11 @@ def mpa_sqrtm(
         >>> y = gcp.mpa_sqrtm(gcp.covariance(torch.randn(4, 32, 196)), degree=(5, 5))
     """
     check_onnx_exportable("method='mpa' (gcp.mpa_sqrtm)", "a Cholesky solve")
-    check_square_batch(x)
-    check_trace_normalisable(x)
+    xs, exponent = _domain.enter(x, "gcp.mpa_sqrtm")
+    check_trace_normalisable(xs)
     deg = check_int_pair(degree, "mpa_sqrtm: degree")
     _check_pade_denominator(*deg)
-    return _run(x, lambda z: _mpa(z, deg), lyap_iters, compute_dtype)
+    return _domain.leave(_run(xs, lambda z: _mpa(z, deg), lyap_iters, compute_dtype), exponent, 0.5)
 
 
 __all__ = ["mpa_sqrtm", "mtp_sqrtm"]

@@ -13,6 +13,8 @@ __all__ = [
     "DTypeError",
     "NonFiniteError",
     "IndefiniteError",
+    "NonSymmetricError",
+    "SingularError",
     "UnknownBackwardError",
     "InvalidOptionError",
     "ExportError",
@@ -47,6 +49,16 @@ class IndefiniteError(GCPError):
     :func:`gcp._validation.indefinite_tolerance`), or, for the matmul-only routes, a negative
     diagonal entry or a non-positive trace.
     """
+
+
+class NonSymmetricError(GCPError):
+    """A matrix that must be symmetric is not, beyond round-off (see
+    :func:`gcp._domain.symmetry_tolerance`)."""
+
+
+class SingularError(GCPError):
+    """A negative power (an inverse root) of a matrix that has none: a zero matrix, whose
+    eigenvalue floor (relative to ``λ_max``) is zero too. The message names what makes it defined."""
 
 
 class UnknownBackwardError(GCPError):

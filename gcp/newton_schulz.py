@@ -7,8 +7,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import _domain
 from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
-from ._validation import check_square_batch, check_trace_normalisable
+from ._validation import _failed, _skip_value_checks, check_trace_normalisable
+from .errors import SingularError
 from .validators import check_int
 
 
@@ -79,13 +81,24 @@ def isqrtm(
         >>> gcp.isqrtm(x, iters=5).shape
         torch.Size([8, 64, 64])
     """
-    check_square_batch(x)
-    check_trace_normalisable(x)
+    route = "gcp.isqrtm(inverse=True)" if inverse else "gcp.isqrtm"
+    # symmetrised (so autograd returns the symmetric gradient every gcp root returns) and scaled
+    xs, exponent = _domain.enter(x, route)
+    check_trace_normalisable(xs)
     check_int(iters, "isqrtm: iters", minimum=1)
+    if inverse:
+        check_nonzero_trace(xs, route)
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
-        xc = x.to(cdt)
-        # iterate on sym(X): same forward for symmetric input, and autograd then returns the
-        # symmetric gradient every other gcp square root returns
-        xc = 0.5 * (xc + xc.transpose(-1, -2))
-        return ns_power(xc, iters, inverse).to(x.dtype)
+        y = ns_power(xs.to(cdt), iters, inverse)
+    return _domain.leave(y, exponent.to(cdt), -0.5 if inverse else 0.5).to(x.dtype)
+
+
+def check_nonzero_trace(x: Tensor, route: str) -> None:
+    """The inverse root of a zero matrix (trace 0) is undefined: refused rather than ``1/tiny``."""
+    if _skip_value_checks(x):
+        return
+    zero = torch.diagonal(x, dim1=-2, dim2=-1).sum(-1) <= 0
+    if _failed(~zero.any()):
+        raise SingularError(f"{route}: {int(zero.sum())} of {zero.numel()} matrices are zero, whose inverse square "
+                            "root is undefined; regularise the input, e.g. x + δ·I")

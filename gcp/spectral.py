@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from . import _domain
 from ._higher_order import (
     FORWARD_OVER_REVERSE,
     ExactPowerGrad,
@@ -16,9 +17,9 @@ from ._higher_order import (
 )
 from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._transforms import under_forward_mode
-from ._validation import check_definite, check_onnx_exportable, check_square_batch
+from ._validation import _failed, _skip_value_checks, check_definite, check_onnx_exportable
 from .backward import BackwardMode, Options, SpectralState, get_backward
-from .errors import InvalidOptionError, UnsupportedDerivativeError
+from .errors import InvalidOptionError, SingularError, UnsupportedDerivativeError
 from .validators import check_real
 
 DEFAULT_EPS = 1e-10
@@ -150,10 +151,20 @@ class _EighForwardMode(_Eigh):
         refuse_forward_mode("gcp.eigh")
 
 
+def check_invertible(floored: Tensor, route: str) -> None:
+    """A negative power needs a positive floor: the floor is ``eps · λ_max``, zero for a zero matrix."""
+    if _skip_value_checks(floored):
+        return
+    zero = floored[..., -1] <= smallest_normal(floored.dtype)  # the floor of λ_max = 0 is below any normal
+    if _failed(~zero.any()):
+        raise SingularError(
+            f"{route}: {int(zero.sum())} of {zero.numel()} matrices are zero, and a negative power of a zero matrix "
+            "is undefined (the eigenvalue floor, eps · λ_max, is zero too); regularise the input, e.g. x + δ·I")
+
+
 def _prepare(
     x: Tensor, backward: str, eps: float, compute_dtype: Optional[torch.dtype], opts: dict
 ) -> tuple[BackwardMode, Options, torch.dtype]:
-    check_square_batch(x)
     check_onnx_exportable("method='svd' (like every eigendecomposition route: gcp.powm, gcp.eigh)",
                           "an eigendecomposition")
     mode = get_backward(backward)
@@ -202,10 +213,15 @@ def powm(
         True
     """
     check_real(p, "p")
+    route = {0.5: "gcp.sqrtm", -0.5: "gcp.inv_sqrtm"}.get(float(p), f"gcp.powm(p={float(p):g})")
+    xs, exponent = _domain.enter(x, route)
     mode, options, cdt = _prepare(x, backward, eps, compute_dtype, opts)
     mode.check_power(float(p))
     function = _PowM if torch.compiler.is_compiling() else _PowMForwardMode
-    return function.apply(x, float(p), mode, options, float(eps), cdt)[0]
+    y, floored = function.apply(xs, float(p), mode, options, float(eps), cdt)[:2]
+    if p < 0:
+        check_invertible(floored, route)
+    return _domain.leave(y, exponent, float(p))
 
 
 def sqrtm(x: Tensor, backward: str = "exact", **kwargs: Any) -> Tensor:
@@ -249,6 +265,7 @@ def eigh(
         >>> lam.shape, v.shape
         (torch.Size([2, 8]), torch.Size([2, 8, 8]))
     """
+    xs, exponent = _domain.enter(x, "gcp.eigh")
     mode, options, cdt = _prepare(x, backward, eps, compute_dtype, opts)
     if not mode.supports_eigh:
         raise InvalidOptionError(
@@ -256,8 +273,8 @@ def eigh(
             "use one of: " + ", ".join(n for n in _eigh_modes())
         )
     function = _Eigh if torch.compiler.is_compiling() else _EighForwardMode
-    lam, vecs = function.apply(x, mode, options, float(eps), cdt)[:2]
-    return lam, vecs
+    lam, vecs = function.apply(xs, mode, options, float(eps), cdt)[:2]
+    return _domain.leave(lam, exponent.squeeze(-1), 1.0), vecs
 
 
 def _eigh_modes() -> list[str]:

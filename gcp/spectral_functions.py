@@ -12,11 +12,13 @@ differentiate square roots only and are refused here. Second derivatives are ref
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
+from . import _domain
 from ._higher_order import refuse_forward_mode, refuse_higher
 from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._validation import check_definite, check_onnx_exportable, check_square_batch
@@ -209,13 +211,14 @@ def logm(x: Tensor, backward: str = "exact", *, eps: float = 1e-5, compute_dtype
         >>> y.shape
         torch.Size([2, 8, 8])
     """
-    check_square_batch(x)
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0):
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0 and math.isfinite(eps)):
         raise InvalidOptionError(f"logm: eps must be a positive number (the logarithm of a singular matrix is "
                                  f"infinite), got {eps!r}")
+    check_square_batch(x, "gcp.logm")
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return spectral_function(x + eps * eye, _log, "gcp.logm", backward, eps=1e-10, compute_dtype=compute_dtype,
-                             **opts)
+    xs, exponent = _domain.enter(x + eps * eye, "gcp.logm")  # log(4^k Y) = log Y + 2k log 2 · I
+    y = spectral_function(xs, _log, "gcp.logm", backward, eps=1e-10, compute_dtype=compute_dtype, **opts)
+    return _domain.unscale_log(y, exponent)
 
 
 def topn_sqrtm(x: Tensor, top_n: int, backward: str = "exact", *, eps: float = 1e-10,
@@ -234,10 +237,11 @@ def topn_sqrtm(x: Tensor, top_n: int, backward: str = "exact", *, eps: float = 1
         >>> y.shape
         torch.Size([2, 8, 8])
     """
-    check_square_batch(x)
+    xs, exponent = _domain.enter(x, "gcp.topn_sqrtm")  # √ of eigenvalues and a relative floor: degree ½
     check_int(top_n, "top_n", minimum=1, maximum=x.shape[-1])
-    return spectral_function(x, lambda floor: TopNRoot(top_n, floor), "gcp.topn_sqrtm", backward, eps=eps,
-                             compute_dtype=compute_dtype, **opts)
+    y = spectral_function(xs, lambda floor: TopNRoot(top_n, floor), "gcp.topn_sqrtm", backward, eps=eps,
+                          compute_dtype=compute_dtype, **opts)
+    return _domain.leave(y, exponent, 0.5)
 
 
 def scaled_eigen_branch(x: Tensor, backward: str = "exact", *, eps: float = 1e-10,
@@ -259,6 +263,7 @@ def scaled_eigen_branch(x: Tensor, backward: str = "exact", *, eps: float = 1e-1
     """
     from .spectral import powm
 
+    _domain.check_symmetric(x, "gcp.scaled_eigen_branch")  # not scale-equivariant (e^{−Σ}): no rescaling
     root = powm(x, 0.5, backward, eps=eps, compute_dtype=compute_dtype, **opts)
     h = spectral_function(x, _eigen_scale, "gcp.scaled_eigen_branch", "exact", eps=eps, compute_dtype=compute_dtype)
     scale = torch.diagonal(h, dim1=-2, dim2=-1).sum(-1).clamp_min(0.0).sqrt()
