@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ._validation import _failed, _skip_value_checks, check_square_batch
-from .errors import NonSymmetricError
+from .errors import NonFiniteError, NonSymmetricError
 
 #: relative asymmetry accepted as round-off, per unit of ``d · ε_dtype``
 SYMMETRY_SLACK = 16.0
@@ -82,14 +82,35 @@ def enter(x: Tensor, route: str) -> tuple[Tensor, Tensor]:
     return _times_power_of_two(sym, -exponent), exponent
 
 
-def leave(y: Tensor, exponent: Tensor, p: float) -> Tensor:
+def leave(y: Tensor, exponent: Tensor, p: float, route: str = "the matrix function") -> Tensor:
     """``y · 2^{exponent · p}``: ``f(X) = 4^{kp} f(X̃)`` for ``f = X^p``. Exact (a power of two)
-    when ``exponent · p`` is an integer, as for ``p = ±½``; otherwise one rounding."""
+    when ``exponent · p`` is an integer, as for ``p = ±½``; otherwise one rounding. An answer that
+    the dtype cannot hold (an inverse root of a tiny, rank-deficient matrix in float32) is a
+    :class:`~gcp.NonFiniteError`, not an Inf."""
     scaled = exponent * p
     if float(p) == math.floor(p) or p in (0.5, -0.5):
-        return _times_power_of_two(y, scaled.to(y.dtype))
-    whole = torch.floor(scaled)
-    return _times_power_of_two(y, whole.to(y.dtype)) * torch.exp2(scaled - whole).to(y.dtype)
+        out = _times_power_of_two(y, scaled.to(y.dtype))
+    else:
+        whole = torch.floor(scaled)
+        out = _times_power_of_two(y, whole.to(y.dtype)) * torch.exp2(scaled - whole).to(y.dtype)
+    check_representable(out, route)
+    return out
+
+
+def check_representable(y: Tensor, route: str) -> None:
+    if _skip_value_checks(y):
+        return
+    if _failed(torch.isfinite(y.detach()).all()):
+        raise NonFiniteError(
+            f"{route}: the answer is not representable in {y.dtype} (it overflows); compute in float64 "
+            "(x.double()), or regularise or rescale the input")
+
+
+def zero_for_zero(y: Tensor, x: Tensor) -> Tensor:
+    """``y`` with exact zeros for zero matrices ``x`` (a route that normalises by a norm or a floor
+    answers ``f(0) = 0`` only to within that normaliser otherwise)."""
+    nonzero = x.detach().abs().amax((-2, -1), keepdim=True) > 0
+    return torch.where(nonzero, y, torch.zeros_like(y))
 
 
 def unscale_log(y: Tensor, exponent: Tensor) -> Tensor:

@@ -186,7 +186,8 @@ def mtp_sqrtm(
     check_trace_normalisable(xs)
     check_int(degree, "mtp_sqrtm: degree", minimum=1)
     taylor_coefficients("sqrt1m", degree)  # fill the cache in eager mode (see gcp.series)
-    return _domain.leave(_run(xs, lambda z: _mtp(z, degree), lyap_iters, compute_dtype), exponent, 0.5)
+    y = _domain.zero_for_zero(_run(xs, lambda z: _mtp(z, degree), lyap_iters, compute_dtype), xs)
+    return _domain.leave(y, exponent, 0.5, "gcp.mtp_sqrtm")
 
 
 def mpa_sqrtm(
@@ -220,7 +221,8 @@ def mpa_sqrtm(
     check_trace_normalisable(xs)
     deg = check_int_pair(degree, "mpa_sqrtm: degree")
     _check_pade_denominator(*deg)
-    return _domain.leave(_run(xs, lambda z: _mpa(z, deg), lyap_iters, compute_dtype), exponent, 0.5)
+    y = _domain.zero_for_zero(_run(xs, lambda z: _mpa(z, deg), lyap_iters, compute_dtype), xs)
+    return _domain.leave(y, exponent, 0.5, "gcp.mpa_sqrtm")
 
 
 __all__ = ["mpa_sqrtm", "mtp_sqrtm"]

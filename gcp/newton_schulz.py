@@ -91,7 +91,7 @@ def isqrtm(
     cdt = resolve_compute_dtype(x.dtype, compute_dtype, torch.float32)
     with autocast_off(x.device):
         y = ns_power(xs.to(cdt), iters, inverse)
-    return _domain.leave(y, exponent.to(cdt), -0.5 if inverse else 0.5).to(x.dtype)
+    return _domain.leave(y, exponent.to(cdt), -0.5 if inverse else 0.5, route).to(x.dtype)
 
 
 def check_nonzero_trace(x: Tensor, route: str) -> None:

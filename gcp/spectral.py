@@ -221,7 +221,7 @@ def powm(
     y, floored = function.apply(xs, float(p), mode, options, float(eps), cdt)[:2]
     if p < 0:
         check_invertible(floored, route)
-    return _domain.leave(y, exponent, float(p))
+    return _domain.leave(y, exponent, float(p), route)
 
 
 def sqrtm(x: Tensor, backward: str = "exact", **kwargs: Any) -> Tensor:
@@ -274,7 +274,7 @@ def eigh(
         )
     function = _Eigh if torch.compiler.is_compiling() else _EighForwardMode
     lam, vecs = function.apply(xs, mode, options, float(eps), cdt)[:2]
-    return _domain.leave(lam, exponent.squeeze(-1), 1.0), vecs
+    return _domain.leave(lam, exponent.squeeze(-1), 1.0, "gcp.eigh"), vecs
 
 
 def _eigh_modes() -> list[str]:

@@ -241,7 +241,7 @@ def topn_sqrtm(x: Tensor, top_n: int, backward: str = "exact", *, eps: float = 1
     check_int(top_n, "top_n", minimum=1, maximum=x.shape[-1])
     y = spectral_function(xs, lambda floor: TopNRoot(top_n, floor), "gcp.topn_sqrtm", backward, eps=eps,
                           compute_dtype=compute_dtype, **opts)
-    return _domain.leave(y, exponent, 0.5)
+    return _domain.leave(_domain.zero_for_zero(y, xs), exponent, 0.5, "gcp.topn_sqrtm")
 
 
 def scaled_eigen_branch(x: Tensor, backward: str = "exact", *, eps: float = 1e-10,
