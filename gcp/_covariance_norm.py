@@ -28,20 +28,21 @@ from .validators import check_int, is_int
 def grouped_features(x: Tensor, groups: int) -> Tensor:
     """``(N, C, *)`` → ``(G, C/G, N·∏*)``: each channel group's samples as columns."""
     n, c = x.shape[:2]
-    return x.reshape(n, groups, c // groups, -1).permute(1, 2, 0, 3).reshape(groups, c // groups, -1)
+    m = x.shape[2:].numel()  # explicit sizes: an empty batch has no -1 to infer
+    return x.reshape(n, groups, c // groups, m).permute(1, 2, 0, 3).reshape(groups, c // groups, n * m)
 
 
 def ungroup(y: Tensor, like: Tensor) -> Tensor:
     """Inverse of :func:`grouped_features` for a tensor shaped like ``like``."""
     n, c = like.shape[:2]
     g, d = y.shape[:2]
-    return y.reshape(g, d, n, -1).permute(2, 0, 1, 3).reshape(like.shape)
+    return y.reshape(g, d, n, like.shape[2:].numel()).permute(2, 0, 1, 3).reshape(like.shape)
 
 
 def check_features(x: Tensor, num_features: int, layer: str) -> None:
     if x.dim() < 2 or x.shape[1] != num_features:
         raise ShapeError(f"{layer} expects (N, {num_features}, ...) features; got shape {tuple(x.shape)}")
-    if x.shape[0] * x[0, 0].numel() < 2:
+    if x.shape[0] * x.shape[2:].numel() < 2:
         raise ShapeError(f"{layer} needs at least 2 samples per channel in training mode; got shape {tuple(x.shape)}")
 
 

@@ -81,6 +81,12 @@ class Refuse(torch.autograd.Function):
     def backward(ctx: Any, *grads: Tensor) -> Any:  # type: ignore[override]
         raise UnsupportedDerivativeError(ctx.message)
 
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:  # type: ignore[override]
+        # forward mode over the backward (torch.func.hessian = jacfwd(jacrev), jvp(grad(f))) asks
+        # for the same second derivative: refused the same way, not with torch's NotImplementedError
+        raise UnsupportedDerivativeError(ctx.message)
+
 
 def refuse_higher(value: Tensor, route: str, *anchors: Any, order: int = 2) -> Tensor:
     """``value`` unchanged; differentiating it raises. A no-op when no graph is being built."""

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .._transforms import mul_
+from .._transforms import is_transformed, mul_
 from ..errors import InvalidOptionError
 from ..validators import is_int, is_real
 
@@ -201,10 +201,22 @@ def series_coupling(state: SpectralState, degree_above: int, degree_below: int) 
     rows, cols = torch.triu_indices(d, d, 1, device=lam.device)
     degrees = (degree_above,) if degree_above == degree_below else (degree_above, degree_below)
     sums = geometric_partial_sums(lam[..., cols], lam[..., rows], degrees)
-    k = lam.new_zeros(lam.shape + (d,))
-    k[..., rows, cols] = sums[0]
-    k[..., cols, rows] = sums[-1].neg_()
-    return k
+    return pairs_to_matrix(lam.new_zeros(lam.shape + (d,)), rows, cols, sums[0], sums[-1].neg())
+
+
+def pairs_to_matrix(base: Tensor, rows: Tensor, cols: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
+    """``base`` with ``[..., rows, cols] = upper`` and ``[..., cols, rows] = lower``: in place, or, under
+    a ``torch.func`` transform (which cannot write a batched value into an unbatched tensor), by an
+    out-of-place scatter into the flattened matrices."""
+    if not is_transformed(base, upper, lower):
+        base[..., rows, cols] = upper
+        base[..., cols, rows] = lower
+        return base
+    d = base.shape[-1]
+    flat = base.flatten(-2)
+    flat = flat.scatter(-1, (rows * d + cols).expand(upper.shape), upper.to(flat.dtype))
+    flat = flat.scatter(-1, (cols * d + rows).expand(lower.shape), lower.to(flat.dtype))
+    return flat.unflatten(-1, (d, d))
 
 
 class CouplingMode(BackwardMode):

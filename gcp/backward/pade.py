@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..series import pade_coefficients
 from ..validators import is_int
-from ._base import CouplingMode, Options, SpectralState, _fail, clamp_to_floor
+from ._base import CouplingMode, Options, SpectralState, _fail, clamp_to_floor, pairs_to_matrix
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,7 @@ class Pade(CouplingMode):
         noise = 2 * len(q) * torch.finfo(r.dtype).eps * sum(abs(c) for c in q)
         degenerate = den.abs() <= noise
         value = torch.where(degenerate, torch.zeros_like(num), num / (hi * torch.where(degenerate, 1.0, den)))
-        k = lam.new_zeros(lam.shape + (d,))
-        k[..., rows, cols] = value
-        k[..., cols, rows] = -value
-        tied = torch.zeros(k.shape, dtype=torch.bool, device=k.device)
-        tied[..., rows, cols] = degenerate
-        tied[..., cols, rows] = degenerate
+        k = pairs_to_matrix(lam.new_zeros(lam.shape + (d,)), rows, cols, value, -value)
+        tied = pairs_to_matrix(torch.zeros(k.shape, dtype=torch.bool, device=k.device), rows, cols, degenerate,
+                               degenerate)
         return k, tied

@@ -192,3 +192,39 @@ def test_the_symmetry_tolerance_accepts_a_float32_covariance_and_refuses_more():
 def test_a_negative_power_of_a_zero_matrix_is_refused(fn):
     with pytest.raises(gcp.SingularError, match="zero"):
         fn(torch.zeros(2, 3, 3))
+
+
+@pytest.mark.parametrize("mode", ["pade", "taylor", "exact", "pi"])
+def test_vmap_of_grad_matches_the_per_sample_gradient(mode):
+    x = torch.randn(3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = x @ x.mT + torch.eye(4, dtype=torch.float64)
+    for f in (lambda t: gcp.sqrtm(t, mode).sum(), lambda t: gcp.inv_sqrtm(t, mode).sum(),
+              lambda t: gcp.eigh(t, mode)[1].abs().sum()):
+        batched = torch.func.vmap(torch.func.grad(f))(x)
+        for i in range(3):
+            xi = x[i].clone().requires_grad_(True)
+            f(xi).backward()
+            assert torch.allclose(batched[i], xi.grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.3, -1.0])
+def test_forward_over_reverse_of_a_power_without_a_second_derivative_is_refused_by_type(p):
+    x = torch.randn(4, 4, dtype=torch.float64)
+    x = x @ x.mT + torch.eye(4, dtype=torch.float64)
+
+    def f(t):
+        return gcp.powm(t, p).sum()
+
+    with pytest.raises(gcp.UnsupportedDerivativeError, match="derivatives of order 2"):
+        torch.func.hessian(f)(x)
+    with pytest.raises(gcp.UnsupportedDerivativeError, match="derivatives of order 2"):
+        torch.func.jvp(torch.func.grad(f), (x,), (torch.eye(4, dtype=torch.float64),))
+
+
+@pytest.mark.parametrize("layer", [gcp.ZCAWhitening(4, groups=2), gcp.PCADenoising(4, k=2)], ids=["zca", "pca"])
+def test_an_empty_batch_passes_in_eval_and_is_refused_in_training(layer):
+    layer.eval()
+    assert layer(torch.randn(0, 4, 3, 3)).shape == (0, 4, 3, 3)
+    layer.train()
+    with pytest.raises(gcp.ShapeError, match="at least 2 samples"):
+        layer(torch.randn(0, 4, 3, 3))
