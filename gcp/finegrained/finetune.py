@@ -26,7 +26,7 @@ from gcp.train import cli
 from gcp.train.arms import Arm, PlannedRun, arms_of, plan_runs
 from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, restore, stored_record
 from gcp.train.comparison import write_comparison
-from gcp.train.data import check_samples, check_splits, make_loader, transforms_for
+from gcp.train.data import check_samples, check_splits, fingerprint, make_loader, transforms_for
 from gcp.train.distributed import init_distributed
 from gcp.train.engine import run
 from gcp.train.errors import CheckpointError, ConfigError
@@ -83,6 +83,10 @@ def load_splits(data: DataSpec, image_check: bool) -> tuple[Any, Any]:
     for name, ds in (("train", train_set), ("test", test_set)):
         check_samples(ds.samples, len(ds.classes), f"{data.dataset} {name} split", image_check)
     return train_set, test_set
+
+
+def fingerprints(data: DataSpec, splits: tuple[Any, Any]) -> dict[str, str]:
+    return {name: fingerprint(ds.samples, ds.classes, data.root) for name, ds in zip(("train", "eval"), splits)}
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,7 +147,8 @@ def evaluate_only(args: argparse.Namespace, info: Any, runs: list[PlannedRun]) -
     else:
         record = resolve_run(args, runs[0].arm, None, args.output)[0]
     train_set, test_set = load_splits(record.data, not args.no_image_check)
-    record = with_class_count(record, train_set.classes, from_checkpoint=resume is not None)
+    record = with_class_count(record, train_set.classes, from_checkpoint=resume is not None,
+                              fingerprints=fingerprints(record.data, (train_set, test_set)))
     model = build_model(record, args).to(info.device)
     if resume is not None:
         restore(resume, model, source=args.resume)
@@ -165,11 +170,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     for record, _, _ in resolved:
         check_output_outside_data(record.output, record.data.root)
     splits = load_splits(resolved[0][0].data, not args.no_image_check)
+    prints = fingerprints(resolved[0][0].data, splits)
     results: dict[str, list[list[dict]]] = {}
     for index, (planned, (record, resume, source)) in enumerate(zip(runs, resolved)):
         if record.data != resolved[0][0].data:
             raise ConfigError(f"{record.output}: its checkpoint read other data than this comparison's first run")
-        record = with_class_count(record, splits[0].classes, from_checkpoint=resume is not None)
+        record = with_class_count(record, splits[0].classes, from_checkpoint=resume is not None, fingerprints=prints)
         if len(runs) > 1 and info.is_main:
             print(f"[run {index + 1}/{len(runs)}: {planned.name} seed {record.seed}]", flush=True)
         torch.manual_seed(record.seed)

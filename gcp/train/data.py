@@ -9,7 +9,7 @@ cheap even for ImageNet: ``--no-image-check`` skips it). A failure is a
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -146,6 +146,50 @@ class CleanImageFolder(ImageFolder):
         classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not is_litter(e.name))
         return classes, {c: i for i, c in enumerate(classes)}
 
+    @staticmethod
+    def make_dataset(directory: str, class_to_idx: Optional[dict[str, int]] = None, extensions: Any = None,
+                     is_valid_file: Optional[Callable[[str], bool]] = None, allow_empty: bool = False
+                     ) -> list[tuple[str, int]]:
+        """torchvision's listing (sorted folders, sorted files), with symbolic links followed at most
+        once per real folder: a link back to its own class folder would otherwise list its images
+        again and again (torchvision's ``os.walk(followlinks=True)`` does not notice the cycle)."""
+        if class_to_idx is None:
+            raise DatasetError("make_dataset needs class_to_idx")
+        valid = is_valid_file or _is_image
+        samples = []
+        for name in sorted(class_to_idx):
+            for folder, files in walk_once(os.path.join(directory, name)):
+                samples += [(os.path.join(folder, f), class_to_idx[name]) for f in sorted(files)
+                            if valid(os.path.join(folder, f))]
+        return samples
+
+
+def fingerprint(samples: Sequence[tuple[str, int]], classes: Sequence[str], root: str) -> str:
+    """What a split is, cheaply: ``"N files, C classes, sha256 <16 hex>"`` over the class names and
+    the sorted (path relative to ``root``, size, label) of every sample. The same files found by
+    another spelling of ``root`` give the same value; other files, sizes or labels do not."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([str(c) for c in classes]).encode())
+    for rel, size, label in sorted((os.path.relpath(p, root), os.stat(p).st_size, int(y)) for p, y in samples):
+        digest.update(f"{rel}\0{size}\0{label}\n".encode())
+    return f"{len(samples)} files, {len(classes)} classes, sha256 {digest.hexdigest()[:16]}"
+
+
+def walk_once(top: str) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, files)`` under ``top``, sorted, following symbolic links to folders but entering each
+    real folder once."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in seen)
+        yield folder, sorted(files)
+
 
 def _is_image(path: str) -> bool:
     parts = os.path.normpath(path).split(os.sep)
@@ -162,8 +206,8 @@ def image_folder(root: str, split: str, transform: Optional[Callable] = None) ->
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not is_litter(e.name))
     if not classes:
         raise DatasetError(f"{folder} has no class sub-folders; expected {folder}/<class>/<image>.jpg")
-    empty = [c for c in classes if not any(_is_image(os.path.join(d, f)) for d, _, files in
-                                           os.walk(os.path.join(folder, c), followlinks=True) for f in files)]
+    empty = [c for c in classes if not any(_is_image(os.path.join(d, f)) for d, files in
+                                           walk_once(os.path.join(folder, c)) for f in files)]
     if empty:
         raise DatasetError(f"class folder(s) without images in {folder}: {', '.join(empty[:10])}")
     return CleanImageFolder(folder, transform=transform, loader=load_image, is_valid_file=_is_image)

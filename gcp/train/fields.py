@@ -101,8 +101,11 @@ FIELDS: tuple[Field, ...] = (
                                   "drop_rate", "hybrid_switch_epoch", "hybrid_method", "hybrid_backward",
                                   "hybrid_options")),
     Field("last_stride", applies=RESNET, **_HEAD),
-    *(Field(n, **_DATA) for n in ("dataset", "data_dir", "train_split", "eval_split", "img_size", "crop_pct",
-                                  "resize", "interpolation", "mean", "std", "data_options")),
+    *(Field(n, **_DATA) for n in ("dataset", "train_split", "eval_split", "img_size", "crop_pct", "resize",
+                                  "interpolation", "mean", "std", "data_options")),
+    # the folder may move or be spelt otherwise; the fingerprint of its files decides (with_class_count)
+    Field("data_dir", group="data", resume="free", arg=None),
+    Field("data_fingerprint", group="data", evaluation="fixed", arg=None),
     # how it is optimised
     Field("epochs", "epochs to train", "optim", _int_at_least(1), "an integer >= 1", resume="grow",
           arg=dict(type=int)),

@@ -32,7 +32,7 @@ from gcp.train.arms import PlannedRun, arms_of, plan_runs
 from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, restore, stored_record
 from gcp.train.comparison import write_comparison
 from gcp.train.config import RECIPES
-from gcp.train.data import check_samples, check_splits, image_folder, make_loader, transforms_for
+from gcp.train.data import check_samples, check_splits, fingerprint, image_folder, make_loader, transforms_for
 from gcp.train.distributed import DistInfo, init_distributed
 from gcp.train.engine import run
 from gcp.train.errors import ConfigError
@@ -95,7 +95,7 @@ def resolve_record(args: argparse.Namespace, stored: Optional[RunRecord], start_
 
 
 def load_data(record: RunRecord, info: DistInfo, image_check: bool, evaluate_only: bool
-              ) -> tuple[Any, Any, list[str]]:
+              ) -> tuple[Any, Any, list[str], dict[str, str]]:
     data = record.data
     train_tf, eval_tf = transforms_for(data)
     train_set = None if evaluate_only else image_folder(data.root, data.train_split, train_tf)
@@ -107,7 +107,9 @@ def load_data(record: RunRecord, info: DistInfo, image_check: bool, evaluate_onl
         for split, ds in ((data.train_split, train_set), (data.eval_split, val_set)):
             if ds is not None:
                 check_samples(ds.samples, len(ds.classes), f"{data.root}/{split}", image_check)
-    return train_set, val_set, list(train_classes)
+    prints = {name: fingerprint(ds.samples, ds.classes, data.root)
+              for name, ds in (("train", train_set), ("eval", val_set)) if ds is not None}
+    return train_set, val_set, list(train_classes), prints
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -128,8 +130,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     resume = load_checkpoint(source) if source else None
     stored = stored_record(resume, source) if resume is not None else None
     record = resolve_record(args, stored, int(resume["epoch"]) + 1 if resume is not None else 0, runs[0])
-    train_set, val_set, classes = load_data(record, info, not args.no_image_check, args.evaluate_only)
-    record = with_class_count(record, classes, from_checkpoint=stored is not None)
+    train_set, val_set, classes, prints = load_data(record, info, not args.no_image_check, args.evaluate_only)
+    record = with_class_count(record, classes, from_checkpoint=stored is not None, fingerprints=prints)
     model = _model(args, record, info)
 
     if args.evaluate_only:
@@ -178,12 +180,12 @@ def _compare(args: argparse.Namespace, info: DistInfo, runs: list[PlannedRun]) -
         planned.append((r, record, resume, path if resume is not None else ""))
     for _, record, _, _ in planned:
         check_output_outside_data(record.output, record.data.root)
-    train_set, val_set, classes = load_data(planned[0][1], info, not args.no_image_check, False)
+    train_set, val_set, classes, prints = load_data(planned[0][1], info, not args.no_image_check, False)
     results: dict[str, list[list[dict]]] = {}
     for index, (r, record, resume, source) in enumerate(planned):
         if record.data != planned[0][1].data:
             raise ConfigError(f"{record.output}: its checkpoint read other data than this comparison's first run")
-        record = with_class_count(record, classes, from_checkpoint=resume is not None)
+        record = with_class_count(record, classes, from_checkpoint=resume is not None, fingerprints=prints)
         if info.is_main:
             print(f"[run {index + 1}/{len(planned)}: {r.name} seed {record.seed}]", flush=True)
         state = run(_model(args, record, info), train_set, val_set, info, record, resume=resume, resume_source=source)

@@ -15,6 +15,7 @@ method nor its backward; the error names the flag.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -194,6 +195,8 @@ class RunRecord:
     data: DataSpec
     num_classes: Optional[int] = None
     class_names: tuple[str, ...] = ()  # the dataset's classes, in label order (filled when it is read)
+    # what the data is, per split: ((split, "N files, C classes, sha256 …"), …), filled when it is read
+    data_fingerprint: tuple[tuple[str, str], ...] = ()
     hybrid: Optional[HybridSpec] = None
     epochs: int = 90
     batch_size: int = 256
@@ -224,6 +227,7 @@ class RunRecord:
     def __post_init__(self) -> None:
         object.__setattr__(self, "decay_milestones", tuple(self.decay_milestones))
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "data_fingerprint", tuple(tuple(p) for p in self.data_fingerprint))
         self._validate()
 
     def _validate(self) -> None:
@@ -332,7 +336,7 @@ def _default_method(model: str) -> str:
 
 
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name not in ("model", "head", "data", "hybrid"))
-_TUPLE_KEYS = {"decay_milestones", "resize", "mean", "std", "class_names"}
+_TUPLE_KEYS = {"decay_milestones", "resize", "mean", "std", "class_names", "data_fingerprint"}
 _NORM_KEYS = ("method", "backward", "iters", "alpha", "head_options")
 _HYBRID_NORM_KEYS = ("hybrid_method", "hybrid_backward", "hybrid_options")
 
@@ -372,6 +376,9 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
         if unknown:
             raise ConfigError(f"unknown {source}(s) {', '.join(unknown)}")
     given = {k: v for k, v in given.items() if v is not None}
+    if from_flags and isinstance(given.get("data_dir"), str):
+        # the folder, not the spelling: a relative path means the same images from any working directory
+        given["data_dir"] = os.path.abspath(os.path.expanduser(given["data_dir"]))
     if stored is None:
         return _honoured(given, RunRecord.from_flat(_merge(dict(recipe or {}), given)), from_flags)
     base = stored.flat()
@@ -418,10 +425,20 @@ def model_data_defaults(model: str) -> dict[str, Any]:
                 mean=tuple(d["mean"]), std=tuple(d["std"]))
 
 
-def with_class_count(record: RunRecord, class_names: Any, from_checkpoint: bool) -> RunRecord:
-    """``record`` with the dataset's classes; refuses a ``--num-classes`` below their number, and a
-    checkpoint whose classes are not this dataset's (its labels would mean other classes)."""
+def with_class_count(record: RunRecord, class_names: Any, from_checkpoint: bool,
+                     fingerprints: Optional[Mapping[str, str]] = None) -> RunRecord:
+    """``record`` with the dataset's classes and the fingerprint of each split read
+    (:func:`gcp.train.data.fingerprint`); refuses a ``--num-classes`` below their number, a
+    checkpoint whose classes are not this dataset's (its labels would mean other classes), and one
+    whose data was other files, however ``--data-dir`` is spelled (the same data moved or given
+    by another path is accepted)."""
     names = tuple(str(c) for c in class_names)
+    stored = dict(record.data_fingerprint)
+    for split, now in (fingerprints or {}).items():
+        if from_checkpoint and split in stored and stored[split] != now:
+            raise ConfigError(f"--data-dir {record.data.root}: its {split} split is not the data the checkpoint was "
+                              f"trained on ({stored[split]} in the checkpoint; {now} here)")
+    record = dataclasses.replace(record, data_fingerprint=tuple(sorted({**stored, **(fingerprints or {})}.items())))
     if from_checkpoint and record.class_names and record.class_names != names:
         diff = next((f"label {i}: {a!r} in the checkpoint, {b!r} here" for i, (a, b) in
                      enumerate(zip(record.class_names, names)) if a != b),

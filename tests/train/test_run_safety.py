@@ -333,3 +333,40 @@ def test_foreign_encodings_and_boxes_outside_the_image_are_named(tmp_path):
     ds = cub200(root, "train", bbox_crop=True)
     with pytest.raises(gcptrain.DatasetError, match="reaches outside the 40×40 image"):
         ds[0]
+
+
+# ----------------------------------------------------------------------------- data by content
+def test_a_resume_identifies_the_data_by_its_files_not_by_how_the_folder_is_spelt(imagenet, tmp_path, monkeypatch):
+    run = ["--output", str(tmp_path / "run"), *BASE]
+    assert train_imagenet.main(["--data-dir", imagenet, *run, "--epochs", "1"]) == 0
+    resume = ["--resume", str(tmp_path / "run" / "last.pth")]
+    # the same folder by a relative path from another working directory: the same images
+    monkeypatch.chdir(os.path.dirname(imagenet))
+    assert train_imagenet.main(["--data-dir", os.path.basename(imagenet), *run, "--epochs", "2", *resume]) == 0
+    # a copy with one image removed is other data, whatever its name
+    other = tmp_path / "copy"
+    shutil.copytree(imagenet, other)
+    victim = sorted((other / "train").rglob("*.*"))[0]
+    victim.unlink()
+    with pytest.raises(gcptrain.ConfigError, match=r"its train split is not the data the checkpoint was trained on "
+                                                   r"\(\d+ files, \d+ classes, sha256 [0-9a-f]{16} in the checkpoint; "
+                                                   r"\d+ files, \d+ classes, sha256 [0-9a-f]{16} here\)"):
+        train_imagenet.main(["--data-dir", str(other), *run, "--epochs", "3", "--resume",
+                             str(tmp_path / "run" / "last.pth")])
+
+
+def test_a_moved_copy_of_the_same_data_resumes(imagenet, tmp_path):
+    run = ["--output", str(tmp_path / "run"), *BASE]
+    assert train_imagenet.main(["--data-dir", imagenet, *run, "--epochs", "1"]) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(imagenet, moved)
+    assert train_imagenet.main(["--data-dir", str(moved), *run, "--epochs", "2", "--resume",
+                                str(tmp_path / "run" / "last.pth")]) == 0
+
+
+def test_a_symbolic_link_back_to_its_class_folder_lists_each_image_once(tmp_path):
+    root = _fixtures.image_folder(str(tmp_path / "data"))
+    first = sorted(d for d in (tmp_path / "data" / "train").iterdir())[0]
+    before = len(image_folder(root, "train").samples)
+    os.symlink(first, first / "again")
+    assert len(image_folder(root, "train").samples) == before
