@@ -150,5 +150,5 @@ def test_declarations_give_the_resume_and_evaluation_rules():
     from gcp.train import fields
 
     assert fields.RESUME_MUTABLE == {"epochs", "workers", "device", "output", "data_dir"}
-    assert {"model", "method", "reduced_dim", "data_dir", "img_size"} <= fields.EVALUATION_FIXED
+    assert {"model", "method", "reduced_dim", "data_fingerprint", "img_size"} <= fields.EVALUATION_FIXED
     assert "lr" not in fields.EVALUATION_FIXED and FLAT_KEYS == fields.FLAT_KEYS
