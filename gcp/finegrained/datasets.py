@@ -24,9 +24,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets import FGVCAircraft, StanfordCars
+from torchvision.datasets import FGVCAircraft
 
 from gcp.train.data import image_folder, is_litter, load_image
 from gcp.train.errors import ConfigError, DatasetError
@@ -167,31 +168,64 @@ def cub200(root: str, split: str = "train", transform: Optional[Callable] = None
 
 
 def _from_torchvision(ds: Any) -> LabelledImages:
-    if hasattr(ds, "_samples"):  # StanfordCars
-        samples = [(str(p), int(t)) for p, t in ds._samples]
-    else:  # FGVCAircraft
-        samples = [(str(p), int(t)) for p, t in zip(ds._image_files, ds._labels)]
+    """torchvision's ``FGVCAircraft`` as :class:`LabelledImages`."""
+    samples = [(str(p), int(t)) for p, t in zip(ds._image_files, ds._labels)]
     return LabelledImages(samples, list(ds.classes))
 
 
+def _mat_entries(value: Any) -> list[Any]:
+    """The entries of a MATLAB cell or struct array read with ``squeeze_me=False``, whatever its
+    shape: ``(1, N)``, ``(N, 1)`` and the one-entry ``(1, 1)`` alike (``squeeze_me=True`` would
+    turn a single entry into a scalar, which is why torchvision's reader fails on it)."""
+    return list(np.asarray(value, dtype=object).ravel()) if not isinstance(value, np.ndarray) or \
+        value.dtype.names is None else list(value.ravel())
+
+
+def _mat_scalar(value: Any) -> Any:
+    """One MATLAB value (a string or a number wrapped in 1×1 arrays) as a Python value."""
+    while isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ValueError(f"expected one value, got an array of shape {value.shape}")
+        value = value.ravel()[0]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _load_mat(path: str, layout: str) -> dict:
+    import scipy.io as sio
+
+    try:
+        return sio.loadmat(_require(path, layout), squeeze_me=False)
+    except (ValueError, OSError, TypeError) as exc:
+        raise DatasetError(f"{path} is not a readable MATLAB file: {exc}") from None
+
+
 def stanford_cars(root: str, split: str = "train", transform: Optional[Callable] = None) -> LabelledImages:
-    """Stanford Cars through torchvision's ``StanfordCars`` (``split`` ``"train"``/``"test"``)."""
+    """Stanford Cars from its devkit files (``split`` ``"train"``/``"test"``), in the layout of
+    torchvision's ``StanfordCars``. Read here rather than through torchvision, whose
+    ``squeeze_me=True`` fails on a file with one class or one annotation."""
     layout = ("stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, cars_test/, "
               "cars_test_annos_withlabels.mat}")
+    if split not in ("train", "test"):
+        raise DatasetError(f"Stanford Cars splits are 'train' and 'test', got {split!r}")
     base = os.path.join(root, "stanford_cars")
-    _require(os.path.join(base, "devkit", "cars_meta.mat"), layout)
-    if split == "train":
-        _require(os.path.join(base, "devkit", "cars_train_annos.mat"), layout)
-        _require(os.path.join(base, "cars_train"), layout)
-    else:
-        _require(os.path.join(base, "cars_test_annos_withlabels.mat"), layout)
-        _require(os.path.join(base, "cars_test"), layout)
+    meta_path = os.path.join(base, "devkit", "cars_meta.mat")
+    annos_path = os.path.join(base, "devkit", "cars_train_annos.mat") if split == "train" else \
+        os.path.join(base, "cars_test_annos_withlabels.mat")
+    images = _require(os.path.join(base, f"cars_{split}"), layout)
+    meta, annos = _load_mat(meta_path, layout), _load_mat(annos_path, layout)
     try:
-        ds = _from_torchvision(StanfordCars(root, split=split))
-    except (ValueError, KeyError, OSError) as exc:
-        raise DatasetError(f"malformed Stanford Cars annotations under {base}: {exc}") from exc
-    ds.transform = transform
-    return ds
+        classes = [str(_mat_scalar(c)) for c in _mat_entries(meta["class_names"])]
+        records = _mat_entries(annos["annotations"])
+        pairs = [(str(_mat_scalar(r["fname"])), int(_mat_scalar(r["class"]))) for r in records]
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise DatasetError(f"malformed Stanford Cars annotations ({meta_path}: class_names; {annos_path}: "
+                           f"annotations with fname and class): {exc}") from None
+    _unique_names(classes, meta_path)
+    bad = [(f, c) for f, c in pairs if not 1 <= c <= len(classes)]
+    if bad:
+        raise DatasetError(f"{annos_path}: class {bad[0][1]} of {bad[0][0]} is outside 1..{len(classes)} "
+                           f"(the classes of {meta_path})")
+    return LabelledImages([(os.path.join(images, f), c - 1) for f, c in pairs], classes, transform)
 
 
 def fgvc_aircraft(root: str, split: str = "trainval", transform: Optional[Callable] = None,
@@ -234,19 +268,17 @@ def fgvc_aircraft(root: str, split: str = "trainval", transform: Optional[Callab
 
 def stanford_dogs(root: str, split: str = "train", transform: Optional[Callable] = None) -> LabelledImages:
     """Stanford Dogs: ``Images/<wnid-breed>/*.jpg`` with ``train_list.mat``/``test_list.mat``."""
-    import scipy.io as sio
-
     layout = "{Images/<wnid-breed>/*.jpg, train_list.mat, test_list.mat}"
     if split not in ("train", "test"):
         raise DatasetError(f"Stanford Dogs splits are 'train' and 'test', got {split!r}")
     images = _require(os.path.join(root, "Images"), layout)
     lists = _require(os.path.join(root, f"{split}_list.mat"), layout)
+    mat = _load_mat(lists, layout)
     try:
-        mat = sio.loadmat(lists, squeeze_me=True)
-        files = [str(f) for f in mat["file_list"].tolist()]
-        labels = [int(v) - 1 for v in mat["labels"].tolist()]
-    except (KeyError, ValueError, OSError) as exc:
-        raise DatasetError(f"malformed {lists} (needs file_list and labels): {exc}") from exc
+        files = [str(_mat_scalar(f)) for f in _mat_entries(mat["file_list"])]
+        labels = [int(_mat_scalar(v)) - 1 for v in _mat_entries(mat["labels"])]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DatasetError(f"malformed {lists} (needs file_list and labels): {exc}") from None
     classes = sorted(e.name for e in os.scandir(images) if e.is_dir() and not is_litter(e.name))
     if len(files) != len(labels):
         raise DatasetError(f"{lists}: {len(files)} files but {len(labels)} labels")

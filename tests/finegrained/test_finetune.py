@@ -208,3 +208,50 @@ def test_a_fine_tune_checkpoint_is_evaluated_with_its_own_model_head_and_data(ro
         finetune([*base, "--reduced-dim", "16", "--evaluate-only", "--resume", str(out / "last.pth")])
     with pytest.raises(gcptrain.ConfigError, match="--evaluate-only needs weights"):
         finetune([*base, "--evaluate-only"])
+
+
+# ----------------------------------------------------------------------------- MATLAB files with one entry
+def _savemat(path, **arrays):
+    import numpy as np
+    import scipy.io as sio
+
+    sio.savemat(path, {k: np.asarray(v, dtype=object) if isinstance(v, list) else v for k, v in arrays.items()})
+
+
+def test_cars_with_one_class_and_one_annotation_reads(tmp_path):
+    import numpy as np
+
+    from gcp.finegrained.datasets import stanford_cars
+
+    root = _fixtures.stanford_cars(str(tmp_path), classes=1, train=1, test=1)
+    base = tmp_path / "stanford_cars"
+    _savemat(base / "devkit" / "cars_meta.mat", class_names=np.array(["Car 0"], dtype=object))
+    one = np.array([("train_0_0.jpg", 1)], dtype=[("fname", "O"), ("class", "O")])
+    _savemat(base / "devkit" / "cars_train_annos.mat", annotations=one)
+    ds = stanford_cars(root, "train")
+    assert ds.classes == ["Car 0"] and ds.samples == [(str(base / "cars_train" / "train_0_0.jpg"), 0)]
+
+
+def test_cars_class_listed_twice_is_refused(tmp_path):
+    import numpy as np
+
+    from gcp.finegrained.datasets import stanford_cars
+    from gcp.train.errors import DatasetError
+
+    root = _fixtures.stanford_cars(str(tmp_path), classes=2)
+    _savemat(tmp_path / "stanford_cars" / "devkit" / "cars_meta.mat",
+             class_names=np.array(["Car 0", "Car 0"], dtype=object))
+    with pytest.raises(DatasetError, match="class 'Car 0' is listed twice"):
+        stanford_cars(root, "train")
+
+
+def test_dogs_with_one_file_reads(tmp_path):
+    import numpy as np
+
+    from gcp.finegrained.datasets import stanford_dogs
+
+    root = _fixtures.stanford_dogs(str(tmp_path), classes=1, train=1, test=1)
+    rel = "n02000-breed_0/n02000-breed_0_0.jpg"
+    _savemat(tmp_path / "train_list.mat", file_list=np.array([rel], dtype=object), labels=np.array([1]))
+    ds = stanford_dogs(root, "train")
+    assert [os.path.relpath(p, root) for p, _ in ds.samples] == [os.path.join("Images", rel)]
