@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,68 @@ def folder_weights(folder: str) -> str:
         if os.path.isfile(os.path.join(folder, name)):
             return os.path.join(folder, name)
     raise CheckpointError(f"{folder} holds neither {WEIGHTS_NAME} nor {TORCH_WEIGHTS_NAME}: no weights to load")
+
+
+def read_folder_config(folder: str, wanted_classes: Optional[int] = None) -> dict[str, Any]:
+    """A saved folder's ``config.json``, checked before timm or the zoo acts on it: valid JSON in
+    timm's layout, a GCP architecture, an integer ``num_classes`` that the weights' classifier agrees
+    with, ``model_args`` a mapping. Any fault is a :class:`CheckpointError` naming the file and key
+    (a hand-edited file must not reach timm's constructors as a raw ``TypeError``). ``wanted_classes``,
+    a class count the caller asks for that differs from the file's, gets a fresh classifier (timm's
+    rule) and is not compared with the weights."""
+    path = os.path.join(folder, CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{folder} has no {CONFIG_NAME}: not a folder written by gcp.zoo.save_pretrained")
+    try:
+        with open(path) as fh:
+            config = json.load(fh)
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    if "arch_args" in config:
+        raise CheckpointError(f"{path} is in the layout of gcp 0.1; load it with gcp 0.1 and save it again")
+    from ._registry import spec_of
+
+    arch = config.get("architecture")
+    if not isinstance(arch, str) or spec_of(arch) is None:
+        raise CheckpointError(f"{path}: architecture {arch!r} is not a GCP model (gcp.zoo.list_models(generic=True) "
+                              "lists them: gcp_<timm name>); a plain timm model's folder loads with timm itself")
+    classes = config.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+        raise CheckpointError(f"{path}: num_classes must be an integer >= 0, got {classes!r}")
+    if not isinstance(config.get("model_args", {}), dict):
+        raise CheckpointError(f"{path}: model_args must be a JSON object, got {config['model_args']!r}")
+    recorded = config.get("model_args", {}).get("num_classes", classes)
+    weights = folder_weights(folder)
+    if wanted_classes is not None and wanted_classes not in (classes, recorded):
+        return config  # another class count asked for: a fresh classifier, whatever the file says
+    rows = classifier_rows(weights)
+    if rows is not None and classes and rows != classes:
+        raise CheckpointError(f"{path} says num_classes={classes} but the classifier in {weights} has {rows} classes; "
+                              "pass num_classes= to choose (a different count gets a fresh classifier)")
+    if recorded != classes:
+        raise CheckpointError(f"{path} says num_classes={classes} but its model_args say num_classes={recorded!r}; "
+                              "the file was edited by hand: make them agree (the weights decide)")
+    return config
+
+
+def classifier_rows(weights: str) -> Any:
+    """The classifier's class count in a weights file (``None`` without a classifier), read without
+    loading the other tensors where the format allows."""
+    from .io import CLASSIFIER_PREFIX
+
+    key = CLASSIFIER_PREFIX + "weight"
+    if weights.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(weights, framework="pt") as fh:
+                return fh.get_slice(key).get_shape()[0] if key in fh.keys() else None
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
+            raise CheckpointError(f"cannot read {weights}: {exc}") from None
+    classifier = read_state_dict(weights).get(key)
+    return None if classifier is None else classifier.shape[0]
 
 
 def check_metadata(model: nn.Module, path: str) -> None:
@@ -111,6 +173,8 @@ def load_pretrained_weights(model: nn.Module, cfg: Mapping[str, Any]) -> None:
     if cfg.get("file"):
         location = str(cfg["file"])
         if os.path.isdir(location):  # timm's local-dir: source, a saved model folder
+            # a hand-edited config that disagrees with its own weights is refused
+            read_folder_config(location, getattr(model, "num_classes", None))
             location = folder_weights(location)
     elif cfg.get("url"):
         location = fetch(str(cfg["url"]))

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ._gcpnet import recorded_head
-from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, folder_weights
+from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, folder_weights, read_folder_config
 from .errors import CheckpointError
 from .io import CLASSIFIER_PREFIX, atomic_write, read_state_dict
 
@@ -95,18 +95,9 @@ def load_pretrained(path: str, **overrides: Any) -> nn.Module:
     import timm
 
     cfg_path = os.path.join(path, CONFIG_NAME)
-    if not os.path.isfile(cfg_path):
-        raise CheckpointError(f"{path} has no {CONFIG_NAME}: not a folder written by gcp.zoo.save_pretrained")
-    try:
-        with open(cfg_path) as fh:
-            config = json.load(fh)
-        str(config["architecture"])
-        args = dict(config.get("model_args", {}))
-        args["num_classes"] = int(config.get("num_classes", args.get("num_classes", 1000)))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{cfg_path} is not a valid model config in timm's layout: {exc}") from exc
-    if "arch_args" in config:
-        raise CheckpointError(f"{cfg_path} is in the layout of gcp 0.1; load it with gcp 0.1 and save it again")
+    config = read_folder_config(path, overrides.get("num_classes"))
+    args = dict(config.get("model_args", {}))
+    args["num_classes"] = config["num_classes"]
     _check_agreement(cfg_path, folder_weights(path), args, overrides)
     return timm.create_model(f"local-dir:{path}", pretrained=True, **overrides)
 

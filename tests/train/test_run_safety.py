@@ -128,7 +128,10 @@ def test_load_pretrained_refuses_a_config_that_disagrees_with_the_weights(tmp_pa
     json.dump(dict(config, num_classes=7), open(cfg_path, "w"))
     with pytest.raises(gcptrain.CheckpointError, match="num_classes=7 but the classifier .* has 5 classes"):
         gcp.zoo.load_pretrained(folder)
-    assert gcp.zoo.load_pretrained(folder, num_classes=7).num_classes == 7  # asked for: a fresh classifier
+    # a count the folder does not claim is asked for: a fresh classifier; the count it claims wrongly is refused
+    assert gcp.zoo.load_pretrained(folder, num_classes=9).num_classes == 9
+    with pytest.raises(gcptrain.CheckpointError, match="num_classes=7 but the classifier"):
+        gcp.zoo.load_pretrained(folder, num_classes=7)
     json.dump(dict(config, model_args=dict(config["model_args"], method="isqrt")), open(cfg_path, "w"))
     with pytest.raises(gcptrain.CheckpointError, match="method='isqrt' but .* was saved with method='svd'"):
         gcp.zoo.load_pretrained(folder)

@@ -200,3 +200,21 @@ def test_a_timm_backbone_file_given_as_gcp_weights_says_where_it_goes(tmp_path):
     model = timm.create_model("gcp_test_resnet", backbone_pretrained=path, num_classes=3)
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.state_dict().items()
                if k in model.backbone.state_dict())
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (dict(num_classes="3"), "num_classes must be an integer >= 0, got '3'"),
+    (dict(architecture="resnet18"), "architecture 'resnet18' is not a GCP model"),
+    (dict(num_classes=5), "says num_classes=5 but the classifier .* has 3 classes"),
+    (dict(model_args=[1]), "model_args must be a JSON object"),
+])
+def test_a_hand_edited_config_is_a_typed_error(edit, pattern, tmp_path):
+    model = timm.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8)
+    folder = gcp.zoo.save_pretrained(model, str(tmp_path / "m"))
+    config = json.load(open(tmp_path / "m" / "config.json"))
+    json.dump(dict(config, **edit), open(tmp_path / "m" / "config.json", "w"))
+    with pytest.raises(gcp.zoo.CheckpointError, match=pattern):
+        gcp.zoo.load_pretrained(folder)
+    if "architecture" not in edit and "num_classes" in edit and isinstance(edit["num_classes"], int):
+        with pytest.raises(gcp.zoo.CheckpointError, match=pattern):  # through timm's own loader too
+            timm.create_model(f"local-dir:{folder}", pretrained=True)
