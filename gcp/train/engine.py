@@ -154,10 +154,8 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
             from timm.utils import ModelEmaV3
 
             ema = ModelEmaV3(model, decay=record.model_ema_decay)
-        optimizer = make_optimizer(model, record.lr, record.momentum, record.weight_decay,
-                                   record.classifier_lr_mult, record.reduction_lr_mult)
-        scheduler = make_scheduler(optimizer, record.epochs, record.sched, record.decay_milestones,
-                                   record.decay_rate, record.warmup_epochs, record.warmup_lr, record.min_lr)
+        optimizer = make_optimizer(model, record.optimizer_settings())
+        scheduler = make_scheduler(optimizer, record.schedule_settings())
         scaler = torch.amp.GradScaler(info.device.type) if record.amp == "fp16" else None
         if resume is not None:
             restore(resume, model, optimizer, scheduler, scaler, ema, source=resume_source)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,24 +29,48 @@ def param_groups(model: nn.Module, classifier_lr_mult: float = 1.0, reduction_lr
     return [dict(params=ps, lr_scale=scale[k], name=k) for k, ps in groups.items() if ps]
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
-                   classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """What the optimiser of a run is built from (:meth:`gcp.train.RunRecord.optimizer_settings`)."""
+
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    classifier_lr_mult: float = 1.0
+    reduction_lr_mult: float = 1.0
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """What the learning-rate schedule of a run is built from (:meth:`gcp.train.RunRecord.schedule_settings`).
+    ``milestones`` are 0-based epochs from which the lr is multiplied by ``decay_rate``."""
+
+    epochs: int
+    sched: str = "step"
+    milestones: tuple[int, ...] = ()
+    decay_rate: float = 0.1
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-4
+    min_lr: float = 0.0
+
+
+def make_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
     """SGD with (non-Nesterov) momentum over :func:`param_groups`, the papers' optimiser, built by
     timm's factory (``opt="momentum"``; timm's ``"sgd"`` would be Nesterov)."""
     from timm.optim import create_optimizer_v2
 
-    return create_optimizer_v2(param_groups(model, classifier_lr_mult, reduction_lr_mult), opt="momentum", lr=lr,
-                               momentum=momentum, weight_decay=weight_decay)
+    groups = param_groups(model, settings.classifier_lr_mult, settings.reduction_lr_mult)
+    return create_optimizer_v2(groups, opt="momentum", lr=settings.lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, epochs: int, sched: str = "step",
-                   milestones: Sequence[int] = (), decay_rate: float = 0.1, warmup_epochs: int = 0,
-                   warmup_lr: float = 1e-4, min_lr: float = 0.0) -> Any:
-    """timm scheduler stepped per epoch. ``milestones`` are 0-based epochs from which the lr is
-    multiplied by ``decay_rate`` (torch's MultiStepLR convention; timm's multistep decays at
+def make_scheduler(optimizer: torch.optim.Optimizer, settings: ScheduleSettings) -> Any:
+    """timm scheduler stepped per epoch. Milestones are 0-based epochs from which the lr is
+    multiplied by the decay rate (torch's MultiStepLR convention; timm's multistep decays at
     ``t + 1 >= milestone``, hence the shift). No milestones: a constant lr."""
     from timm.scheduler import create_scheduler_v2
 
+    epochs, sched, milestones = settings.epochs, settings.sched, settings.milestones
     if sched not in ("step", "cosine"):
         raise ConfigError(f"--sched must be 'step' or 'cosine', got {sched!r}")
     # no milestones: a constant lr, whatever the number of epochs (a placeholder milestone past
@@ -53,6 +78,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, epochs: int, sched: str = "
     constant = sched == "step" and not milestones
     scheduler, _ = create_scheduler_v2(
         optimizer, sched="multistep" if sched == "step" else "cosine", num_epochs=epochs,
-        decay_milestones=[m + 1 for m in milestones] or [epochs + 1], decay_rate=1.0 if constant else decay_rate,
-        warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr)
+        decay_milestones=[m + 1 for m in milestones] or [epochs + 1],
+        decay_rate=1.0 if constant else settings.decay_rate, warmup_epochs=settings.warmup_epochs,
+        warmup_lr=settings.warmup_lr, min_lr=settings.min_lr)
     return scheduler

@@ -27,6 +27,7 @@ from gcp.validators import is_int, is_real
 
 from .errors import ConfigError
 from .fields import EVALUATION_FIXED, FLAT_KEYS, RESUME_MUTABLE, inapplicable, violations
+from .optim import OptimizerSettings, ScheduleSettings
 
 DEFAULT_MODEL = "gcp_resnet50"
 
@@ -259,6 +260,15 @@ class RunRecord:
                 f"--hybrid-method {self.hybrid.norm.method}: the hybrid switch keeps the classifier, which reads "
                 f"{before} features from --method {self.head.norm.method} (d = {d}), but {self.hybrid.norm.method} "
                 f"gives {after}; switch between methods of the same output size (e.g. isqrt → svd)")
+
+    # ------------------------------------------------------------------ sub-records
+    def optimizer_settings(self) -> OptimizerSettings:
+        return OptimizerSettings(self.lr, self.momentum, self.weight_decay, self.classifier_lr_mult,
+                                 self.reduction_lr_mult)
+
+    def schedule_settings(self) -> ScheduleSettings:
+        return ScheduleSettings(self.epochs, self.sched, self.decay_milestones, self.decay_rate, self.warmup_epochs,
+                                self.warmup_lr, self.min_lr)
 
     # ------------------------------------------------------------------ flat form (flags, recipes)
     def flat(self) -> dict[str, Any]:

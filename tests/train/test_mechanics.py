@@ -10,6 +10,7 @@ from torch import nn
 
 import gcp
 from gcp.train import DistInfo, make_scheduler, train_one_epoch
+from gcp.train.optim import ScheduleSettings
 
 INFO = DistInfo()
 
@@ -111,7 +112,8 @@ def test_grad_clip_bounds_the_update():
 def test_cosine_with_warmup_follows_the_formula():
     base, warm_lr, min_lr, epochs, warm = 0.1, 1e-4, 1e-5, 10, 2
     opt = torch.optim.SGD(_tiny_model().parameters(), lr=base)
-    sched = make_scheduler(opt, epochs, "cosine", warmup_epochs=warm, warmup_lr=warm_lr, min_lr=min_lr)
+    sched = make_scheduler(opt, ScheduleSettings(epochs, "cosine", warmup_epochs=warm, warmup_lr=warm_lr,
+                                                 min_lr=min_lr))
     for t in range(epochs):
         sched.step(t)
         if t < warm:  # linear warmup from warmup_lr towards the base lr
