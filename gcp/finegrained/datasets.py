@@ -305,6 +305,24 @@ def imagefolder(root: str, split: str = "train", transform: Optional[Callable] =
 
 
 @dataclass(frozen=True)
+class DatasetOption:
+    """An option of a dataset's loader: its keyword, the ``gcp-finetune`` flag that sets it, and the
+    flag's argparse keywords (the parser is built from these)."""
+
+    name: str
+    flag: str
+    help: str
+    arg: tuple[tuple[str, Any], ...] = ()
+
+
+BBOX_CROP = DatasetOption("bbox_crop", "--bbox-crop", "CUB: crop each image to its bounding box",
+                          (("action", "store_true"),))
+ANNOTATION_LEVEL = DatasetOption("annotation_level", "--annotation-level",
+                                 "FGVC-Aircraft label granularity (default variant)",
+                                 (("choices", ("variant", "family", "manufacturer")),))
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A fine-grained dataset, declared once: its loader, its splits, the layout it reads under
     ``--data-dir``, its resize at the 448 crop (fast-MPN-COV's protocol) and the options its loader
@@ -315,35 +333,43 @@ class DatasetSpec:
     test_split: str
     layout: str
     resize: tuple[int, ...]
-    options: tuple[tuple[str, str], ...] = ()  # (loader keyword, flag)
+    options: tuple[DatasetOption, ...] = ()
 
     def check_options(self, name: str, opts: Mapping[str, Any]) -> None:
         """Refuse an option this dataset's loader does not take, naming the ones it does."""
-        own = dict(self.options)
-        flags = {"bbox_crop": "--bbox-crop", "annotation_level": "--annotation-level"}
+        own = {o.name for o in self.options}
+        flags = {o.name: o.flag for o in all_options()}
         unknown = [flags.get(k, k) for k in opts if k not in own]
         if unknown:
-            valid = ", ".join(own.values()) or "none"
+            valid = ", ".join(o.flag for o in self.options) or "none"
             raise ConfigError(f"{', '.join(unknown)} does not apply to --dataset {name} (its options: {valid})")
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "cub": DatasetSpec(cub200, "train", "test",
                        "DATA/CUB_200_2011/{images/<NNN.Class>/*.jpg, images.txt, train_test_split.txt, "
-                       "image_class_labels.txt, classes.txt, bounding_boxes.txt}", (448,),
-                       (("bbox_crop", "--bbox-crop"),)),
+                       "image_class_labels.txt, classes.txt, bounding_boxes.txt}", (448,), (BBOX_CROP,)),
     "cars": DatasetSpec(stanford_cars, "train", "test",
                         "DATA/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, "
                         "cars_test/, cars_test_annos_withlabels.mat}", (448, 448)),
     "aircraft": DatasetSpec(fgvc_aircraft, "trainval", "test",
                             "DATA/fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
-                            "images_<level>_<split>.txt}", (512, 512), (("annotation_level", "--annotation-level"),)),
+                            "images_<level>_<split>.txt}", (512, 512), (ANNOTATION_LEVEL,)),
     "dogs": DatasetSpec(stanford_dogs, "train", "test", "DATA/{Images/<wnid-breed>/*.jpg, train_list.mat, "
                         "test_list.mat}", (448,)),
     "imagefolder": DatasetSpec(imagefolder, "train", "val",
                                "DATA/{train,val}/<class>/*.jpg (the same class folders in both)", (448,)),
 }
 LAYOUTS: dict[str, str] = {name: spec.layout for name, spec in DATASETS.items()}
+
+
+def all_options() -> list[DatasetOption]:
+    """Every dataset's options, once each (the flags of ``gcp-finetune``)."""
+    seen: dict[str, DatasetOption] = {}
+    for spec in DATASETS.values():
+        for option in spec.options:
+            seen.setdefault(option.name, option)
+    return list(seen.values())
 
 
 def build_dataset(name: str, root: str, split: str, transform: Optional[Callable] = None, **opts: Any) -> Any:

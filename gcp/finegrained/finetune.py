@@ -34,7 +34,7 @@ from gcp.train.loop import amp_dtype, evaluate
 from gcp.train.model import create_run_model
 from gcp.train.record import DEFAULT_MODEL, DataSpec, RunRecord, model_data_defaults, resolve, with_class_count
 
-from .datasets import DATASETS, LAYOUTS, build_dataset
+from .datasets import DATASETS, LAYOUTS, all_options, build_dataset
 from .recipes import recipe_for
 
 
@@ -46,9 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     g.add_argument("--data-dir", required=True)
-    g.add_argument("--bbox-crop", action="store_true", default=None, help="CUB: crop each image to its bounding box")
-    g.add_argument("--annotation-level", default=None, choices=("variant", "family", "manufacturer"),
-                   help="FGVC-Aircraft label granularity (default variant)")
+    for option in all_options():  # each dataset declares its options (gcp.finegrained.datasets.DATASETS)
+        g.add_argument(option.flag, default=None, help=option.help, **dict(option.arg))
     g.add_argument("--img-size", type=int, default=None, help="crop size (default 448; the resize keeps its ratio)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"a zoo model (default {DEFAULT_MODEL}; a resumed run: its own)")
@@ -91,12 +90,7 @@ def fingerprints(data: DataSpec, splits: tuple[Any, Any]) -> dict[str, str]:
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     given = cli.given_flags(args)
-    options = {}
-    if given.pop("bbox_crop", None):
-        options["bbox_crop"] = True
-    level = given.pop("annotation_level", None)
-    if level is not None:
-        options["annotation_level"] = level
+    options = {o.name: given.pop(o.name) for o in all_options() if given.get(o.name) is not None}
     if options:
         given["data_options"] = options
     given.pop("backward", None)  # a list: each run gets one of its modes
