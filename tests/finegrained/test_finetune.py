@@ -167,6 +167,7 @@ def test_finetune_a_generic_vit_at_its_own_image_size(roots, tmp_path):
     assert not (tmp_path / "refused").exists()
 
 
+@pytest.mark.slow
 def test_finetune_compares_heads_in_one_command(roots, tmp_path):
     out = tmp_path / "heads"
     assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "1",

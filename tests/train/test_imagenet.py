@@ -195,6 +195,7 @@ def test_a_channels_last_one_position_map_is_refused_for_a_later_svd_head(datase
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_resume_auto_starts_or_continues_the_run_in_output(dataset, tmp_path):
     out = tmp_path / "auto"
     assert _run(dataset, out, "--epochs", "1", "--resume", "auto") == 0  # nothing there yet: a new run

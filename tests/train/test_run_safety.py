@@ -358,6 +358,7 @@ def test_a_resume_identifies_the_data_by_its_files_not_by_how_the_folder_is_spel
                              str(tmp_path / "run" / "last.pth")])
 
 
+@pytest.mark.slow
 def test_a_moved_copy_of_the_same_data_resumes(imagenet, tmp_path):
     run = ["--output", str(tmp_path / "run"), *BASE]
     assert train_imagenet.main(["--data-dir", imagenet, *run, "--epochs", "1"]) == 0
