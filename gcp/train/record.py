@@ -443,18 +443,18 @@ def with_class_count(record: RunRecord, class_names: Any, from_checkpoint: bool,
     whose data was other files, however ``--data-dir`` is spelled (the same data moved or given
     by another path is accepted)."""
     names = tuple(str(c) for c in class_names)
+    if from_checkpoint and record.class_names and record.class_names != names:
+        diff = next((f"label {i}: {a!r} in the checkpoint, {b!r} here" for i, (a, b) in
+                     enumerate(zip(record.class_names, names)) if a != b),
+                    f"{len(record.class_names)} classes in the checkpoint, {len(names)} here")
+        raise ConfigError(f"--data-dir {record.data.root}: the checkpoint was trained on other classes than it holds "
+                          f"({diff}); its classifier and metrics would not match these labels")
     stored = dict(record.data_fingerprint)
     for split, now in (fingerprints or {}).items():
         if from_checkpoint and split in stored and stored[split] != now:
             raise ConfigError(f"--data-dir {record.data.root}: its {split} split is not the data the checkpoint was "
                               f"trained on ({stored[split]} in the checkpoint; {now} here)")
     record = dataclasses.replace(record, data_fingerprint=tuple(sorted({**stored, **(fingerprints or {})}.items())))
-    if from_checkpoint and record.class_names and record.class_names != names:
-        diff = next((f"label {i}: {a!r} in the checkpoint, {b!r} here" for i, (a, b) in
-                     enumerate(zip(record.class_names, names)) if a != b),
-                    f"{len(record.class_names)} classes in the checkpoint, {len(names)} here")
-        raise ConfigError(f"the checkpoint was trained on other classes than {record.data.root} holds ({diff}); "
-                          "its classifier and metrics would not match these labels")
     count = record.num_classes if record.num_classes is not None else len(names)
     if count < len(names):
         raise ConfigError(f"--num-classes {count} is smaller than the {len(names)} classes of the dataset")
