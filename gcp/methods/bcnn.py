@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..bilinear import signed_sqrt_l2
 from ._base import HeadMethod, MethodOptions, check_positive_option
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,6 @@ class Bilinear(HeadMethod):
 
     def vectorise(self, pooled: Tensor, buffers: tuple[Tensor, ...]) -> Tensor:
         return pooled.flatten(-2)
+
+
+register_method(Bilinear())

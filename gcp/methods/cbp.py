@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..bilinear import signed_sqrt_l2, sketch_hashes, tensor_sketch
 from ._base import HeadMethod, MethodOptions, check_int_option, check_positive_option
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,6 @@ class CompactBilinear(HeadMethod):
              buffers: tuple[Tensor, ...]) -> Tensor:
         index, sign = buffers
         return signed_sqrt_l2(tensor_sketch(feats, index, sign, opts.proj_dim), opts.thresh)
+
+
+register_method(CompactBilinear())

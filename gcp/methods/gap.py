@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional
 from torch import Tensor, nn
 
 from ._base import HeadMethod, MethodOptions
+from ._registry import register_method
 
 
 class ScriptedGAP(nn.Module):
@@ -32,3 +33,6 @@ class GlobalAveragePooling(HeadMethod):
     def pool(self, feats: Tensor, opts: MethodOptions, backward: Optional[str], backward_opts: Mapping[str, Any],
              buffers: tuple[Tensor, ...]) -> Tensor:
         return feats.mean(-1)
+
+
+register_method(GlobalAveragePooling())

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..newton_schulz import isqrtm, ns_power
 from ._base import MatrixMethod, MethodOptions, ScriptedTriu, check_int_option, scripted_covariance
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,6 @@ class ISqrt(MatrixMethod):
     def normalise(self, cov: Tensor, opts: ISqrtOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return isqrtm(cov, opts.iters)
+
+
+register_method(ISqrt())

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..backward import BackwardMode
 from ..spectral_functions import Log, logm
 from ._base import MatrixMethod, MethodOptions, check_positive_option
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,6 @@ class LogEuclidean(MatrixMethod):
     def normalise(self, cov: Tensor, opts: LogmOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return logm(cov, backward, eps=opts.eps, **backward_opts)
+
+
+register_method(LogEuclidean())

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..approximants import mpa_sqrtm
 from ._base import MatrixMethod, MethodOptions, check_int_option
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,6 @@ class MPA(MatrixMethod):
     def normalise(self, cov: Tensor, opts: MPAOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return mpa_sqrtm(cov, opts.degree, lyap_iters=opts.lyap_iters)
+
+
+register_method(MPA())

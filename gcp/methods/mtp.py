@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..approximants import mtp_sqrtm
 from ._base import MatrixMethod, MethodOptions, check_int_option
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,6 @@ class MTP(MatrixMethod):
     def normalise(self, cov: Tensor, opts: MTPOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return mtp_sqrtm(cov, opts.degree, lyap_iters=opts.lyap_iters)
+
+
+register_method(MTP())

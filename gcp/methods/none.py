@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional
 from torch import Tensor
 
 from ._base import MatrixMethod, MethodOptions, ScriptedTriu, scripted_covariance
+from ._registry import register_method
 
 
 class ScriptedNone(ScriptedTriu):
@@ -27,3 +28,6 @@ class NoNormalisation(MatrixMethod):
     def normalise(self, cov: Tensor, opts: MethodOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return cov
+
+
+register_method(NoNormalisation())

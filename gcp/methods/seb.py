@@ -12,6 +12,7 @@ from ..backward import BackwardMode
 from ..spectral import DEFAULT_EPS
 from ..spectral_functions import scaled_eigen_branch
 from ._base import MatrixMethod, MethodOptions, check_positive_option
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,6 @@ class ScalingEigenBranch(MatrixMethod):
     def normalise(self, cov: Tensor, opts: SEBOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return scaled_eigen_branch(cov, backward, eps=opts.eps, **backward_opts)
+
+
+register_method(ScalingEigenBranch())

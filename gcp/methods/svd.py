@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..spectral import DEFAULT_EPS, eigh_power_forward, powm
 from ._base import MatrixMethod, MethodOptions, ScriptedTriu, check_positive_option, fail, scripted_covariance
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,6 @@ class SVD(MatrixMethod):
     def normalise(self, cov: Tensor, opts: SVDOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return powm(cov, opts.alpha, backward, eps=opts.eps, **backward_opts)
+
+
+register_method(SVD())

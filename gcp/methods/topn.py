@@ -13,6 +13,7 @@ from ..backward import BackwardMode
 from ..spectral import DEFAULT_EPS
 from ..spectral_functions import TopNRoot, topn_sqrtm
 from ._base import MatrixMethod, MethodOptions, check_int_option, check_positive_option, fail
+from ._registry import register_method
 
 
 @dataclass(frozen=True)
@@ -45,3 +46,6 @@ class TopN(MatrixMethod):
     def normalise(self, cov: Tensor, opts: TopNOptions, backward: Optional[str],
                   backward_opts: Mapping[str, Any]) -> Tensor:
         return topn_sqrtm(cov, opts.kept(cov.shape[-1]), backward, eps=opts.eps, **backward_opts)
+
+
+register_method(TopN())
