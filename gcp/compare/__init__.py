@@ -34,7 +34,7 @@ from ..backward import BACKWARDS
 from ..errors import GCPError
 from . import sections, training
 from .report import read_records, terminal_summary, write_all
-from .routes import ALL_ROUTES, HEAD_CONFIG, POOLING, parse_routes
+from .routes import ALL_ROUTES, HEAD_CONFIG, METHOD_ARMS, POOLING, parse_routes
 
 SECTIONS = ("accuracy", "stability", "speed", "training", "zca")
 #: the arms of the training section in --quick: the routes the SVD-Padé paper compares, and the baselines
@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="training epochs per arm (default 15; --quick 8)")
     p.add_argument("--train-modes", default=None,
-                   help="arms of the training section: routes and the baselines gap, hybrid (default: every "
-                        f"route and both baselines; --quick {','.join(QUICK_ARMS)}; with --modes, those "
-                        "modes and both baselines)")
+                   help="arms of the training section: routes, hybrid, and any head method by name ("
+                        f"{', '.join(METHOD_ARMS)}) (default: every route, gap, hybrid, bcnn and cbp; --quick "
+                        f"{','.join(QUICK_ARMS)}; with --modes, those modes and gap, hybrid)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds of the training and ZCA sections (default 0 1 2 3 4; --quick 0 1 2 3): every "
                         "number gets mean ± std")
@@ -185,7 +185,8 @@ def _arms(parser: argparse.ArgumentParser, args: argparse.Namespace, base: dict)
             return list(base["arms"])
         return [m for m in args.mode_list if m in HEAD_CONFIG] + list(training.BASELINES)
     arms = [a.strip() for a in args.train_modes.split(",") if a.strip()]
-    valid = tuple(HEAD_CONFIG) + training.BASELINES + training.OTHER_HEADS
+    valid = tuple(HEAD_CONFIG) + tuple(a for a in (*training.BASELINES, *METHOD_ARMS) if a not in HEAD_CONFIG)
+    valid = tuple(dict.fromkeys(valid))
     unknown = [a for a in arms if a not in valid]
     if unknown or not arms or len(set(arms)) != len(arms):
         parser.error(f"--train-modes {args.train_modes!r}: give distinct names among {', '.join(valid)}"

@@ -10,6 +10,7 @@ from ..approximants import mpa_sqrtm, mtp_sqrtm
 from ..backward import BACKWARDS, get_backward
 from ..errors import UnknownBackwardError
 from ..head_config import HeadConfig
+from ..methods import registered_methods
 from ..newton_schulz import isqrtm
 from ..spectral import sqrtm
 
@@ -32,6 +33,9 @@ HEAD_CONFIG: dict[str, HeadConfig] = {**{m: HeadConfig("svd", m) for m in BACKWA
 #: training section trains them as arms and the speed section times them from the features
 POOLING: dict[str, HeadConfig] = {"gap": HeadConfig("gap"), "bcnn": HeadConfig("bcnn"),
                                   "cbp": HeadConfig("cbp", method_options={"proj_dim": 2048})}
+#: every other head method by its name, as a training arm (its default options and backward)
+METHOD_ARMS: dict[str, HeadConfig] = {**{m: HeadConfig(m) for m in registered_methods()
+                                         if m != "svd" and m not in ITERATIVE and m not in POOLING}, **POOLING}
 
 
 def route(name: str) -> Route:

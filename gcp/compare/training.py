@@ -35,7 +35,7 @@ from gcp.train.loop import evaluate, train_one_epoch
 from gcp.whitening import ZCAWhitening
 
 from ..covariance import covariance
-from .routes import HEAD_CONFIG, POOLING
+from .routes import HEAD_CONFIG, METHOD_ARMS, POOLING
 
 Record = dict[str, Any]
 Progress = Callable[[], None]
@@ -81,7 +81,7 @@ class RegimeNet(nn.Module):
     def __init__(self, arm: str) -> None:
         super().__init__()
         self.features = _stem(stride=2)
-        config = POOLING[arm] if arm in POOLING else HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
+        config = METHOD_ARMS[arm] if arm in METHOD_ARMS else HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
         self.head = GCPHead(32, 10, config=config.replace(reduced_dim=DIM))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -165,3 +165,17 @@ def test_quick_is_checked_against_a_reference_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--quick", "--reference", str(tmp_path), "--out", str(tmp_path / "o")])
     assert exc.value.code == 2 and "--reference" in capsys.readouterr().err
+
+
+def test_every_head_method_is_a_training_arm_by_name(tmp_path):
+    import gcp
+    from gcp.compare import parse
+    from gcp.compare.routes import METHOD_ARMS
+
+    assert set(METHOD_ARMS) | {"svd", "isqrt", "mpa", "mtp"} == set(gcp.METHODS)
+    args = parse(["--sections", "training", "--quick", "--train-modes", ",".join(METHOD_ARMS),
+                  "--out", str(tmp_path / "c")])
+    assert args.arm_list == list(METHOD_ARMS)
+    for arm in METHOD_ARMS:
+        model = RegimeNet(arm)
+        assert model.head.method == arm and model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
