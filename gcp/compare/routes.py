@@ -30,9 +30,10 @@ HEAD_CONFIG: dict[str, HeadConfig] = {**{m: HeadConfig("svd", m) for m in BACKWA
 
 
 #: heads that pool otherwise than by a covariance's square root, measured next to the routes: the
-#: training section trains them as arms and the speed section times them from the features
+#: training section trains them as arms and the speed section times them from the features. The
+#: sketch of cbp is half the size of the d² = 1024 bilinear features it compresses (d = 32 here)
 POOLING: dict[str, HeadConfig] = {"gap": HeadConfig("gap"), "bcnn": HeadConfig("bcnn"),
-                                  "cbp": HeadConfig("cbp", method_options={"proj_dim": 2048})}
+                                  "cbp": HeadConfig("cbp", method_options={"proj_dim": 512})}
 #: every other head method by its name, as a training arm (its default options and backward)
 METHOD_ARMS: dict[str, HeadConfig] = {**{m: HeadConfig(m) for m in registered_methods()
                                          if m != "svd" and m not in ITERATIVE and m not in POOLING}, **POOLING}

@@ -16,6 +16,7 @@ import gcp
 
 from . import fields
 from .config import RECIPES
+from .errors import ConfigError
 
 
 def parse_head_option(text: str) -> tuple[str, Any]:
@@ -48,7 +49,8 @@ def add_head_arguments(p: argparse.ArgumentParser, backward_help: str = "") -> N
     g.add_argument("--iters", type=int, default=None, help="iterations of method isqrt (or of backward pi/ns/lyap)")
     g.add_argument("--alpha", type=float, default=None, help="matrix power of method svd (0.5: square root)")
     g.add_argument("--reduced-dim", type=int, default=None, help="channels after the 1×1 reduction (256)")
-    g.add_argument("--drop-rate", type=float, default=None, help="dropout before the classifier")
+    g.add_argument("--drop", "--drop-rate", dest="drop_rate", type=float, default=None,
+                   action=fields.deprecating(None, ("--drop-rate",), "--drop"), help="dropout before the classifier")
     g.add_argument("--head-opt", type=parse_head_option, action="append", default=None, metavar="KEY=VALUE",
                    help="an option of the method or of the backward mode, e.g. --head-opt degree=9, "
                         "--head-opt proj_dim=2048 (repeatable)")
@@ -68,6 +70,10 @@ def add_optim_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
     """The run flags, from the declarations, and the flags that steer the command."""
     g = fields.add_arguments(p, "run")
+    g.add_argument("--amp", nargs="?", const="on", default=None, choices=("on", "none", "bf16", "fp16"),
+                   help="mixed precision (timm's --amp, with --amp-dtype; the value form --amp bf16 is deprecated)")
+    g.add_argument("--amp-dtype", default=None, choices=("float16", "bfloat16"),
+                   help="the dtype of --amp (default float16, as timm's)")
     g.add_argument("--output", default=output, help=f"the run folder (default {output}); one run per folder")
     g.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="under torchrun: end the job with a clear error when a rank does not respond within "
@@ -87,7 +93,10 @@ def given_flags(ns: argparse.Namespace) -> dict[str, Any]:
     """The run settings the user gave (every shared flag defaults to ``None``: not given), under
     their :class:`~gcp.train.record.RunRecord` names; repeated ``KEY=VALUE`` options become dicts."""
     out: dict[str, Any] = {}
-    for name, value in vars(ns).items():
+    values = dict(vars(ns))
+    if "amp" in values or "amp_dtype" in values:
+        values["amp"] = _amp(values.pop("amp", None), values.pop("amp_dtype", None))
+    for name, value in values.items():
         if name in _COMMAND_ONLY or value is None:
             continue
         key = _RENAMED.get(name, name)
@@ -97,6 +106,22 @@ def given_flags(ns: argparse.Namespace) -> dict[str, Any]:
             value = tuple(value)
         out[key] = value
     return out
+
+
+def _amp(amp: Optional[str], dtype: Optional[str]) -> Optional[str]:
+    """timm's ``--amp [--amp-dtype D]`` as the run record's meaning (``"fp16"``, ``"bf16"``); the
+    deprecated value form ``--amp bf16`` is accepted for one release."""
+    if amp is None:
+        if dtype is not None:
+            raise ConfigError(f"--amp-dtype {dtype} applies with --amp only: add --amp, or drop --amp-dtype")
+        return None
+    if amp == "on":
+        return "bf16" if dtype == "bfloat16" else "fp16"
+    print(f"--amp {amp} is deprecated and goes in the next release; use --amp --amp-dtype "
+          f"{ {'bf16': 'bfloat16', 'fp16': 'float16'}.get(amp, '…') } (timm's names)", file=sys.stderr)
+    if dtype is not None:
+        raise ConfigError(f"--amp {amp} and --amp-dtype {dtype} both set the precision: give --amp --amp-dtype {dtype}")
+    return amp
 
 
 def exit_on_error(main: Callable[[Optional[list[str]]], int], argv: Optional[list[str]] = None) -> int:

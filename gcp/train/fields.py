@@ -49,10 +49,16 @@ class Field:
     resume: str = "fixed"
     evaluation: str = "free"
     arg: Optional[dict[str, Any]] = field(default_factory=dict)
+    #: timm's spelling where it differs from the field's name (``--clip-grad`` for ``grad_clip``)
+    spelling: Optional[str] = None
+    #: a short option (timm's ``-j``)
+    short: Optional[str] = None
+    #: earlier spellings, still accepted for one release with a one-line warning
+    deprecated: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.spelling or "--" + self.name.replace("_", "-")
 
 
 def _int_at_least(n: int) -> Callable[[Any, Flat], bool]:
@@ -133,10 +139,12 @@ FIELDS: tuple[Field, ...] = (
     Field("min_lr", "the lr the cosine schedule ends at", "optim",
           lambda v, r: is_real(v) and 0 <= v <= r.get("lr", v), "in [0, --lr]", applies=COSINE, arg=dict(type=float)),
     Field("grad_clip", "clip the gradient norm to this value", "optim",
-          lambda v, r: v is None or (is_real(v) and v > 0), "a number > 0", arg=dict(type=float)),
+          lambda v, r: v is None or (is_real(v) and v > 0), "a number > 0", arg=dict(type=float),
+          spelling="--clip-grad", deprecated=("--grad-clip",)),
     # how the run is executed
+    # its flags are timm's --amp and --amp-dtype (gcp.train.cli); the record stores the meaning
     Field("amp", "mixed precision", "run", lambda v, r: v in ("none", "bf16", "fp16"), "none, bf16 or fp16",
-          arg=dict(choices=("none", "bf16", "fp16"))),
+          arg=None),
     Field("channels_last", "channels-last memory format", "run", arg=dict(action="store_true")),
     Field("model_ema", "keep an exponential moving average of the weights (evaluated instead)", "run",
           arg=dict(action="store_true")),
@@ -148,7 +156,7 @@ FIELDS: tuple[Field, ...] = (
     Field("flip_average", evaluation="free", arg=None),
     Field("output", resume="free", arg=None),
     Field("workers", "data-loading processes", "run", _int_at_least(0), "an integer >= 0", resume="free",
-          arg=dict(type=int)),
+          arg=dict(type=int), short="-j"),
     Field("device", "cpu or cuda (default: cuda when available)", "run", resume="free", arg=dict()),
 )
 
@@ -167,8 +175,30 @@ def add_arguments(parser: argparse.ArgumentParser, group: str) -> argparse._Argu
     g = parser.add_argument_group(GROUP_TITLES.get(group, group))
     for f in FIELDS:
         if f.group == group and f.arg is not None:
-            g.add_argument(f.flag, default=None, help=f.help or None, **f.arg)
+            names = [n for n in (f.short, f.flag) if n] + list(f.deprecated)
+            kwargs = dict(f.arg)
+            if f.deprecated:
+                kwargs["action"] = deprecating(kwargs.get("action"), f.deprecated, f.flag)
+            g.add_argument(*names, dest=f.name, default=None, help=f.help or None, **kwargs)
     return g
+
+
+def deprecating(action: Any, old: tuple[str, ...], new: str) -> type[argparse.Action]:
+    """An argparse action that, given one of the ``old`` spellings, says once on stderr to use
+    ``new`` (timm's name) and then does what ``action`` does."""
+    import sys
+
+    base = {None: argparse._StoreAction, "store_true": argparse._StoreTrueAction}[action]
+
+    class Deprecated(base):  # type: ignore[misc, valid-type]
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: Optional[str] = None) -> None:
+            if option_string in old:
+                print(f"{parser.prog}: {option_string} is deprecated and goes in the next release; use {new} "
+                      "(timm's name)", file=sys.stderr)
+            super().__call__(parser, namespace, values, option_string)
+
+    return Deprecated
 
 
 def violations(values: Flat) -> list[str]:

@@ -2,7 +2,7 @@
 """Train a GCP model from the zoo on an ImageNet-style folder, single process or torchrun.
 
     gcp-train --data-dir /data/imagenet --recipe isqrt-cov-r50 --output runs/r50
-    torchrun --nproc_per_node=8 -m gcp.train.imagenet --data-dir /data/imagenet --recipe svd-pade-r50 --amp bf16 ...
+    torchrun --nproc_per_node=8 -m gcp.train.imagenet --data-dir DIR --recipe svd-pade-r50 --amp --amp-dtype bfloat16
     gcp-train ... --hybrid-switch-epoch 60 --hybrid-method svd --hybrid-backward pade
     gcp-train --data-dir /data/imagenet --resume runs/r50/last.pth --output runs/r50
     gcp-train --data-dir /data/imagenet --evaluate-only --resume runs/r50/best.pth
@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import torch
 
-from gcp.train import cli
+from gcp.train import cli, fields
 from gcp.train.arms import PlannedRun, arms_of, plan_runs
 from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, restore, stored_record
 from gcp.train.comparison import write_comparison
@@ -59,14 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipe", choices=IMAGENET_RECIPES, default=None, help="paper presets; flags override them")
     g.add_argument("--num-classes", type=int, default=None, help="default: the number of class folders")
     g.add_argument("--pretrained", action="store_true", help="the model's own pretrained weights")
-    g.add_argument("--pretrained-file", default=None,
-                   help="load GCP weights from this file (e.g. gcp.zoo.convert output)")
+    g.add_argument("--pretrained-path", "--pretrained-file", dest="pretrained_file", default=None,
+                   action=fields.deprecating(None, ("--pretrained-file",), "--pretrained-path"),
+                   help="load GCP weights from this file (e.g. gcp.zoo.convert output), timm's --pretrained-path")
     g.add_argument("--backbone-pretrained", nargs="?", const=True, default=False,
                    help="timm ImageNet backbone weights (or a file of them); fresh GCP head")
     g.add_argument("--last-stride", type=int, default=None, choices=(1, 2))
     g.add_argument("--sync-bn", action="store_true")
     g.add_argument("--evaluate-only", action="store_true", help="evaluate the weights of --resume, --pretrained "
-                   "or --pretrained-file on the validation split (a checkpoint's own model, head and data)")
+                   "or --pretrained-path on the validation split (a checkpoint's own model, head and data)")
     g.add_argument("--resume", default=None, help="continue the run of this checkpoint (its settings are kept); "
                    "'auto': every run continues from its own OUTPUT/.../last.pth when present")
     g.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: one run each (default: --seed)")
@@ -120,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if len(runs) > 1:
         return _compare(args, info, runs)
     if args.evaluate_only and not (args.resume or args.pretrained or args.pretrained_file):
-        raise ConfigError("--evaluate-only needs weights: --resume CKPT, --pretrained or --pretrained-file FILE")
+        raise ConfigError("--evaluate-only needs weights: --resume CKPT, --pretrained or --pretrained-path FILE")
     source = args.resume
     if source == "auto":  # the run in --output continues when it has a checkpoint, else starts
         if args.evaluate_only:

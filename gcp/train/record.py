@@ -399,7 +399,7 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
         what = "an evaluated checkpoint keeps its model, head and data" if evaluation else \
             "a resumed run keeps the settings it ran with"
         raise ConfigError(f"{what}; these differ: " + "; ".join(changed)
-                          + ". Start a new run (--pretrained-file / --checkpoint to start from its weights)")
+                          + ". Start a new run (--pretrained-path / --checkpoint to start from its weights)")
     record = _honoured(given, RunRecord.from_flat({**base, **given}), from_flags)
     if not evaluation and record.epochs != stored.epochs:
         if record.epochs < start_epoch:

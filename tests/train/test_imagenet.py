@@ -164,7 +164,7 @@ def test_sync_bn_on_cpu_is_refused(dataset, tmp_path):
 
 def test_bf16_amp_ema_channels_last(dataset, tmp_path):
     out = tmp_path / "amp"
-    assert _run(dataset, out, "--epochs", "1", "--amp", "bf16", "--model-ema", "--channels-last",
+    assert _run(dataset, out, "--epochs", "1", "--amp", "--amp-dtype", "bfloat16", "--model-ema", "--channels-last",
                 "--method", "svd", "--backward", "taylor", "--head-opt", "degree=9") == 0
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["ema"] is not None and ckpt["record"]["head_options"]["degree"] == 9
@@ -201,3 +201,30 @@ def test_resume_auto_starts_or_continues_the_run_in_output(dataset, tmp_path):
     assert _run(dataset, out, "--epochs", "1", "--resume", "auto") == 0  # nothing there yet: a new run
     assert _run(dataset, out, "--epochs", "2", "--resume", "auto") == 0  # continues at epoch 1
     assert [r["epoch"] for r in _summary(out)] == ["0", "1"]
+
+
+@pytest.mark.parametrize("old, new, key, value", [
+    (["--grad-clip", "2.5"], ["--clip-grad", "2.5"], "grad_clip", 2.5),
+    (["--drop-rate", "0.2"], ["--drop", "0.2"], "drop_rate", 0.2),
+    (["--amp", "bf16"], ["--amp", "--amp-dtype", "bfloat16"], "amp", "bf16"),
+    (["--amp", "fp16"], ["--amp"], "amp", "fp16"),
+    (["--workers", "3"], ["-j", "3"], "workers", 3),
+])
+def test_timm_spellings_and_their_deprecated_predecessors_mean_the_same(old, new, key, value, capsys):
+    from gcp.train import cli
+
+    parser = train_imagenet.build_parser()
+    base = ["--data-dir", "/d"]
+    assert cli.given_flags(parser.parse_args(base + new))[key] == value
+    assert "deprecated" not in capsys.readouterr().err
+    assert cli.given_flags(parser.parse_args(base + old))[key] == value
+    err = capsys.readouterr().err
+    if old[0] != "--workers":
+        assert "deprecated" in err and err.count("\n") == 1
+
+
+def test_amp_dtype_without_amp_is_refused():
+    from gcp.train import cli
+
+    with pytest.raises(gcptrain.ConfigError, match="--amp-dtype bfloat16 applies with --amp only"):
+        cli.given_flags(train_imagenet.build_parser().parse_args(["--data-dir", "/d", "--amp-dtype", "bfloat16"]))
