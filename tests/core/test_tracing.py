@@ -8,8 +8,8 @@ import gcp
 # by default one configuration per kind of code path (the spectral Function with a closed-form
 # backward, with the custom-op recursion of "ns", and the Lyapunov Function with its cached
 # coefficients); the others (pade's coefficient table, isqrt's plain autograd, ...) run with -m slow
-# (and the generic spectral Function of logm); every other method and mode with -m slow
-DEFAULT_CONFIGS = {("svd", "exact"), ("svd", "ns"), ("mpa", None), ("logm", "exact")}
+# every other method and mode (the generic spectral Function of logm, cbp's FFT, ...) with -m slow
+DEFAULT_CONFIGS = {("svd", "exact"), ("svd", "ns"), ("mpa", None)}
 METHOD_CONFIGS = [
     pytest.param(m, b, marks=() if (m, b) in DEFAULT_CONFIGS else pytest.mark.slow)
     for m, b in [("svd", b) for b in gcp.BACKWARDS if b != "ed"]

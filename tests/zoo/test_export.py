@@ -204,7 +204,8 @@ def test_the_pooling_heads_export_to_onnx_and_match_onnxruntime(method, tmp_path
     assert report.method == method and report.root is None and report.max_abs_diff < (1e-3 if method == "cbp" else 1e-4)
 
 
-@pytest.mark.parametrize("method", [m for m in gcp.METHODS if m not in gcp.ONNX_METHODS and m != "svd"])
+@pytest.mark.parametrize("method", [m if m == "logm" else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in gcp.METHODS if m not in gcp.ONNX_METHODS and m != "svd"])
 def test_a_method_onnx_cannot_run_is_refused_by_name_before_writing(method, tmp_path):
     model = gcp.zoo.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8, method=method).eval()
     with pytest.raises(gcp.ExportError, match=f"'{method}' cannot be exported to ONNX"):

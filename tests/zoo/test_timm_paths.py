@@ -204,9 +204,9 @@ def test_a_timm_backbone_file_given_as_gcp_weights_says_where_it_goes(tmp_path):
 
 @pytest.mark.parametrize("edit, pattern", [
     (dict(num_classes="3"), "num_classes must be an integer >= 0, got '3'"),
-    (dict(architecture="resnet18"), "architecture 'resnet18' is not a GCP model"),
+    pytest.param(dict(architecture="resnet18"), "architecture 'resnet18' is not a GCP model", marks=pytest.mark.slow),
     (dict(num_classes=5), "says num_classes=5 but the classifier .* has 3 classes"),
-    (dict(model_args=[1]), "model_args must be a JSON object"),
+    pytest.param(dict(model_args=[1]), "model_args must be a JSON object", marks=pytest.mark.slow),
 ])
 def test_a_hand_edited_config_is_a_typed_error(edit, pattern, tmp_path):
     model = timm.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8)
