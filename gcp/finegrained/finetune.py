@@ -16,7 +16,6 @@ heads, ``METHOD[:BACKWARD][(KEY=VALUE, ...)]``. With several heads, modes or see
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any, Optional
 
@@ -24,13 +23,12 @@ import torch
 
 from gcp.train import cli
 from gcp.train.arms import Arm, PlannedRun, arms_of, plan_runs
-from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, restore, stored_record
+from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
 from gcp.train.comparison import write_comparison
-from gcp.train.data import check_samples, check_splits, fingerprint, make_loader, transforms_for
+from gcp.train.data import check_samples, check_splits, fingerprint, transforms_for
 from gcp.train.distributed import init_distributed
-from gcp.train.engine import run
+from gcp.train.engine import evaluate_weights, run
 from gcp.train.errors import CheckpointError, ConfigError
-from gcp.train.loop import amp_dtype, evaluate
 from gcp.train.model import create_run_model
 from gcp.train.record import DEFAULT_MODEL, DataSpec, RunRecord, model_data_defaults, resolve, with_class_count
 
@@ -143,14 +141,7 @@ def evaluate_only(args: argparse.Namespace, info: Any, runs: list[PlannedRun]) -
     train_set, test_set = load_splits(record.data, not args.no_image_check)
     record = with_class_count(record, train_set.classes, from_checkpoint=resume is not None,
                               fingerprints=fingerprints(record.data, (train_set, test_set)))
-    model = build_model(record, args).to(info.device)
-    if resume is not None:
-        restore(resume, model, source=args.resume)
-    loader, _ = make_loader(test_set, record.batch_size, record.workers, info, train=False)
-    metrics = evaluate(model, loader, info, amp=amp_dtype(record.amp), flip_average=record.flip_average,
-                       channels_last=record.channels_last)
-    if info.is_main:
-        print(json.dumps(dict(evaluate=metrics)))
+    evaluate_weights(build_model(record, args).to(info.device), test_set, info, record, resume, args.resume or "")
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import gcp
+from gcp._text import split_top_level
 
 from .errors import ConfigError
 
@@ -39,20 +40,6 @@ class Arm:
         return text or "default"
 
 
-def _split_top_level(text: str) -> list[str]:
-    """``text`` split at commas outside brackets and parentheses."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return parts
-
-
 def _options(text: str, item: str) -> dict[str, Any]:
     try:
         call = ast.parse(f"f({text})", mode="eval").body
@@ -72,7 +59,7 @@ def _options(text: str, item: str) -> dict[str, Any]:
 def parse_heads(text: str) -> list[Arm]:
     """The heads of ``--head``, each validated, none repeated."""
     arms = []
-    for item in _split_top_level(text):
+    for item in split_top_level(text, ","):
         if not item.strip():
             raise ConfigError(f"--head {text!r} has an empty entry")
         match = _ITEM.match(item)

@@ -180,3 +180,21 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
                                     f"({exc.__class__.__name__}); a rank stopped or hangs. "
                                     f"{resumable_hint(record.output, state)}") from None
             raise
+
+
+def evaluate_weights(model: nn.Module, dataset: Any, info: DistInfo, record: RunRecord,
+                     resume: Optional[dict[str, Any]] = None, source: str = "checkpoint") -> dict[str, float]:
+    """``--evaluate-only``: the model (with ``resume``'s weights when given) on ``dataset``, with
+    the record's batch size, precision and flip averaging; rank 0 prints the metrics as a JSON line."""
+    import json
+
+    if record.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if resume is not None:
+        restore(resume, model, source=source)
+    loader, _ = make_loader(dataset, record.batch_size, record.workers, info, train=False)
+    metrics = evaluate(model, loader, info, amp=amp_dtype(record.amp), flip_average=record.flip_average,
+                       channels_last=record.channels_last)
+    if info.is_main:
+        print(json.dumps(dict(evaluate=metrics)))
+    return metrics

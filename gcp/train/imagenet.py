@@ -29,14 +29,13 @@ import torch
 
 from gcp.train import cli, fields
 from gcp.train.arms import PlannedRun, arms_of, plan_runs
-from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, restore, stored_record
+from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
 from gcp.train.comparison import write_comparison
 from gcp.train.config import RECIPES
-from gcp.train.data import check_samples, check_splits, fingerprint, image_folder, make_loader, transforms_for
+from gcp.train.data import check_samples, check_splits, fingerprint, image_folder, transforms_for
 from gcp.train.distributed import DistInfo, init_distributed
-from gcp.train.engine import run
+from gcp.train.engine import evaluate_weights, run
 from gcp.train.errors import ConfigError
-from gcp.train.loop import amp_dtype, evaluate
 from gcp.train.model import create_run_model
 from gcp.train.record import DEFAULT_MODEL, RunRecord, model_data_defaults, resolve, with_class_count
 
@@ -136,15 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = _model(args, record, info)
 
     if args.evaluate_only:
-        if record.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if resume is not None:
-            restore(resume, model, source=source)
-        loader, _ = make_loader(val_set, record.batch_size, record.workers, info, train=False)
-        metrics = evaluate(model, loader, info, amp=amp_dtype(record.amp), flip_average=record.flip_average,
-                           channels_last=record.channels_last)
-        if info.is_main:
-            print(json.dumps(dict(evaluate=metrics)))
+        evaluate_weights(model, val_set, info, record, resume, source or "")
         return 0
 
     state = run(model, train_set, val_set, info, record, resume=resume, resume_source=source or "")

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from gcp import GCPHead, HeadConfig, InvalidOptionError, ShapeError
+from gcp._text import split_top_level
 from gcp.head_config import flat_option_names
 from gcp.validators import check_int
 
@@ -35,15 +36,7 @@ def _prefix_pattern(pattern: str, prefix: str) -> str:
     alternatives, each meant at the start); ``'^backbone\\.(?:conv1|bn1|maxpool)'`` keeps that
     meaning for the backbone's parameters and keeps the numeric capturing groups timm sorts by.
     """
-    parts, depth, current = [], 0, ""
-    for char in pattern:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "|" and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
+    parts = split_top_level(pattern, "|", "()")
     return f"^{re.escape(prefix)}(?:" + "|".join(p[1:] if p.startswith("^") else p for p in parts) + ")"
 
 
