@@ -93,3 +93,19 @@ def check_real(value: Any, name: str, *, low: Optional[float] = None, high: Opti
                 requirement = "a finite real number"
         raise error(f"{name} must be {requirement}, got {value!r}")
     return float(value)
+
+
+def split_top_level(text: str, separator: str, brackets: str = "()[]") -> list[str]:
+    """``text`` split at ``separator`` outside brackets (``brackets`` lists opening/closing pairs):
+    ``"a,b(c,d),e"`` → ``["a", "b(c,d)", "e"]``. Unbalanced text is split as far as it balances."""
+    depth_change = {o: 1 for o in brackets[0::2]} | {c: -1 for c in brackets[1::2]}
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += depth_change.get(char, 0)
+        if char == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts

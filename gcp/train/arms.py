@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import gcp
-from gcp._text import split_top_level
+from gcp.validators import split_top_level
 
 from .errors import ConfigError
 

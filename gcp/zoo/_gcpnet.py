@@ -9,9 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from gcp import GCPHead, HeadConfig, InvalidOptionError, ShapeError
-from gcp._text import split_top_level
 from gcp.head_config import flat_option_names
-from gcp.validators import check_int
+from gcp.validators import check_int, split_top_level
 
 from .errors import StateDictMismatchError
 from .io import describe_mismatch
