@@ -1,5 +1,6 @@
 """Validators of scalar options, shared by every layer: one rule for what counts as an integer or a
-real number, and one wording of the error.
+real number, and one wording of the error; and the splitter of user-written lists
+(:func:`split_top_level`).
 
 ``bool`` is a subclass of ``int`` in Python, so ``True`` would pass a plain ``isinstance(x, int)``
 check and silently mean 1; these validators refuse it. Each returns the value it checked (as an
