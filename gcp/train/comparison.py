@@ -108,7 +108,9 @@ def write_comparison(results: dict[str, list[list[dict[str, Any]]]], output: str
     paths = {name: os.path.join(output, name) for name in names}
     _write_text(paths["comparison.csv"], _csv(rows))
     _write_text(paths["comparison.md"], to_markdown(rows, title))
-    epochs = [dict(arm=a, seed_index=s, **r) for a, runs in results.items() for s, h in enumerate(runs) for r in h]
+    # the seed's value as the run used it (histories written before rows carried it: empty)
+    epochs = [dict(arm=a, seed=r.get("seed", ""), **{k: v for k, v in r.items() if k != "seed"})
+              for a, runs in results.items() for h in runs for r in h]
     _write_text(paths["epochs.csv"], _csv(epochs))
     plot_accuracy(results, paths["accuracy.png"], title)
     print(to_markdown(rows, title))

@@ -71,7 +71,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
                            channels_last=cfg.channels_last, desc=f"eval {epoch + 1}/{cfg.epochs}")
         scheduler.step(epoch + 1)
         head = unwrap(model).head
-        row = dict(epoch=epoch, method=head.method, backward=head.backward or "", lr=stats.lr, train_loss=stats.loss,
+        row = dict(epoch=epoch, seed=cfg.seed, method=head.method, backward=head.backward or "", lr=stats.lr,
+                   train_loss=stats.loss,
                    eval_loss=metrics["loss"], top1=metrics["top1"], top5=metrics["top5"],
                    epoch_time_s=stats.seconds, images_per_s=stats.images / max(stats.seconds, 1e-9),
                    nonfinite_steps=stats.nonfinite_steps)
@@ -93,7 +94,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
             save_checkpoint(os.path.join(cfg.output, "last.pth"), ckpt)
             state.saved_epochs = epoch + 1
             write_summary(os.path.join(cfg.output, "summary.csv"), state.history)
-            tqdm.write(f"epoch {epoch}: {head.config.label()} train_loss {stats.loss:.4f} eval_loss "
+            # numbered from 1, as the progress bars count epochs
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: {head.config.label()} train_loss {stats.loss:.4f} eval_loss "
                        f"{metrics['loss']:.4f} top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                        f"({row['images_per_s']:.1f} img/s, {stats.nonfinite_steps} non-finite)")
     return state

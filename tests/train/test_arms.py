@@ -75,6 +75,9 @@ def test_gcp_train_compares_heads_in_one_command(dataset, tmp_path, capsys):
     with open(out / "gap" / "seed0" / "summary.csv") as fh:
         assert next(csv.DictReader(fh))["backward"] == ""  # gap takes no backward
     assert (out / "comparison.md").exists() and (out / "accuracy.png").exists()
+    with open(out / "epochs.csv") as fh:
+        assert [(r["arm"], r["seed"], r["epoch"]) for r in csv.DictReader(fh)] == [("gap", "0", "0"),
+                                                                                   ("svd/pade", "0", "0")]
     # --resume auto: both finished runs are found complete, nothing is retrained
     assert train_imagenet.main(["--data-dir", dataset, "--output", str(out), *BASE, "--epochs", "1",
                                 "--max-steps-per-epoch", "1", "--head", "gap,svd:pade", "--resume", "auto"]) == 0
