@@ -30,7 +30,7 @@ from .record import RunRecord
 
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "record")
 RUN_FILE = "run.json"
-SUMMARY_FIELDS = ("epoch", "method", "backward", "lr", "train_loss", "eval_loss", "top1", "top5",
+SUMMARY_FIELDS = ("epoch", "seed", "method", "backward", "lr", "train_loss", "eval_loss", "top1", "top5",
                   "epoch_time_s", "images_per_s", "nonfinite_steps")
 
 
