@@ -142,6 +142,10 @@ class GCPNet(nn.Module):
         self.head = head
         self._pools = not isinstance(head, NoPool)  # forward_head reads this flag: TorchScript knows no NoPool
         self._nhwc, self._prefix_tokens = feature_layout(backbone)
+        # timm's record of the layout forward_features returns (its config tests read it): the
+        # backbone's own where it keeps one (NHWC maps: Swin, MambaOut)
+        self.output_fmt = str(getattr(getattr(backbone, "output_fmt", "NCHW"), "value",
+                                      getattr(backbone, "output_fmt", "NCHW")))
         self._sovit = isinstance(head, SoViTHead) or bool(sovit)
         if self._sovit and (self._prefix_tokens < 1 or getattr(backbone, "cls_token", None) is None):
             raise InvalidOptionError(

@@ -105,13 +105,25 @@ class ModelSpec:
         return (side, side)
 
     def untrained_cfg(self) -> dict[str, Any]:
-        """The cfg of a freshly built model: the backbone's own preprocessing (input size, crop,
-        interpolation, mean/std), since any weights it starts from are the backbone's."""
+        """The cfg of a freshly built model: every field of the backbone's cfg that describes its
+        input and features (sizes, whether the size is fixed, crops, interpolation, mean/std), since
+        any weights it starts from are the backbone's. What the GCP model changes is said in
+        ``notes``: the classifier (``head.fc``), the parameter names (``backbone.`` prefix) and, for
+        the curated ResNets and VGG, the size of the map the head pools."""
         base = self.backbone_cfg()
+        test_size = base.test_input_size
+        changed = ["classifier head.fc (the GCP head)", "first_conv under backbone."]
+        if self.family != "any":
+            changed.append(f"pool_size of the map the head pools (stride {self.reduction()})")
         return dict(
             num_classes=1000, input_size=base.input_size, pool_size=self.pool_size(base.input_size[-1], base=base),
-            crop_pct=base.crop_pct, interpolation=base.interpolation, mean=base.mean, std=base.std,
+            test_input_size=test_size, min_input_size=base.min_input_size, fixed_input_size=base.fixed_input_size,
+            test_pool_size=None if test_size is None else (base.test_pool_size if self.family == "any"
+                                                           else self.pool_size(test_size[-1], base=base)),
+            crop_pct=base.crop_pct, test_crop_pct=base.test_crop_pct, crop_mode=base.crop_mode,
+            interpolation=base.interpolation, mean=base.mean, std=base.std,
             first_conv=self.first_conv(base), classifier="head.fc",
+            notes=("changed from the backbone's cfg: " + "; ".join(changed),),
         )
 
 

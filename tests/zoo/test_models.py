@@ -216,3 +216,19 @@ def test_a_gcp_0_2_config_with_every_old_head_option_still_loads(tmp_path):
 def test_last_stride_is_refused_where_it_changes_nothing(name):
     with pytest.raises(gcp.InvalidOptionError, match=f"{name} has no option last_stride"):
         gcp.zoo.create_model(name, num_classes=3, reduced_dim=8, last_stride=2)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "levit_128s"])
+def test_the_backbones_input_fields_are_carried_over_and_the_changes_named(name):
+    from timm.models import get_pretrained_cfg
+
+    base, ours = get_pretrained_cfg(name), get_pretrained_cfg(f"gcp_{name}")
+    for key in ("input_size", "fixed_input_size", "min_input_size", "test_input_size", "crop_pct", "test_crop_pct",
+                "crop_mode", "interpolation", "mean", "std", "pool_size"):
+        assert getattr(ours, key) == getattr(base, key), key
+    assert ours.fixed_input_size is True and ours.classifier == "head.fc" and "classifier head.fc" in ours.notes[0]
+
+
+def test_output_fmt_is_the_backbones():
+    assert timm.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8).output_fmt == "NCHW"
+    assert timm.create_model("gcp_test_mambaout", num_classes=3, reduced_dim=8).output_fmt == "NHWC"
