@@ -93,7 +93,8 @@ def leave(y: Tensor, exponent: Tensor, p: float, route: str = "the matrix functi
     else:
         whole = torch.floor(scaled)
         out = _times_power_of_two(y, whole.to(y.dtype)) * torch.exp2(scaled - whole).to(y.dtype)
-    check_representable(out, route)
+    if p < 0 or p > 1:  # 0 <= p <= 1 maps max|X̃| < 1 into [0, 1]: the answer cannot overflow, no sync
+        check_representable(out, route)
     return out
 
 

@@ -123,6 +123,8 @@ class HeadConfig:
         method.check(self.reduced_dim, opts, mode, mode_opts)
         object.__setattr__(self, "backward", backward)
         object.__setattr__(self, "method_options", _without_defaults(method_items, method.defaults))
+        # parsed once: the head reads them on every forward (not a field: equality ignores it)
+        object.__setattr__(self, "_parsed", opts)
         object.__setattr__(self, "backward_options", backward_items)
         object.__setattr__(self, "drop_rate", float(self.drop_rate))
 
@@ -133,7 +135,7 @@ class HeadConfig:
 
     def options(self) -> MethodOptions:
         """The method's options, defaults filled in."""
-        return self.head_method.parse_options(dict(self.method_options))
+        return self._parsed
 
     def backward_kwargs(self) -> dict[str, Any]:
         """The backward mode's options given (defaults omitted), as keyword arguments."""
