@@ -25,8 +25,10 @@ from .approximants import mpa_sqrtm, mtp_sqrtm
 from .backward import BACKWARDS, get_backward, register_backward
 from .bilinear import bilinear_pool, compact_bilinear
 from .covariance import covariance, triu_index, triu_vec
+from .eigh_solver import EIGH_BACKENDS, eigh_backend, set_eigh_backend, using_eigh_backend
 from .errors import (
     DTypeError,
+    EighFailedError,
     ExportError,
     GCPError,
     IndefiniteError,
@@ -36,6 +38,7 @@ from .errors import (
     NonSymmetricError,
     ShapeError,
     SingularError,
+    SolverUnavailableError,
     UnknownBackwardError,
     UnsupportedDerivativeError,
 )
@@ -75,6 +78,12 @@ __all__ = [
     "replace_batchnorm",
     "zca_whiten",
     "DTypeError",
+    "EIGH_BACKENDS",
+    "EighFailedError",
+    "SolverUnavailableError",
+    "eigh_backend",
+    "set_eigh_backend",
+    "using_eigh_backend",
     "ExportError",
     "GCPError",
     "UnsupportedDerivativeError",

@@ -78,3 +78,13 @@ class UnsupportedDerivativeError(GCPError):
     through a backward that is not differentiable, or forward mode (``torch.func.jvp``,
     ``jacfwd``) through a route without one. The message lists the routes that compute it.
     Raised when the derivative is computed, never replaced by zeros."""
+
+
+class EighFailedError(GCPError):
+    """The eigensolver reported a failure (a matrix it did not converge on, or an error status)
+    instead of a result; raised rather than returning what the solver left in its buffers."""
+
+
+class SolverUnavailableError(GCPError):
+    """A solver that was asked for by name cannot run here (no CUDA, or no cuSOLVER with the
+    routine); raised instead of silently using another one."""

@@ -19,6 +19,7 @@ from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._transforms import under_forward_mode
 from ._validation import _failed, _skip_value_checks, check_definite, check_onnx_exportable
 from .backward import BackwardMode, Options, SpectralState, get_backward
+from .eigh_solver import symmetric_eigh
 from .errors import InvalidOptionError, SingularError, UnsupportedDerivativeError
 from .validators import check_real
 
@@ -27,7 +28,7 @@ DEFAULT_EPS = 1e-10
 
 def _eigh_state(x: Tensor, cdt: torch.dtype, eps: float, keep_input: bool) -> SpectralState:
     xc = x.to(cdt)
-    lam, vecs = torch.linalg.eigh(xc)
+    lam, vecs = symmetric_eigh(xc)
     lam_max = lam[..., -1:].clamp_min(smallest_normal(cdt))
     return SpectralState(lam=lam, vecs=vecs, floor=eps * lam_max, x=xc if keep_input else None)
 

@@ -24,6 +24,7 @@ from ._precision import autocast_off, resolve_compute_dtype, smallest_normal
 from ._validation import check_definite, check_onnx_exportable, check_square_batch
 from .backward import SpectralFunction, SpectralState, get_backward
 from .backward._base import log_ratio
+from .eigh_solver import symmetric_eigh
 from .errors import InvalidOptionError
 from .validators import check_int, check_real
 
@@ -116,7 +117,7 @@ class _Spectral(torch.autograd.Function):
     @staticmethod
     def forward(x, make_fn, mode, opts, eps, cdt):  # type: ignore[override]
         with autocast_off(x.device):
-            lam, vecs = torch.linalg.eigh(x.to(cdt))
+            lam, vecs = symmetric_eigh(x.to(cdt))
             check_definite(lam, x.dtype)
             floor = eps * lam[..., -1:].clamp_min(smallest_normal(cdt))
             floored = torch.maximum(lam, floor)

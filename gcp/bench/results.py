@@ -30,16 +30,11 @@ __all__ = ["Report", "environment"]
 def environment(device: torch.device) -> str:
     """One line naming the device, torch, CUDA and cuSOLVER versions and the CPU threads."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        cusolver = "-"
-        try:  # torch does not expose cuSOLVER's version; its wheel's library is named after it
-            import importlib.metadata as md
+        from gcp.eigh_solver import backend_info
 
-            cusolver = next((d.version for d in md.distributions()
-                             if (d.metadata["Name"] or "").startswith("nvidia-cusolver")), "-")
-        except Exception:  # noqa: BLE001 - metadata is informative only
-            pass
-        where = f"{name}, CUDA {torch.version.cuda}, cuSOLVER {cusolver}"
+        info = backend_info()
+        where = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, "
+                 f"cuSOLVER {info.get('cusolver', '-')}, eigh backend {info['eigh_backend']}")
     else:
         where = f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
     return f"device {device} — {where}; torch {torch.__version__}; Python {platform.python_version()}"
@@ -63,6 +58,7 @@ class Report:
         self.line(markdown_table(header, rows))
 
     def save(self, device: torch.device) -> Optional[str]:
+        print(f"\n{environment(device)}")
         if self.results_dir is None:
             return None
         os.makedirs(self.results_dir, exist_ok=True)
