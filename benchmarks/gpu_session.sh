@@ -26,15 +26,15 @@ step() {  # step SECONDS TITLE COMMAND...
 step 20 versions bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv; \
   $PY -c 'import torch, timm, gcp; print(torch.__version__, torch.version.cuda, timm.__version__, \
   torch.cuda.get_device_name(), gcp.eigh_solver.backend_info())'"
-step "${TESTS_S:-110}" "cuda tests" $PY -m pytest -q -p no:cacheprovider -m cuda tests --continue-on-collection-errors -W ignore
-step "${EIGH_S:-170}" bench_gpu_eigh $PY benchmarks/bench_gpu_eigh.py --device cuda --batches 2 8 32 64 128 \
+step "${TESTS_S:-90}" "cuda tests" $PY -m pytest -q -p no:cacheprovider -m cuda tests --continue-on-collection-errors -W ignore
+step "${EIGH_S:-150}" bench_gpu_eigh $PY benchmarks/bench_gpu_eigh.py --device cuda --batches 2 8 32 64 128 \
     --dims 32 48 64 128 256 --results "$RESULTS"
-step 45 bench_head $PY benchmarks/bench_head.py --device cuda --batch 64 --repeats 5 --results "$RESULTS"
-step 45 bench_sqrtm $PY benchmarks/bench_sqrtm.py --device cuda --repeats 3 --results "$RESULTS"
-step 35 bench_train $PY benchmarks/bench_train.py --device cuda --batch 64 --rounds 3 --results "$RESULTS"
-step 25 bench_approximants $PY benchmarks/bench_approximants.py --device cuda --dims 64 128 256 --repeats 3 \
+step 40 bench_head $PY benchmarks/bench_head.py --device cuda --batch 64 --repeats 5 --results "$RESULTS"
+step 40 bench_sqrtm $PY benchmarks/bench_sqrtm.py --device cuda --repeats 3 --results "$RESULTS"
+step 30 bench_train $PY benchmarks/bench_train.py --device cuda --batch 64 --rounds 3 --results "$RESULTS"
+step 20 bench_approximants $PY benchmarks/bench_approximants.py --device cuda --dims 64 128 256 --repeats 3 \
     --results "$RESULTS"
-step 25 bench_second_order $PY benchmarks/bench_second_order.py --device cuda --repeats 3 --results "$RESULTS"
-step 40 bench_memory $PY benchmarks/bench_memory.py --device cuda --runs 1 --results "$RESULTS"
+step 20 bench_second_order $PY benchmarks/bench_second_order.py --device cuda --repeats 3 --results "$RESULTS"
+step 30 bench_memory $PY benchmarks/bench_memory.py --device cuda --runs 1 --results "$RESULTS"
 tar czf "$OUT/results.tgz" -C "$RESULTS" .
 ls -l "$RESULTS" | tee -a "$LOG"
