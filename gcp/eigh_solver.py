@@ -6,9 +6,9 @@ matrix after another (cuSOLVER's batched Jacobi is used only up to 32×32). cuSO
 
 Backends (:func:`set_eigh_backend`, or the ``GCP_EIGH_BACKEND`` environment variable):
 
-- ``"auto"`` (default): the batched solver where it was measured faster than torch's
+- ``"torch"`` (default): always ``torch.linalg.eigh``.
+- ``"auto"``: the batched solver for batches where it is expected to beat torch's
   (:func:`uses_batched_solver` states the rule), torch's everywhere else.
-- ``"torch"``: always ``torch.linalg.eigh``.
 - ``"cusolver"``: the batched solver for every CUDA float32/float64 batch; raises
   :class:`~gcp.errors.SolverUnavailableError` where it cannot run, rather than falling back.
 
@@ -18,10 +18,10 @@ call it inside their autograd Functions, whose backward is the selected backward
 
 Example:
     >>> import gcp
-    >>> gcp.set_eigh_backend("torch")
-    >>> gcp.eigh_backend()
-    'torch'
     >>> gcp.set_eigh_backend("auto")
+    >>> gcp.eigh_backend()
+    'auto'
+    >>> gcp.set_eigh_backend("torch")
 """
 
 from __future__ import annotations
@@ -37,16 +37,19 @@ from . import _cusolver
 from .errors import InvalidOptionError, SolverUnavailableError
 
 EIGH_BACKENDS = ("auto", "torch", "cusolver")
+# torch's until the batched solver's CUDA tests and benchmarks/gpu_session.sh have run on a GPU
+# (none was lent to the project yet): an unmeasured path is not made the default
+DEFAULT_EIGH_BACKEND = "torch"
 
 # The rule "auto" applies: torch already batches up to 32×32 (syevjBatched), and a batch of one
-# gains nothing from a batched call. Set from the crossover measured by
-# benchmarks/bench_gpu_eigh.py (README, "GPU").
+# gains nothing from a batched call. To be set from the crossover that
+# benchmarks/bench_gpu_eigh.py measures (its sizes include 32 and 48, and batches of 2 and 8).
 BATCHED_FROM_N = 33
 BATCHED_FROM_BATCH = 2
 
 
 def _from_environment() -> str:
-    value = os.environ.get("GCP_EIGH_BACKEND", "auto")
+    value = os.environ.get("GCP_EIGH_BACKEND", DEFAULT_EIGH_BACKEND)
     if value not in EIGH_BACKENDS:
         raise InvalidOptionError(f"GCP_EIGH_BACKEND={value!r}: expected one of {', '.join(EIGH_BACKENDS)}")
     return value

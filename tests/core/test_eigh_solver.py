@@ -50,10 +50,10 @@ def check_against_reference(x: torch.Tensor, lam: torch.Tensor, vecs: torch.Tens
 def test_backend_names_are_checked():
     with pytest.raises(InvalidOptionError, match="eigh backend 'lapack'"):
         gcp.set_eigh_backend("lapack")
-    assert gcp.eigh_backend() == "auto"
-    with gcp.using_eigh_backend("torch"):
-        assert gcp.eigh_backend() == "torch"
-    assert gcp.eigh_backend() == "auto"
+    assert gcp.eigh_backend() == eigh_solver.DEFAULT_EIGH_BACKEND
+    with gcp.using_eigh_backend("cusolver"):
+        assert gcp.eigh_backend() == "cusolver"
+    assert gcp.eigh_backend() == eigh_solver.DEFAULT_EIGH_BACKEND
 
 
 def test_environment_variable_is_checked(monkeypatch):
