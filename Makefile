@@ -37,3 +37,4 @@ bench-gpu: bootstrap
 	$(PY) benchmarks/bench_head.py --device cuda
 	$(PY) benchmarks/bench_train.py --device cuda
 	$(PY) benchmarks/bench_second_order.py --device cuda
+	$(PY) benchmarks/bench_gpu_eigh.py --device cuda
