@@ -63,8 +63,10 @@ def add_head_arguments(p: argparse.ArgumentParser, backward_help: str = "") -> N
 
 
 def add_optim_arguments(p: argparse.ArgumentParser) -> None:
-    """The optimisation flags, from the run record's declarations (:mod:`gcp.train.fields`)."""
+    """The optimisation and regularisation flags, from the run record's declarations
+    (:mod:`gcp.train.fields`)."""
     fields.add_arguments(p, "optim")
+    fields.add_arguments(p, "regularisation")
 
 
 def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:

@@ -27,6 +27,15 @@ from .record import DataSpec
 
 
 # ----------------------------------------------------------------------------- transforms
+def rand_augment(data: DataSpec) -> Callable:
+    """timm's RandAugment for ``data.aa``, with the hyper-parameters timm's ``create_transform``
+    gives it (translation relative to the crop, fill with the mean colour)."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    hparams = dict(translate_const=int(data.img_size * 0.45), img_mean=tuple(round(255 * m) for m in data.mean))
+    return rand_augment_transform(data.aa, hparams)
+
+
 def transforms_for(data: DataSpec) -> tuple[Callable, Callable]:
     """The training and evaluation transforms a :class:`DataSpec` names.
 
@@ -38,15 +47,16 @@ def transforms_for(data: DataSpec) -> tuple[Callable, Callable]:
     """
     if not data.resize:
         common = dict(interpolation=data.interpolation, mean=data.mean, std=data.std)
-        train = create_transform(data.img_size, is_training=True, color_jitter=0.0, **common)
+        train = create_transform(data.img_size, is_training=True, color_jitter=0.0, auto_augment=data.aa, **common)
         test = create_transform(data.img_size, is_training=False, crop_pct=data.crop_pct, **common)
         return train, test
     size = data.resize[0] if len(data.resize) == 1 else tuple(data.resize)
     mode = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
             "nearest": T.InterpolationMode.NEAREST}[data.interpolation]
     norm = [T.ToTensor(), T.Normalize(data.mean, data.std)]
+    augment = [rand_augment(data)] if data.aa else []
     train = T.Compose([T.Resize(size, interpolation=mode), T.CenterCrop(data.img_size), T.RandomHorizontalFlip(),
-                       *norm])
+                       *augment, *norm])
     test = T.Compose([T.Resize(size, interpolation=mode), T.CenterCrop(data.img_size), *norm])
     return train, test
 

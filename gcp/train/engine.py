@@ -29,6 +29,7 @@ from .errors import ConfigError, RunFolderError, TrainingError
 from .loop import amp_dtype, evaluate, seed_epoch, train_one_epoch
 from .optim import make_optimizer, make_scheduler
 from .record import Normalisation, RunRecord, resolve
+from .regularisation import training_loss
 
 
 class HeadSchedule:
@@ -56,6 +57,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
     """Train from ``state.start_epoch`` to ``cfg.epochs``; rank 0 writes ``best.pth`` (when it is
     the best epoch), then ``last.pth``, then ``summary.csv`` (see :mod:`gcp.train.checkpoint`)."""
     eval_model = ema.module if ema is not None else model
+    criterion, mixup = training_loss(cfg, info.world_size)
     for epoch in range(state.start_epoch, cfg.epochs):
         wanted = schedule.at(epoch)
         for m in (unwrap(model), ema.module if ema is not None else None):
@@ -66,7 +68,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
             set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, optimizer, info, amp=amp, scaler=scaler, grad_clip=cfg.grad_clip,
                                 ema=ema, channels_last=cfg.channels_last, max_steps=cfg.max_steps_per_epoch,
-                                desc=f"epoch {epoch + 1}/{cfg.epochs}")
+                                desc=f"epoch {epoch + 1}/{cfg.epochs}", criterion=criterion, mixup=mixup,
+                                accum_steps=cfg.grad_accum_steps)
         metrics = evaluate(eval_model, val_loader, info, amp=amp, flip_average=cfg.flip_average,
                            channels_last=cfg.channels_last, desc=f"eval {epoch + 1}/{cfg.epochs}")
         scheduler.step(epoch + 1)
@@ -141,6 +144,7 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
                 from_flags=False)
     check_output_outside_data(record.output, record.data.root)
     check_feature_map(model, record, info)
+    training_loss(record, info.world_size)  # its refusals (an odd batch under mixup) before any work
     # every check that can fail runs before the run folder is touched
     train_loader, set_epoch = make_loader(train_set, record.batch_size, record.workers, info, train=True,
                                           seed=record.seed)

@@ -84,6 +84,40 @@ WARMUP = Applies(lambda r: (r.get("warmup_epochs") or 0) > 0, "--warmup-epochs >
 EMA = Applies(lambda r: bool(r.get("model_ema")), "--model-ema")
 
 
+def _timm_optimizer(name: Any) -> Any:
+    from timm.optim import get_optimizer_info, list_optimizers
+
+    return get_optimizer_info(name) if isinstance(name, str) and name in list_optimizers() else None
+
+
+def _known_optimizer(v: Any, r: Flat) -> bool:
+    return _timm_optimizer(v) is not None
+
+
+def _has_momentum(r: Flat) -> bool:
+    info = _timm_optimizer(r.get("opt", "momentum"))
+    return info is not None and info.has_momentum
+
+
+MOMENTUM = Applies(_has_momentum, "an --opt that has momentum (momentum, sgd, rmsprop, …)")
+
+
+def _rand_augment(v: Any, r: Flat) -> bool:
+    from timm.data.auto_augment import rand_augment_transform
+
+    if not isinstance(v, str) or not v.startswith("rand"):
+        return False
+    try:
+        rand_augment_transform(v, {})
+    except Exception:  # noqa: BLE001 - timm raises assorted errors on a malformed policy string
+        return False
+    return True
+
+
+def _fraction(v: Any, r: Flat) -> bool:
+    return is_real(v) and 0 <= v < 1
+
+
 def _resnet(r: Flat) -> bool:
     import gcp.zoo
 
@@ -118,13 +152,21 @@ FIELDS: tuple[Field, ...] = (
     Field("batch_size", "global batch size (split over processes)", "optim", _int_at_least(1), "an integer >= 1",
           arg=dict(type=int)),
     Field("lr", "base learning rate", "optim", _positive, "a number > 0", arg=dict(type=float)),
-    Field("momentum", "SGD momentum", "optim", lambda v, r: is_real(v) and 0 <= v < 1, "in [0, 1)",
-          arg=dict(type=float)),
+    Field("opt", "optimizer, by timm's name (timm.optim.list_optimizers()); default 'momentum', the papers' "
+          "SGD with (non-Nesterov) momentum", "optim", _known_optimizer,
+          "an optimizer name timm knows (timm.optim.list_optimizers())", arg=dict(metavar="NAME")),
+    Field("momentum", "momentum of --opt", "optim", lambda v, r: is_real(v) and 0 <= v < 1, "in [0, 1)",
+          applies=MOMENTUM, arg=dict(type=float)),
     Field("weight_decay", "weight decay", "optim", _non_negative, "a number >= 0", arg=dict(type=float)),
     Field("classifier_lr_mult", "lr multiplier of the classifier", "optim", _positive, "a number > 0",
           arg=dict(type=float)),
     Field("reduction_lr_mult", "lr multiplier of the 1x1 reduction", "optim", _positive, "a number > 0",
           arg=dict(type=float)),
+    Field("layer_decay", "layer-wise lr decay (timm's; the classifier and reduction multipliers apply on top, and "
+          "1-d parameters get no weight decay, as in timm)", "optim",
+          lambda v, r: v is None or (is_real(v) and 0 < v <= 1), "in (0, 1]", arg=dict(type=float)),
+    Field("grad_accum_steps", "micro-batches of --batch-size per optimizer step", "optim", _int_at_least(1),
+          "an integer >= 1", arg=dict(type=int)),
     Field("sched", "learning-rate schedule", "optim", lambda v, r: v in ("step", "cosine"), "'step' or 'cosine'",
           arg=dict(choices=("step", "cosine"))),
     Field("decay_milestones", "0-based epochs from which the lr is multiplied by --decay-rate", "optim", _milestones,
@@ -141,11 +183,25 @@ FIELDS: tuple[Field, ...] = (
     Field("grad_clip", "clip the gradient norm to this value", "optim",
           lambda v, r: v is None or (is_real(v) and v > 0), "a number > 0", arg=dict(type=float),
           spelling="--clip-grad", deprecated=("--grad-clip",)),
+    # regularisation, through timm's own classes
+    Field("smoothing", "label smoothing (timm's LabelSmoothingCrossEntropy, or Mixup's soft targets)",
+          "regularisation", _fraction, "in [0, 1)", arg=dict(type=float)),
+    Field("mixup", "mixup alpha (timm.data.Mixup, with SoftTargetCrossEntropy); 0: off", "regularisation",
+          _non_negative, "a number >= 0", arg=dict(type=float)),
+    Field("cutmix", "cutmix alpha (timm.data.Mixup); 0: off", "regularisation", _non_negative, "a number >= 0",
+          arg=dict(type=float)),
+    Field("aa", "RandAugment policy of the training images, timm's string (e.g. rand-m9-mstd0.5-inc1)",
+          "regularisation", lambda v, r: v is None or _rand_augment(v, r),
+          "a RandAugment policy such as rand-m9-mstd0.5-inc1", arg=dict(metavar="POLICY")),
+    Field("drop_path", "stochastic-depth rate of the backbone (timm's drop_path_rate)", "regularisation",
+          lambda v, r: v is None or _fraction(v, r), "in [0, 1)", arg=dict(type=float)),
     # how the run is executed
     # its flags are timm's --amp and --amp-dtype (gcp.train.cli); the record stores the meaning
     Field("amp", "mixed precision", "run", lambda v, r: v in ("none", "bf16", "fp16"), "none, bf16 or fp16",
           arg=None),
     Field("channels_last", "channels-last memory format", "run", arg=dict(action="store_true")),
+    Field("grad_checkpointing", "recompute the backbone's activations in the backward (less memory, same result)",
+          "run", resume="free", arg=dict(action="store_true")),
     Field("model_ema", "keep an exponential moving average of the weights (evaluated instead)", "run",
           arg=dict(action="store_true")),
     Field("model_ema_decay", "decay of the weight average", "run", lambda v, r: is_real(v) and 0 < v < 1,
@@ -167,7 +223,8 @@ FLAT_KEYS: frozenset[str] = frozenset(BY_NAME)
 RESUME_MUTABLE: frozenset[str] = frozenset(f.name for f in FIELDS if f.resume in ("free", "grow"))
 #: what an evaluation of a checkpoint takes from it: the model, its head and its data
 EVALUATION_FIXED: frozenset[str] = frozenset(f.name for f in FIELDS if f.evaluation == "fixed")
-GROUP_TITLES = {"optim": "optimisation (default: the recipe's, else the papers' SGD)", "run": "run"}
+GROUP_TITLES = {"optim": "optimisation (default: the recipe's, else the papers' SGD)", "run": "run",
+                "regularisation": "regularisation (timm's; default: none)"}
 
 
 def add_arguments(parser: argparse.ArgumentParser, group: str) -> argparse._ArgumentGroup:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -31,17 +32,19 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.A
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
-    """Seed every RNG from ``(seed, epoch)``: a resumed epoch draws exactly what it would have."""
+    """Seed every RNG from ``(seed, epoch)``: a resumed epoch draws exactly what it would have
+    (numpy's too: timm's Mixup draws its λ and boxes from it)."""
     s = seed * 1000 + epoch
     random.seed(s)
+    np.random.seed(s % 2**32)
     torch.manual_seed(s)
 
 
 def base_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The lr of the groups without a multiplier (the backbone), the one a schedule is written in;
-    the classifier's group may run at a multiple of it."""
-    groups = optimizer.param_groups
-    return next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])
+    """The lr the schedule is written in: a group's lr over its ``lr_scale`` (timm's schedulers set
+    ``lr = base · lr_scale``; the classifier's and, under layer decay, every layer's differ)."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_scale", 1.0)
 
 
 @dataclass
@@ -71,32 +74,53 @@ def train_one_epoch(
     max_steps: Optional[int] = None,
     desc: str = "train",
     progress: bool = True,
+    criterion: Optional[nn.Module] = None,
+    mixup: Optional[Any] = None,
+    accum_steps: int = 1,
 ) -> EpochStats:
     """One pass over ``loader``. A step whose gradient norm is not finite is skipped (counted in
     ``nonfinite_steps``) instead of poisoning the weights: that count is how unstable backward
-    modes show up in the comparison tables."""
+    modes show up in the comparison tables.
+
+    ``criterion`` defaults to cross-entropy; ``mixup`` (timm's ``Mixup``) mixes each batch and its
+    targets first. With ``accum_steps`` > 1 the gradients of that many micro-batches (each loss
+    divided by ``accum_steps``, as timm's ``train.py`` does) make one optimizer step; a last
+    partial group still steps."""
     model.train()
-    criterion = nn.CrossEntropyLoss()
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     total_loss, seen, finite_seen, skipped = 0.0, 0, 0, 0
     start = time.perf_counter()
+    count = len(loader) if max_steps is None else min(len(loader), max_steps)
+    pending: list[tuple[torch.Tensor, int]] = []  # (loss, images) of the micro-batches since the last step
+    optimizer.zero_grad(set_to_none=True)
     for step, (images, targets) in enumerate(_progress(loader, info, desc, progress)):
         if max_steps is not None and step >= max_steps:
             break
         images = images.to(info.device, non_blocking=True)
         targets = targets.to(info.device, non_blocking=True)
+        if mixup is not None:
+            images, targets = mixup(images, targets)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(info.device, amp):
-            loss = criterion(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
+        last_of_group = (step + 1) % accum_steps == 0 or step + 1 == count
+        sync = last_of_group or not info.distributed
+        with (contextlib.nullcontext() if sync else model.no_sync()):
+            with autocast(info.device, amp):
+                loss = criterion(model(images), targets)
+            scaled = loss / accum_steps if accum_steps > 1 else loss
+            if scaler is not None:
+                scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        pending.append((loss.detach(), images.shape[0]))
+        if not last_of_group:
+            continue
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
-        finite = bool(torch.isfinite(norm)) and bool(torch.isfinite(loss.detach()))
+        finite = bool(torch.isfinite(norm)) and all(bool(torch.isfinite(v)) for v, _ in pending)
+        group_images = sum(n for _, n in pending)
         if info.distributed:  # every rank must take the same decision
             finite = all_reduce_sum([0.0 if finite else 1.0], info)[0] == 0
         if finite:
@@ -106,14 +130,15 @@ def train_one_epoch(
                 optimizer.step()
             if ema is not None:
                 ema.update(unwrap(model))
-            total_loss += float(loss.detach()) * images.shape[0]
-            finite_seen += images.shape[0]
+            total_loss += sum(float(v) * n for v, n in pending)
+            finite_seen += group_images
         else:
             skipped += 1
-            optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.update()
-        seen += images.shape[0]
+        seen += group_images
+        pending = []
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
     seconds = time.perf_counter() - start

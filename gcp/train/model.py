@@ -26,7 +26,9 @@ def create_run_model(record: RunRecord, *, pretrained: bool = False, backbone_pr
     (timm resamples pretrained position embeddings); any model that still cannot take that size
     is a :class:`ConfigError` naming ``--img-size``.
     """
-    head = record.head.model_kwargs()
+    head: dict = record.head.model_kwargs()
+    if record.drop_path is not None:
+        head["drop_path_rate"] = record.drop_path  # a backbone option; refused by name where it has none
     size = record.data.img_size
     if weights and os.path.isdir(weights):
         model = gcp.zoo.load_pretrained(weights, num_classes=record.num_classes, **head)
@@ -39,4 +41,6 @@ def create_run_model(record: RunRecord, *, pretrained: bool = False, backbone_pr
         gcp.zoo.check_input_size(model, size)
     except gcp.ShapeError as exc:
         raise ConfigError(f"--img-size {size}: {exc}") from exc
+    if record.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     return model

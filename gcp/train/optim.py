@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -12,21 +12,43 @@ from .distributed import unwrap
 from .errors import ConfigError
 
 
-def param_groups(model: nn.Module, classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0) -> list[dict]:
+def _part(name: str) -> str:
+    if name.startswith("head.fc."):
+        return "classifier"
+    if name.startswith("head.reduce."):
+        return "reduction"
+    return "features"
+
+
+def param_groups(model: nn.Module, classifier_lr_mult: float = 1.0, reduction_lr_mult: float = 1.0,
+                 layer_decay: Optional[float] = None, weight_decay: float = 0.0) -> list[dict]:
     """Three groups — backbone, the GCP head's reduction, the classifier — with timm's
-    ``lr_scale`` so timm schedulers keep the multipliers (the papers' classifier factor)."""
-    groups: dict[str, list[Tensor]] = {"classifier": [], "reduction": [], "features": []}
-    for name, p in unwrap(model).named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.startswith("head.fc."):
-            groups["classifier"].append(p)
-        elif name.startswith("head.reduce."):
-            groups["reduction"].append(p)
-        else:
-            groups["features"].append(p)
+    ``lr_scale`` so timm schedulers keep the multipliers (the papers' classifier factor).
+
+    With ``layer_decay``, timm's ``param_groups_layer_decay`` makes the groups (one per layer and
+    weight-decay class, from the model's ``group_matcher``; 1-d parameters without weight decay,
+    as timm does) and each is split into the three parts, whose multiplier scales its layer's
+    ``lr_scale``: the fine-grained protocol's factors survive layer decay."""
+    net = unwrap(model)
+    part = {id(p): _part(name) for name, p in net.named_parameters()}
     scale = {"classifier": classifier_lr_mult, "reduction": reduction_lr_mult, "features": 1.0}
-    return [dict(params=ps, lr_scale=scale[k], name=k) for k, ps in groups.items() if ps]
+    if layer_decay is None:
+        base: list[dict] = [dict(params=[p for p in net.parameters() if p.requires_grad], lr_scale=1.0)]
+    else:
+        from timm.optim import param_groups_layer_decay
+
+        no_decay = net.no_weight_decay() if hasattr(net, "no_weight_decay") else ()
+        base = param_groups_layer_decay(net, weight_decay=weight_decay, no_weight_decay_list=no_decay,
+                                        layer_decay=layer_decay)
+    out = []
+    for index, group in enumerate(base):
+        for name in scale:
+            params: list[Tensor] = [p for p in group["params"] if part[id(p)] == name]
+            if params:
+                label = name if layer_decay is None else f"{name}.{index}"
+                out.append({**group, "params": params, "lr_scale": group.get("lr_scale", 1.0) * scale[name],
+                            "name": label})
+    return out
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,8 @@ class OptimizerSettings:
     weight_decay: float = 1e-4
     classifier_lr_mult: float = 1.0
     reduction_lr_mult: float = 1.0
+    opt: str = "momentum"
+    layer_decay: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -55,13 +79,15 @@ class ScheduleSettings:
 
 
 def make_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
-    """SGD with (non-Nesterov) momentum over :func:`param_groups`, the papers' optimiser, built by
-    timm's factory (``opt="momentum"``; timm's ``"sgd"`` would be Nesterov)."""
-    from timm.optim import create_optimizer_v2
+    """``settings.opt`` (default ``"momentum"``: the papers' SGD with non-Nesterov momentum; timm's
+    ``"sgd"`` is Nesterov) over :func:`param_groups`, built by timm's factory. Weight decay
+    applies to every parameter, as in the papers, except under layer decay (timm's groups)."""
+    from timm.optim import create_optimizer_v2, get_optimizer_info
 
-    groups = param_groups(model, settings.classifier_lr_mult, settings.reduction_lr_mult)
-    return create_optimizer_v2(groups, opt="momentum", lr=settings.lr, momentum=settings.momentum,
-                               weight_decay=settings.weight_decay)
+    groups = param_groups(model, settings.classifier_lr_mult, settings.reduction_lr_mult, settings.layer_decay,
+                          settings.weight_decay)
+    extra = dict(momentum=settings.momentum) if get_optimizer_info(settings.opt).has_momentum else {}
+    return create_optimizer_v2(groups, opt=settings.opt, lr=settings.lr, weight_decay=settings.weight_decay, **extra)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, settings: ScheduleSettings) -> Any:

@@ -168,6 +168,7 @@ class DataSpec:
     mean: tuple[float, ...] = tuple(IMAGENET_DEFAULT_MEAN)
     std: tuple[float, ...] = tuple(IMAGENET_DEFAULT_STD)
     options: tuple[tuple[str, Any], ...] = ()
+    aa: Optional[str] = None  # RandAugment of the training images (timm's policy string)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resize", tuple(self.resize))
@@ -202,10 +203,13 @@ class RunRecord:
     epochs: int = 90
     batch_size: int = 256
     lr: float = 0.1
+    opt: str = "momentum"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     classifier_lr_mult: float = 1.0
     reduction_lr_mult: float = 1.0
+    layer_decay: Optional[float] = None
+    grad_accum_steps: int = 1
     sched: str = "step"
     decay_milestones: tuple[int, ...] = ()
     decay_rate: float = 0.1
@@ -213,8 +217,13 @@ class RunRecord:
     warmup_lr: float = 1e-4
     min_lr: float = 0.0
     grad_clip: Optional[float] = None
+    smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    drop_path: Optional[float] = None  # None: the backbone's default
     amp: str = "none"
     channels_last: bool = False
+    grad_checkpointing: bool = False
     model_ema: bool = False
     model_ema_decay: float = 0.9998
     seed: int = 0
@@ -242,6 +251,9 @@ class RunRecord:
         broken = violations(self.flat())  # the rules declared in gcp.train.fields
         if broken:
             raise ConfigError(broken[0])
+        if self.mixes and is_int(self.batch_size) and self.batch_size % 2:
+            raise ConfigError(f"--mixup/--cutmix mix each batch with its reversal, so --batch-size must be even, got "
+                              f"{self.batch_size}")
         if self.hybrid is not None:
             need(is_int(self.hybrid.switch_epoch) and 1 <= self.hybrid.switch_epoch < self.epochs,
                  "hybrid-switch-epoch", f"an epoch in 1..{self.epochs - 1} (--epochs {self.epochs})",
@@ -261,10 +273,15 @@ class RunRecord:
                 f"{before} features from --method {self.head.norm.method} (d = {d}), but {self.hybrid.norm.method} "
                 f"gives {after}; switch between methods of the same output size (e.g. isqrt → svd)")
 
+    @property
+    def mixes(self) -> bool:
+        """Whether training mixes images (mixup or cutmix)."""
+        return bool(self.mixup) or bool(self.cutmix)
+
     # ------------------------------------------------------------------ sub-records
     def optimizer_settings(self) -> OptimizerSettings:
         return OptimizerSettings(self.lr, self.momentum, self.weight_decay, self.classifier_lr_mult,
-                                 self.reduction_lr_mult)
+                                 self.reduction_lr_mult, self.opt, self.layer_decay)
 
     def schedule_settings(self) -> ScheduleSettings:
         return ScheduleSettings(self.epochs, self.sched, self.decay_milestones, self.decay_rate, self.warmup_epochs,
@@ -281,7 +298,7 @@ class RunRecord:
         d = self.data
         out.update(dataset=d.dataset, data_dir=d.root, train_split=d.train_split, eval_split=d.eval_split,
                    img_size=d.img_size, crop_pct=d.crop_pct, resize=d.resize, interpolation=d.interpolation,
-                   mean=d.mean, std=d.std, data_options=dict(d.options))
+                   mean=d.mean, std=d.std, data_options=dict(d.options), aa=d.aa)
         if self.hybrid is not None:
             out["hybrid_switch_epoch"] = self.hybrid.switch_epoch
             out.update(_norm_flat(self.hybrid.norm, "hybrid_"))
@@ -310,7 +327,7 @@ class RunRecord:
             raise ConfigError("--hybrid-method/--hybrid-backward/--hybrid-head-opt need --hybrid-switch-epoch")
         data_keys = dict(dataset="dataset", root="data_dir", train_split="train_split", eval_split="eval_split",
                          img_size="img_size", crop_pct="crop_pct", resize="resize", interpolation="interpolation",
-                         mean="mean", std="std", options="data_options")
+                         mean="mean", std="std", options="data_options", aa="aa")
         data = DataSpec(**{k: (_sorted_items(v[f]) if k == "options" else v[f])
                            for k, f in data_keys.items() if v.get(f) is not None})
         rest = {k: v[k] for k in _RUN_FIELDS if k in v and v[k] is not None}
