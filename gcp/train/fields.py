@@ -11,6 +11,7 @@ one declaration here and one attribute of :class:`~gcp.train.record.RunRecord`.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -102,10 +103,17 @@ def _has_momentum(r: Flat) -> bool:
 MOMENTUM = Applies(_has_momentum, "an --opt that has momentum (momentum, sgd, rmsprop, …)")
 
 
+# the sections timm's rand_augment_transform reads; it skips one without digits ("rand-q") silently,
+# so a misspelt policy would train with its defaults instead
+_RAND_SECTION = re.compile(r"t\w+|mstd\d+(\.\d+)?|mmax\d+|inc[01]|m\d+|n\d+|p(\d+(\.\d*)?|\.\d+)")
+
+
 def _rand_augment(v: Any, r: Flat) -> bool:
     from timm.data.auto_augment import rand_augment_transform
 
-    if not isinstance(v, str) or not v.startswith("rand"):
+    if not isinstance(v, str) or v.split("-")[0] != "rand":
+        return False
+    if not all(_RAND_SECTION.fullmatch(section) for section in v.split("-")[1:]):
         return False
     try:
         rand_augment_transform(v, {})

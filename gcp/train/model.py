@@ -34,9 +34,16 @@ def create_run_model(record: RunRecord, *, pretrained: bool = False, backbone_pr
         model = gcp.zoo.load_pretrained(weights, num_classes=record.num_classes, **head)
     else:
         overlay = dict(pretrained_cfg_overlay=dict(file=weights)) if weights else {}
-        model = gcp.zoo.create_model(record.model, num_classes=record.num_classes,
-                                     pretrained=pretrained or bool(weights), backbone_pretrained=backbone_pretrained,
-                                     **head, **overlay, **gcp.zoo.input_size_kwargs(record.model, size))
+        try:
+            model = gcp.zoo.create_model(record.model, num_classes=record.num_classes,
+                                         pretrained=pretrained or bool(weights),
+                                         backbone_pretrained=backbone_pretrained, **head, **overlay,
+                                         **gcp.zoo.input_size_kwargs(record.model, size))
+        except gcp.InvalidOptionError as exc:
+            if "drop_path_rate" not in str(exc):
+                raise
+            raise ConfigError(f"--drop-path {record.drop_path}: {record.model}'s backbone has no stochastic depth "
+                              f"({exc})") from None
     try:
         gcp.zoo.check_input_size(model, size)
     except gcp.ShapeError as exc:
