@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import torch
 
-from gcp.train import cli
+from gcp.train import cli, config_file
 from gcp.train.arms import Arm, PlannedRun, arms_of, plan_runs
 from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
 from gcp.train.comparison import write_comparison
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gcp-finetune", description=__doc__,
                                 epilog=layouts + "\n\n" + cli.recipes_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_file.add_config_argument(p)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     g.add_argument("--data-dir", required=True)
@@ -117,11 +118,12 @@ def resolve_run(args: argparse.Namespace, arm: Optional[Arm], seed: Optional[int
         given["seed"] = seed
     if resume is not None:
         stored = stored_record(resume, resume_path)
-        return resolve(given, stored=stored, start_epoch=int(resume["epoch"]) + 1), resume, resume_path
+        return (resolve(given, stored=stored, start_epoch=int(resume["epoch"]) + 1, soft=cli.soft_flags(args)), resume,
+                resume_path)
     model = given.get("model") or DEFAULT_MODEL
     recipe = {"model": model, **model_data_defaults(model),
               **recipe_for(model, given["dataset"], given.get("img_size"))}
-    return resolve(given, recipe=recipe), None, ""
+    return resolve(given, recipe=recipe, soft=cli.soft_flags(args)), None, ""
 
 
 def evaluate_only(args: argparse.Namespace, info: Any, runs: list[PlannedRun]) -> int:
@@ -146,7 +148,8 @@ def evaluate_only(args: argparse.Namespace, info: Any, runs: list[PlannedRun]) -
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = config_file.parse_args(parser, argv)
     info = init_distributed(args.device, args.dist_timeout)
     runs = plan(args)
     if args.evaluate_only:
@@ -165,7 +168,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"[run {index + 1}/{len(runs)}: {planned.name} seed {record.seed}]", flush=True)
         torch.manual_seed(record.seed)
         model = build_model(record, args).to(info.device)
-        state = run(model, splits[0], splits[1], info, record, resume=resume, resume_source=source)
+        state = run(model, splits[0], splits[1], info, record, resume=resume, resume_source=source,
+                    args_yaml=config_file.args_yaml(cli.record_flags(record, args, parser)))
         results.setdefault(planned.name, []).append(state.history)
     if len(runs) > 1 and info.is_main:
         paths = write_comparison(results, args.output, title=f"{args.dataset}, {resolved[0][0].model}")

@@ -12,6 +12,7 @@
 * :mod:`~gcp.train.engine` — a run end to end; :mod:`~gcp.train.distributed` — torchrun.
 """
 
+from . import config_file
 from .checkpoint import FitState, RunFolder, load_checkpoint, restore, save_checkpoint, stored_record
 from .config import RECIPES
 from .distributed import DistInfo, init_distributed
@@ -23,6 +24,7 @@ from .record import DataSpec, HeadSpec, HybridSpec, Normalisation, RunRecord, re
 
 __all__ = [
     "RECIPES",
+    "config_file",
     "CheckpointError",
     "ConfigError",
     "DataSpec",

@@ -94,6 +94,16 @@ def write_summary(path: str, rows: list[dict[str, Any]]) -> None:
     atomic_write(path, write)
 
 
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a kill leaves the old file or the new one)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    atomic_write(path, write)
+
+
 @dataclass
 class FitState:
     start_epoch: int = 0

@@ -88,7 +88,50 @@ def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
 _RENAMED = {"head_opt": "head_options", "hybrid_head_opt": "hybrid_options", "val_split": "eval_split"}
 # flags that steer the command rather than define the run
 _COMMAND_ONLY = {"recipe", "resume", "evaluate_only", "pretrained", "pretrained_file", "backbone_pretrained",
-                 "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout", "head"}
+                 "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout", "head", "config", "config_soft"}
+# command flags an args.yaml does not repeat: they pick other runs (a resume, an evaluation, a list)
+_NOT_REPEATED = {"resume", "evaluate_only", "head", "seeds", "config", "config_soft"}
+
+
+def soft_flags(ns: argparse.Namespace) -> frozenset[str]:
+    """The run settings a ``--config`` file gave at timm's defaults, under their record names:
+    inert where they do not apply (:mod:`gcp.train.config_file`)."""
+    return frozenset(_RENAMED.get(d, d) for d in getattr(ns, "config_soft", frozenset()))
+
+
+def record_flags(record: Any, ns: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """A run's flags, for its ``args.yaml``: every setting of the resolved record that has a flag
+    and means something in the run (in its flag's form), and the command flags that shape the run
+    (its starting weights), so that ``--config args.yaml`` resolves to the same record. Keys are
+    the flags' names in underscores (timm's, ``clip_grad``), as timm's ``args.yaml`` has them."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    dests = set(actions)
+    inverse = {v: k for k, v in _RENAMED.items()}
+    out: dict[str, Any] = {d: getattr(ns, d, None) for d in sorted(_COMMAND_ONLY & dests - _NOT_REPEATED)}
+    flat = record.flat()
+    for key, value in flat.items():
+        declared = fields.BY_NAME.get(key)
+        if declared is not None and declared.applies is not None and not declared.applies.test(flat):
+            continue  # means nothing in this run (--min-lr on a step schedule)
+        if key == "amp":
+            out["amp"] = value != "none"
+            if value != "none":
+                out["amp_dtype"] = {"bf16": "bfloat16", "fp16": "float16"}[value]
+            continue
+        if key in ("head_options", "hybrid_options"):
+            value = [f"{k}={v!r}" for k, v in dict(value).items()] or None
+        if key == "data_options":
+            out.update({k: v for k, v in dict(value).items() if k in dests})
+            continue
+        dest = inverse.get(key, key)
+        if dest in dests:
+            out[dest] = list(value) if isinstance(value, tuple) else value
+    return {_key(actions[d]) if d in actions else d: v for d, v in out.items()}
+
+
+def _key(action: argparse.Action) -> str:
+    """A flag's name in a config file: its current long spelling, in underscores."""
+    return next(o for o in action.option_strings if o.startswith("--"))[2:].replace("-", "_")
 
 
 def given_flags(ns: argparse.Namespace) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .checkpoint import (
     save_checkpoint,
     stored_record,
     write_summary,
+    write_text,
 )
 from .data import make_loader
 from .distributed import DistInfo, is_timeout, unwrap
@@ -130,13 +131,15 @@ def check_feature_map(model: nn.Module, record: RunRecord, info: DistInfo) -> No
 
 
 def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: RunRecord,
-        resume: Optional[dict[str, Any]] = None, resume_source: str = "checkpoint") -> FitState:
+        resume: Optional[dict[str, Any]] = None, resume_source: str = "checkpoint",
+        args_yaml: Optional[str] = None) -> FitState:
     """Train ``model`` (already on ``info.device``) as ``record`` says and return the history.
 
     With ``resume`` (a loaded checkpoint), the run continues where it stopped; ``record`` must be
     its stored record up to what a resume may change (:func:`gcp.train.record.resolve`). A
     Ctrl-C, a folder that cannot be written and a rank that stops answering end the run with a
-    typed error; the folder then holds the last completed epoch, resumable.
+    typed error; the folder then holds the last completed epoch, resumable. ``args_yaml`` (the
+    run's flags, :func:`gcp.train.cli.record_flags`) is written to the folder as ``args.yaml``.
     """
     state = resume_state(resume) if resume is not None else FitState()
     if resume is not None:
@@ -153,6 +156,8 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
     with RunFolder(record.output, enabled=info.is_main) as folder:
         if info.is_main:
             state.run_id = folder.claim(resume, resume_source)
+            if args_yaml is not None:
+                write_text(os.path.join(record.output, "args.yaml"), args_yaml)
         if record.channels_last:
             model.to(memory_format=torch.channels_last)
         ema = None

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import torch
 
-from gcp.train import cli, fields
+from gcp.train import cli, config_file, fields
 from gcp.train.arms import PlannedRun, arms_of, plan_runs
 from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
 from gcp.train.comparison import write_comparison
@@ -43,8 +43,9 @@ IMAGENET_RECIPES = ("isqrt-cov-r50", "svd-pade-r50")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, epilog=cli.recipes_help(),
+    p = argparse.ArgumentParser(prog="gcp-train", description=__doc__, epilog=cli.recipes_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_file.add_config_argument(p)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", required=True)
     g.add_argument("--train-split", default=None, help="default train")
@@ -88,10 +89,11 @@ def resolve_record(args: argparse.Namespace, stored: Optional[RunRecord], start_
     if stored is not None:
         if args.recipe:
             raise ConfigError("--recipe applies to new runs; a resumed or evaluated checkpoint keeps its settings")
-        return resolve(given, stored=stored, start_epoch=start_epoch, evaluation=args.evaluate_only)
+        return resolve(given, stored=stored, start_epoch=start_epoch, evaluation=args.evaluate_only,
+                       soft=cli.soft_flags(args))
     recipe = dict(RECIPES[args.recipe]) if args.recipe else {}
     model = given.get("model") or recipe.get("model") or DEFAULT_MODEL
-    return resolve(given, recipe={"model": model, **model_data_defaults(model), **recipe})
+    return resolve(given, recipe={"model": model, **model_data_defaults(model), **recipe}, soft=cli.soft_flags(args))
 
 
 def load_data(record: RunRecord, info: DistInfo, image_check: bool, evaluate_only: bool
@@ -113,12 +115,13 @@ def load_data(record: RunRecord, info: DistInfo, image_check: bool, evaluate_onl
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = config_file.parse_args(parser, argv)
     info = init_distributed(args.device, args.dist_timeout)  # --device cuda without CUDA: ConfigError first
     runs = plan_runs(arms_of(args.head, args.backward, cli.given_flags(args)), args.seeds, args.output,
                      args.resume)
     if len(runs) > 1:
-        return _compare(args, info, runs)
+        return _compare(args, info, runs, parser)
     if args.evaluate_only and not (args.resume or args.pretrained or args.pretrained_file):
         raise ConfigError("--evaluate-only needs weights: --resume CKPT, --pretrained or --pretrained-path FILE")
     source = args.resume
@@ -138,7 +141,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         evaluate_weights(model, val_set, info, record, resume, source or "")
         return 0
 
-    state = run(model, train_set, val_set, info, record, resume=resume, resume_source=source or "")
+    state = run(model, train_set, val_set, info, record, resume=resume, resume_source=source or "",
+                args_yaml=config_file.args_yaml(cli.record_flags(record, args, parser)))
     final = state.history[-1] if state.history else {}
     print(f"rank {info.rank} final: {json.dumps(final, sort_keys=True)}", flush=True)
     if info.distributed:
@@ -158,7 +162,7 @@ def _model(args: argparse.Namespace, record: RunRecord, info: DistInfo) -> torch
     return model
 
 
-def _compare(args: argparse.Namespace, info: DistInfo, runs: list[PlannedRun]) -> int:
+def _compare(args: argparse.Namespace, info: DistInfo, runs: list[PlannedRun], parser: argparse.ArgumentParser) -> int:
     """Several runs (heads, modes, seeds), every one resolved before the first starts, then the
     comparison table, CSV and plot in ``--output``."""
     if args.evaluate_only:
@@ -180,7 +184,8 @@ def _compare(args: argparse.Namespace, info: DistInfo, runs: list[PlannedRun]) -
         record = with_class_count(record, classes, from_checkpoint=resume is not None, fingerprints=prints)
         if info.is_main:
             print(f"[run {index + 1}/{len(planned)}: {r.name} seed {record.seed}]", flush=True)
-        state = run(_model(args, record, info), train_set, val_set, info, record, resume=resume, resume_source=source)
+        state = run(_model(args, record, info), train_set, val_set, info, record, resume=resume, resume_source=source,
+                    args_yaml=config_file.args_yaml(cli.record_flags(record, args, parser)))
         results.setdefault(r.name, []).append(state.history)
     if info.is_main:
         print("wrote " + ", ".join(write_comparison(results, args.output, title=planned[0][1].model)))

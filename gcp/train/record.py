@@ -386,7 +386,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = None,
             stored: Optional[RunRecord] = None, start_epoch: int = 0, evaluation: bool = False,
-            from_flags: bool = True) -> RunRecord:
+            from_flags: bool = True, soft: frozenset[str] = frozenset()) -> RunRecord:
     """The run's record, resolved once.
 
     Without ``stored``: the flags ``given`` over the ``recipe`` over the defaults. With
@@ -396,7 +396,8 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
     takes the model, head and data from ``stored`` and lets the rest change. Repeating a value
     the run already used is not a change. Unknown keys are an error, never filtered. With
     ``from_flags`` (a user's flags, not a whole record), a flag that means nothing in the resolved
-    run is refused (:func:`gcp.train.fields.inapplicable`).
+    run is refused (:func:`gcp.train.fields.inapplicable`), except the ``soft`` ones: values a
+    config file holds at timm's defaults (:mod:`gcp.train.config_file`), which are inert there.
     """
     for source, values in (("flag", given), ("recipe setting", recipe or {})):
         unknown = sorted(set(values) - FLAT_KEYS)
@@ -407,7 +408,7 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
         # the folder, not the spelling: a relative path means the same images from any working directory
         given["data_dir"] = os.path.abspath(os.path.expanduser(given["data_dir"]))
     if stored is None:
-        return _honoured(given, RunRecord.from_flat(_merge(dict(recipe or {}), given)), from_flags)
+        return _honoured(given, RunRecord.from_flat(_merge(dict(recipe or {}), given)), from_flags, soft)
     base = stored.flat()
     fixed = EVALUATION_FIXED if evaluation else FLAT_KEYS - RESUME_MUTABLE
     changed = [f"--{k.replace('_', '-')}: {base.get(k)!r} in the checkpoint, {v!r} now"
@@ -417,7 +418,7 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
             "a resumed run keeps the settings it ran with"
         raise ConfigError(f"{what}; these differ: " + "; ".join(changed)
                           + ". Start a new run (--pretrained-path / --checkpoint to start from its weights)")
-    record = _honoured(given, RunRecord.from_flat({**base, **given}), from_flags)
+    record = _honoured(given, RunRecord.from_flat({**base, **given}), from_flags, soft)
     if not evaluation and record.epochs != stored.epochs:
         if record.epochs < start_epoch:
             raise ConfigError(f"--epochs {record.epochs}: the checkpoint has already run {start_epoch} epochs")
@@ -427,10 +428,11 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
     return record
 
 
-def _honoured(given: Mapping[str, Any], record: RunRecord, from_flags: bool = True) -> RunRecord:
+def _honoured(given: Mapping[str, Any], record: RunRecord, from_flags: bool = True,
+              soft: frozenset[str] = frozenset()) -> RunRecord:
     """``record``, after refusing every flag the user gave that means nothing in it (each field
-    declares when it applies, in :mod:`gcp.train.fields`)."""
-    unused = inapplicable(given, record.flat()) if from_flags else []
+    declares when it applies, in :mod:`gcp.train.fields`); ``soft`` ones are inert instead."""
+    unused = inapplicable({k: v for k, v in given.items() if k not in soft}, record.flat()) if from_flags else []
     if unused:
         raise ConfigError("; ".join(unused) + ": drop the flag or give what it needs (a flag is honoured or "
                           "refused, never ignored)")
