@@ -114,7 +114,7 @@ def resolve_run(args: argparse.Namespace, arm: Optional[Arm], seed: Optional[int
     DATASETS[given["dataset"]].check_options(given["dataset"], given.get("data_options", {}))
     if arm is not None:
         given.update(arm.settings)
-    if seed is not None and (args.seeds is not None or resume is None):
+    if seed is not None and args.seeds is not None:  # else --seed (or the resumed run's own)
         given["seed"] = seed
     if resume is not None:
         stored = stored_record(resume, resume_path)
@@ -150,6 +150,7 @@ def evaluate_only(args: argparse.Namespace, info: Any, runs: list[PlannedRun]) -
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = config_file.parse_args(parser, argv)
+    cli.check_seed_flags(args)
     info = init_distributed(args.device, args.dist_timeout)
     runs = plan(args)
     if args.evaluate_only:

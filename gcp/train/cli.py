@@ -93,6 +93,13 @@ _COMMAND_ONLY = {"recipe", "resume", "evaluate_only", "pretrained", "pretrained_
 _NOT_REPEATED = {"resume", "evaluate_only", "head", "seeds", "config", "config_soft"}
 
 
+def check_seed_flags(ns: argparse.Namespace) -> None:
+    """``--seed`` (one run) and ``--seeds`` (one run per seed) both say which seeds run."""
+    if getattr(ns, "seed", None) is not None and getattr(ns, "seeds", None) is not None:
+        seeds = " ".join(map(str, ns.seeds))
+        raise ConfigError(f"--seed {ns.seed} and --seeds {seeds} both choose the seeds: give one")
+
+
 def soft_flags(ns: argparse.Namespace) -> frozenset[str]:
     """The run settings a ``--config`` file gave at timm's defaults, under their record names:
     inert where they do not apply (:mod:`gcp.train.config_file`)."""

@@ -117,6 +117,7 @@ def load_data(record: RunRecord, info: DistInfo, image_check: bool, evaluate_onl
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = config_file.parse_args(parser, argv)
+    cli.check_seed_flags(args)
     info = init_distributed(args.device, args.dist_timeout)  # --device cuda without CUDA: ConfigError first
     runs = plan_runs(arms_of(args.head, args.backward, cli.given_flags(args)), args.seeds, args.output,
                      args.resume)

@@ -318,3 +318,15 @@ def test_head_options_travel_through_the_hybrid_switch():
     assert (model.head.backward, model.head.config.backward_kwargs()) == ("pade", {"degree": (6, 6)})
     _apply(model, schedule.at(0))  # a resume before the switch: back to the first phase, options included
     assert (model.head.backward, model.head.config.backward_kwargs()) == ("taylor", {"degree": 9})
+
+
+def test_finetune_honours_seed_and_refuses_seed_with_seeds(cub, tmp_path):
+    from gcp.finegrained import finetune as ft
+
+    args = ft.build_parser().parse_args(["--dataset", "cub", "--data-dir", cub, "--output", str(tmp_path / "o"), *FT,
+                                         "--seed", "5"])
+    planned = ft.plan(args)[0]
+    assert ft.resolve_run(args, planned.arm, planned.seed, planned.output)[0].seed == 5
+    with pytest.raises(gcptrain.ConfigError, match="--seed 5 and --seeds 1 2 both choose"):
+        finetune(["--dataset", "cub", "--data-dir", cub, "--output", str(tmp_path / "p"), *FT, "--seed", "5",
+                  "--seeds", "1", "2"])
