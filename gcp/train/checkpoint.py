@@ -279,19 +279,5 @@ class RunFolder:
 
 def repair_after_resume(output: str, ckpt: dict[str, Any]) -> None:
     """After a kill between writes: ``summary.csv`` from the checkpoint's history (each epoch
-    once), and ``best.pth`` from ``last.pth`` when the last epoch is the best one and the file
-    on disk is older (or missing)."""
-    history = list(ckpt.get("history", []))
-    write_summary(os.path.join(output, "summary.csv"), history)
-    if not history:
-        return
-    best_epoch = max(history, key=lambda r: r["top1"])["epoch"]
-    best_path = os.path.join(output, "best.pth")
-    on_disk = None
-    if os.path.isfile(best_path):
-        try:
-            on_disk = int(load_checkpoint(best_path)["epoch"])
-        except CheckpointError:
-            on_disk = None
-    if on_disk != best_epoch and best_epoch == int(ckpt["epoch"]):
-        save_checkpoint(best_path, ckpt)
+    once). The kept checkpoints are repaired by :func:`gcp.train.keep.repair`."""
+    write_summary(os.path.join(output, "summary.csv"), list(ckpt.get("history", [])))

@@ -27,6 +27,7 @@ from .checkpoint import (
 from .data import make_loader
 from .distributed import DistInfo, is_timeout, unwrap
 from .errors import ConfigError, RunFolderError, TrainingError
+from .keep import export_best, keep_epoch, repair
 from .loop import amp_dtype, evaluate, seed_epoch, train_one_epoch
 from .optim import make_optimizer, make_scheduler
 from .record import Normalisation, RunRecord, resolve
@@ -91,10 +92,11 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
                 run_id=state.run_id, metrics=metrics, best_top1=state.best_top1,
                 history=state.history,
             )
-            # best before last: a kill between the two leaves last.pth one epoch behind, and the
-            # resumed run redoes that epoch (bit-identically) and writes best.pth again
-            if is_best:
-                save_checkpoint(os.path.join(cfg.output, "best.pth"), ckpt)
+            # the kept epochs before last: a kill between the two leaves last.pth one epoch behind,
+            # and the resumed run redoes that epoch (bit-identically) and writes them again
+            keep_epoch(cfg.output, ckpt, state.history, cfg.checkpoint_hist)
+            if is_best and cfg.export_best:
+                export_best(unwrap(eval_model), cfg.output)
             save_checkpoint(os.path.join(cfg.output, "last.pth"), ckpt)
             state.saved_epochs = epoch + 1
             write_summary(os.path.join(cfg.output, "summary.csv"), state.history)
@@ -156,6 +158,7 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
     with RunFolder(record.output, enabled=info.is_main) as folder:
         if info.is_main:
             state.run_id = folder.claim(resume, resume_source)
+            repair(record.output, resume, record.checkpoint_hist)
             if args_yaml is not None:
                 write_text(os.path.join(record.output, "args.yaml"), args_yaml)
         if record.channels_last:

@@ -217,6 +217,11 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", "random seed", "run", _int_at_least(0), "an integer >= 0", arg=dict(type=int)),
     Field("max_steps_per_epoch", "cap steps per epoch (smoke tests)", "run",
           lambda v, r: v is None or (is_int(v) and v >= 1), "an integer >= 1", arg=dict(type=int)),
+    Field("checkpoint_hist", "keep the full checkpoints of this many best epochs (best.pth is the best; 0: none)",
+          "run", _int_at_least(0), "an integer >= 0", resume="free", arg=dict(type=int)),
+    Field("export_best", "keep the best model as OUTPUT/best_model, a gcp.zoo.save_pretrained folder (weights "
+          "and config; gcp.zoo.load_pretrained and timm's local-dir: read it)", "run", resume="free",
+          arg=dict(action="store_true")),
     Field("flip_average", evaluation="free", arg=None),
     Field("output", resume="free", arg=None),
     Field("workers", "data-loading processes", "run", _int_at_least(0), "an integer >= 0", resume="free",

@@ -229,6 +229,8 @@ class RunRecord:
     seed: int = 0
     max_steps_per_epoch: Optional[int] = None
     flip_average: bool = False
+    checkpoint_hist: int = 1
+    export_best: bool = False
     # how the run is executed, not what it computes: these may change on resume
     output: str = "runs/train"
     workers: int = 4

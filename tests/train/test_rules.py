@@ -240,10 +240,14 @@ def test_kill_between_checkpoint_writes_then_resume(imagenet, tmp_path, monkeypa
 
     args = ("--epochs", "3", "--decay-milestones", "5")
     monkeypatch.setattr(run_module, "evaluate", scripted_eval)
+    import gcp.train.keep as keep_module
+
     monkeypatch.setattr(run_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(keep_module, "save_checkpoint", dying_save)  # best.pth is written there
     with pytest.raises(gcptrain.TrainingError, match="interrupted; .*last.pth holds 1 completed epoch.*--resume"):
         _train(imagenet, out, *args)
     monkeypatch.setattr(run_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(keep_module, "save_checkpoint", real_save)
     monkeypatch.setattr(run_module, "write_summary", dying_summary)
     with pytest.raises(gcptrain.TrainingError, match="interrupted"):
         _train(imagenet, out, *args, "--resume", str(out / "last.pth"))
