@@ -52,7 +52,7 @@ def _requirement_names(text: str) -> set[str]:
 
 
 # import name -> distribution name, where they differ
-_DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "huggingface_hub": "huggingface-hub"}
+_DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "huggingface_hub": "huggingface-hub", "yaml": "pyyaml"}
 _PROVIDED = {"PIL": "torchvision"}  # Pillow comes with torchvision
 SUBPACKAGES = ("zoo", "train", "finegrained", "compare", "bench")
 
