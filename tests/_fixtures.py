@@ -117,3 +117,51 @@ def stanford_dogs(root: str, classes: int = 3, train: int = 3, test: int = 2, si
                     {"file_list": np.array(files, dtype=object).reshape(-1, 1),
                      "labels": np.array(labels).reshape(-1, 1)})
     return root
+
+
+def _cifar_images(rng: np.random.Generator, labels: list[int]) -> np.ndarray:
+    """``N×3072`` uint8 rows (1024 R, 1024 G, 1024 B), each tinted by its label's colour."""
+    data = rng.integers(0, 80, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+    for i, y in enumerate(labels):
+        data[i, y % 3] += 150
+    return data.reshape(len(labels), 3072)
+
+
+def _pickle(path: str, entry: dict) -> None:
+    import pickle
+
+    with open(path, "wb") as fh:
+        pickle.dump(entry, fh, protocol=2)
+
+
+def cifar(root: str, name: str = "cifar10", per_batch: int = 8, test: int = 12, seed: int = 0) -> str:
+    """A tiny CIFAR tree in the native python format (the pickled batches, ``root`` as ``--data-dir``):
+    CIFAR-10's five training batches of ``per_batch`` images, or CIFAR-100's one training file, and a
+    test batch; labels cycle over the first few classes so every class of them is in both splits."""
+    rng = np.random.default_rng(seed)
+    if name == "cifar10":
+        folder = os.path.join(root, "cifar-10-batches-py")
+        os.makedirs(folder, exist_ok=True)
+        for b in range(1, 6):
+            labels = [(i + b) % 3 for i in range(per_batch)]
+            _pickle(os.path.join(folder, f"data_batch_{b}"), {"batch_label": f"training batch {b} of 5",
+                                                               "labels": labels, "data": _cifar_images(rng, labels),
+                                                               "filenames": [f"img_{b}_{i}.png" for i in range(per_batch)]})
+        labels = [i % 3 for i in range(test)]
+        _pickle(os.path.join(folder, "test_batch"), {"batch_label": "testing batch 1 of 1", "labels": labels,
+                                                     "data": _cifar_images(rng, labels),
+                                                     "filenames": [f"test_{i}.png" for i in range(test)]})
+        _pickle(os.path.join(folder, "batches.meta"), {"label_names": ["airplane", "automobile", "bird", "cat", "deer",
+                                                                       "dog", "frog", "horse", "ship", "truck"],
+                                                       "num_cases_per_batch": per_batch, "num_vis": 3072})
+    else:
+        folder = os.path.join(root, "cifar-100-python")
+        os.makedirs(folder, exist_ok=True)
+        for split, n in (("train", 5 * per_batch), ("test", test)):
+            fine = [i % 3 for i in range(n)]
+            _pickle(os.path.join(folder, split), {"filenames": [f"{split}_{i}.png" for i in range(n)],
+                                                  "batch_label": split, "fine_labels": fine,
+                                                  "coarse_labels": [0] * n, "data": _cifar_images(rng, fine)})
+        _pickle(os.path.join(folder, "meta"), {"fine_label_names": [f"class_{i}" for i in range(100)],
+                                               "coarse_label_names": [f"super_{i}" for i in range(20)]})
+    return root

@@ -6,7 +6,7 @@ File I/O that the layers above share (atomic writes, state-dict reading, hashes)
 :mod:`gcp.zoo.io`.
 """
 
-from . import io
+from . import cifar_resnet, io  # cifar_resnet registers resnet18_cifar before _registry lists timm's models
 from ._gcpnet import GCPNet
 from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models, spec_of
 from .errors import CheckpointError, StateDictMismatchError, UnknownModelError, UnsupportedBackboneError
@@ -26,6 +26,7 @@ __all__ = [
     "UnknownModelError",
     "UnsupportedBackboneError",
     "check_input_size",
+    "cifar_resnet",
     "choose_matmul_root",
     "create_model",
     "export_onnx",
