@@ -22,14 +22,14 @@ from typing import Any, Optional
 import torch
 
 from gcp.train import cli, config_file
-from gcp.train.arms import Arm, PlannedRun, arms_of, plan_runs
-from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
+from gcp.train.arms import Arm, PlannedRun, plan_runs
+from gcp.train.checkpoint import FitState, check_output_outside_data, load_checkpoint, read_failure, stored_record
 from gcp.train.comparison import write_comparison
 from gcp.train.data import check_samples, check_splits, fingerprint, transforms_for
 from gcp.train.distributed import init_distributed
 from gcp.train.engine import evaluate_weights, run
 from gcp.train.errors import CheckpointError, ConfigError
-from gcp.train.model import create_run_model
+from gcp.train.model import check_models, create_run_model
 from gcp.train.record import DEFAULT_MODEL, DataSpec, RunRecord, model_data_defaults, resolve, with_class_count
 
 from .datasets import DATASETS, LAYOUTS, all_options, build_dataset
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on the test split: a fine-tune checkpoint (--resume, with its own model, head and "
                         "data), or the weights of --checkpoint / --pretrained")
     cli.add_head_arguments(p, backward_help="a mode, a comma-separated list or 'all'")
+    cli.add_norm_arguments(p)
     cli.add_optim_arguments(p)
     cli.add_run_arguments(p, output="runs/finetune")
     return p
@@ -100,7 +101,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def plan(args: argparse.Namespace) -> list[PlannedRun]:
     """Every run (head or mode × seed) with its folder, checked before the first one starts."""
-    return plan_runs(arms_of(args.head, args.backward, cli.given_flags(args)), args.seeds, args.output, args.resume)
+    return plan_runs(cli.arms(args), args.seeds, args.output, args.resume)
 
 
 def resolve_run(args: argparse.Namespace, arm: Optional[Arm], seed: Optional[int], output: str
@@ -160,20 +161,29 @@ def main(argv: Optional[list[str]] = None) -> int:
         check_output_outside_data(record.output, record.data.root)
     splits = load_splits(resolved[0][0].data, not args.no_image_check)
     prints = fingerprints(resolved[0][0].data, splits)
+    check_models([with_class_count(r, splits[0].classes, from_checkpoint=res is not None, fingerprints=prints)
+                  for r, res, _ in resolved])
     results: dict[str, list[list[dict]]] = {}
+    failures: dict[str, list] = {}
     for index, (planned, (record, resume, source)) in enumerate(zip(runs, resolved)):
         if record.data != resolved[0][0].data:
             raise ConfigError(f"{record.output}: its checkpoint read other data than this comparison's first run")
         record = with_class_count(record, splits[0].classes, from_checkpoint=resume is not None, fingerprints=prints)
         if len(runs) > 1 and info.is_main:
             print(f"[run {index + 1}/{len(runs)}: {planned.name} seed {record.seed}]", flush=True)
-        torch.manual_seed(record.seed)
-        model = build_model(record, args).to(info.device)
-        state = run(model, splits[0], splits[1], info, record, resume=resume, resume_source=source,
-                    args_yaml=config_file.args_yaml(cli.record_flags(record, args, parser)))
+        stopped = read_failure(record.output) if args.resume == "auto" and resume is None else None
+        if stopped is not None:  # a run that failed before its first epoch was saved: finished as failed
+            state = FitState(history=list(stopped["history"]), failed=stopped)
+        else:
+            torch.manual_seed(record.seed)
+            model = build_model(record, args).to(info.device)
+            state = run(model, splits[0], splits[1], info, record, resume=resume, resume_source=source,
+                        args_yaml=config_file.args_yaml(cli.record_flags(record, args, parser)))
         results.setdefault(planned.name, []).append(state.history)
+        failures.setdefault(planned.name, []).append(state.failed)
     if len(runs) > 1 and info.is_main:
-        paths = write_comparison(results, args.output, title=f"{args.dataset}, {resolved[0][0].model}")
+        paths = write_comparison(results, args.output, title=f"{args.dataset}, {resolved[0][0].model}",
+                                 failures=failures)
         print("wrote " + ", ".join(paths))
     return 0
 

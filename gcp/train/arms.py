@@ -36,7 +36,7 @@ class Arm:
     @property
     def folder(self) -> str:
         """The label as a folder name: ``svd:pade`` → ``svd-pade``; options, quotes and spaces go."""
-        text = re.sub(r"[^\w.=,-]+", "-", self.label.replace(":", "-")).strip("-")
+        text = re.sub(r"[^\w.=,-]+", "-", re.sub(r"\bd=(\d+)", r"d\1", self.label.replace(":", "-"))).strip("-")
         return text or "default"
 
 
@@ -97,12 +97,49 @@ def parse_backwards(text: str) -> list[Arm]:
     return [Arm(m, {"backward": m}) for m in modes]
 
 
-def arms_of(head: Optional[str], backward: Optional[str], given: dict[str, Any]) -> list[Optional[Arm]]:
-    """The arms of a command line: ``--head``'s, ``--backward``'s, or the one run of the flags.
+def parse_norm_sweep(dims: Optional[str], modes: Optional[str]) -> list[Optional[Arm]]:
+    """The ZCA/PCA arms of ``--norm-dim D[,D...]`` × ``--norm-backward MODE[,MODE...]`` (each list
+    validated, none repeated); ``[None]`` when neither is given."""
+    if dims is None and modes is None:
+        return [None]
+    values: list[Any] = [None]
+    if dims is not None:
+        items = [d.strip() for d in dims.split(",")]
+        if not all(d.isdigit() and int(d) >= 1 for d in items):
+            raise ConfigError(f"--norm-dim {dims!r}: expected channels per group, integers >= 1 (e.g. 4,8,16)")
+        values = [int(d) for d in items]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"--norm-dim {dims!r} lists a value more than once: each runs once")
+    backwards: list[Any] = [None]
+    if modes is not None:
+        backwards = [a.settings["backward"] for a in parse_backwards(modes)] if modes != "all" else list(gcp.BACKWARDS)
+    arms = []
+    for d in values:
+        for m in backwards:
+            settings = {k: v for k, v in (("norm_dim", d), ("norm_backward", m)) if v is not None}
+            arms.append(Arm(" ".join(([f"d={d}"] if d is not None else []) + ([m] if m is not None else [])), settings))
+    return arms
+
+
+def _combined(a: Optional[Arm], b: Optional[Arm]) -> Optional[Arm]:
+    if a is None or b is None:
+        return a or b
+    return Arm(f"{a.label} {b.label}", {**a.settings, **b.settings})
+
+
+def arms_of(head: Optional[str], backward: Optional[str], given: dict[str, Any], norm_dims: Optional[str] = None,
+            norm_backwards: Optional[str] = None) -> list[Optional[Arm]]:
+    """The arms of a command line: ``--head``'s or ``--backward``'s, times the ZCA/PCA sweep of
+    ``--norm-dim``/``--norm-backward``; or the one run of the flags.
 
     ``--head`` sets each run's method, backward and options, so it is refused together with
     ``--method``, ``--backward``, ``--iters``, ``--alpha`` or ``--head-opt`` (put them in the head).
     """
+    heads = _head_arms(head, backward, given)
+    return [_combined(h, n) for h in heads for n in parse_norm_sweep(norm_dims, norm_backwards)]
+
+
+def _head_arms(head: Optional[str], backward: Optional[str], given: dict[str, Any]) -> list[Optional[Arm]]:
     if head is not None:
         clash = [f"--{k.replace('_', '-').replace('head-options', 'head-opt')}" for k in
                  ("method", "iters", "alpha", "head_options") if given.get(k) is not None]

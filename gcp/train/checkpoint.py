@@ -111,6 +111,25 @@ class FitState:
     history: list[dict[str, Any]] = field(default_factory=list)
     run_id: str = ""
     saved_epochs: int = 0  # epochs that last.pth holds
+    failed: Optional[dict[str, Any]] = None  # --on-nonfinite stop: where the run stopped (FAILURE_FILE)
+
+
+FAILURE_FILE = "failure.json"
+
+
+def read_failure(output: str) -> Optional[dict[str, Any]]:
+    """The failure a stopped run recorded in ``output`` (epoch, step, reason, history), or ``None``."""
+    path = os.path.join(output, FAILURE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as fh:
+            failure = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a failure record this package wrote ({exc})") from None
+    if not isinstance(failure, dict) or not {"epoch", "step", "history"} <= set(failure):
+        raise CheckpointError(f"{path}: not a failure record this package wrote (needs epoch, step, history)")
+    return failure
 
 
 def resume_state(ckpt: dict[str, Any]) -> FitState:
@@ -243,6 +262,9 @@ class RunFolder:
         existing = _run_id_of(output)
         last = os.path.join(output, "last.pth")
         if resume is None:
+            if existing is not None and os.path.isfile(os.path.join(output, FAILURE_FILE)):
+                raise RunFolderError(f"{output} holds a run that stopped at a non-finite step ({FAILURE_FILE}); "
+                                     "choose another --output")
             if existing is not None and os.path.isfile(last):
                 raise RunFolderError(
                     f"{output} already holds a run; pass --resume {last} to continue it, or choose another --output")

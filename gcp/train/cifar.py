@@ -25,10 +25,6 @@ from torchvision import transforms as T
 
 from .errors import DatasetError
 
-# the normalisation of the NeurIPS'19 experiment's CIFAR code (kuangliu's pytorch-cifar)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-
 
 def _presence_only(files: list) -> list:
     return [(name, None) for name, _ in files]  # md5 None: torchvision checks that the file exists

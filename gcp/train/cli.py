@@ -62,6 +62,17 @@ def add_head_arguments(p: argparse.ArgumentParser, backward_help: str = "") -> N
                    metavar="KEY=VALUE", help="an option of the backward mode after the switch")
 
 
+def add_norm_arguments(p: argparse.ArgumentParser) -> None:
+    """The ZCA/PCA layer's flags: ``--norm-layer --norm-at --norm-components`` from the declarations,
+    and ``--norm-dim``/``--norm-backward``, which take lists (one run per combination)."""
+    g = fields.add_arguments(p, "norm")
+    g.add_argument("--norm-dim", dest="norm_dims", default=None, metavar="D[,D...]",
+                   help="channels per ZCA group (groups = C / D); a comma-separated list sweeps them")
+    g.add_argument("--norm-backward", dest="norm_backwards", default=None, metavar="MODE[,MODE...]",
+                   help="backward mode of the layer's eigendecomposition (" + ", ".join(gcp.BACKWARDS) +
+                        "); a comma-separated list sweeps them")
+
+
 def add_optim_arguments(p: argparse.ArgumentParser) -> None:
     """The optimisation and regularisation flags, from the run record's declarations
     (:mod:`gcp.train.fields`)."""
@@ -88,9 +99,18 @@ def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
 _RENAMED = {"head_opt": "head_options", "hybrid_head_opt": "hybrid_options", "val_split": "eval_split"}
 # flags that steer the command rather than define the run
 _COMMAND_ONLY = {"recipe", "resume", "evaluate_only", "pretrained", "pretrained_file", "backbone_pretrained",
-                 "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout", "head", "config", "config_soft"}
+                 "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout", "head", "config", "config_soft",
+                 "norm_dims", "norm_backwards"}
 # command flags an args.yaml does not repeat: they pick other runs (a resume, an evaluation, a list)
-_NOT_REPEATED = {"resume", "evaluate_only", "head", "seeds", "config", "config_soft"}
+_NOT_REPEATED = {"resume", "evaluate_only", "head", "seeds", "config", "config_soft", "norm_dims", "norm_backwards"}
+
+
+def arms(ns: argparse.Namespace) -> list[Any]:
+    """The arms of a command line (:func:`gcp.train.arms.arms_of`): heads or backward modes, times
+    the ZCA/PCA sweep."""
+    from .arms import arms_of
+
+    return arms_of(ns.head, ns.backward, given_flags(ns), ns.norm_dims, ns.norm_backwards)
 
 
 def check_seed_flags(ns: argparse.Namespace) -> None:
@@ -130,7 +150,7 @@ def record_flags(record: Any, ns: argparse.Namespace, parser: argparse.ArgumentP
         if key == "data_options":
             out.update({k: v for k, v in dict(value).items() if k in dests})
             continue
-        dest = inverse.get(key, key)
+        dest = {"norm_dim": "norm_dims", "norm_backward": "norm_backwards"}.get(key, inverse.get(key, key))
         if dest in dests:
             out[dest] = list(value) if isinstance(value, tuple) else value
     return {_key(actions[d]) if d in actions else d: v for d, v in out.items()}

@@ -7,7 +7,7 @@ import io
 import math
 import os
 import statistics
-from typing import Any
+from typing import Any, Optional
 
 from gcp.zoo.io import atomic_write
 
@@ -19,20 +19,37 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
-def summarise(results: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """One row per arm: final and best top-1 (mean ± std over seeds), time per epoch, non-finite steps."""
+Failures = dict[str, list[Optional[dict[str, Any]]]]
+
+
+def _first_failure(failed: list[dict[str, Any]]) -> str:
+    if not failed:
+        return ""
+    first = min(failed, key=lambda f: (int(f["epoch"]), int(f["step"])))
+    return f"epoch {first['epoch']}, step {first['step']}"
+
+
+def summarise(results: dict[str, list[list[dict[str, Any]]]], failures: Optional[Failures] = None
+              ) -> list[dict[str, Any]]:
+    """One row per arm: runs that finished (no run stopped at a non-finite step, ``--on-nonfinite
+    stop``) out of its runs, final and best top-1 over the finished runs (mean ± std), the best
+    single run, the first failure (epoch, step), time per epoch, non-finite steps."""
     rows = []
-    for arm, runs in results.items():
+    for arm, all_runs in results.items():
+        stops = list((failures or {}).get(arm) or [None] * len(all_runs))
+        runs = [h for h, f in zip(all_runs, stops) if f is None]
+        failed = [f for f in stops if f is not None]
         finals = [float(h[-1]["top1"]) for h in runs if h]
         bests = [max(float(r["top1"]) for r in h) for h in runs if h]
-        times = [float(r["epoch_time_s"]) for h in runs for r in h]
+        times = [float(r["epoch_time_s"]) for h in all_runs for r in h]
         final_mean, final_std = _mean_std(finals)
         best_mean, best_std = _mean_std(bests)
         rows.append(dict(
-            arm=arm, seeds=len(runs), epochs=max((len(h) for h in runs), default=0),
+            arm=arm, seeds=len(all_runs), finished=len(runs), epochs=max((len(h) for h in all_runs), default=0),
             final_top1_mean=final_mean, final_top1_std=final_std, best_top1_mean=best_mean, best_top1_std=best_std,
+            best_top1=max(bests, default=float("nan")), first_failure=_first_failure(failed),
             epoch_time_s=statistics.fmean(times) if times else float("nan"),
-            nonfinite_steps=sum(int(r["nonfinite_steps"]) for h in runs for r in h),
+            nonfinite_steps=sum(int(r["nonfinite_steps"]) for h in all_runs for r in h),
             final_train_loss=_mean_std([float(h[-1]["train_loss"]) for h in runs if h])[0],
         ))
     return rows
@@ -57,12 +74,16 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def to_markdown(rows: list[dict[str, Any]], title: str) -> str:
     lines = [f"# Comparison: {title}", "",
-             "| arm | seeds | epochs | final top-1 (%) | best top-1 (%) | s / epoch | non-finite steps |",
-             "|---|---|---|---|---|---|---|"]
+             "Top-1 over the runs that finished; a run stopped at a non-finite step (`--on-nonfinite stop`) "
+             "counts as failed.", "",
+             "| arm | finished / runs | epochs | final top-1 (%) | best top-1 (%) | best run (%) | first failure | "
+             "s / epoch | non-finite steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['arm']} | {r['seeds']} | {r['epochs']} | {r['final_top1_mean']:.2f} ± "
+        lines.append(f"| {r['arm']} | {r['finished']} / {r['seeds']} | {r['epochs']} | {r['final_top1_mean']:.2f} ± "
                      f"{r['final_top1_std']:.2f} | {r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} | "
-                     f"{r['epoch_time_s']:.1f} | {r['nonfinite_steps']} |")
+                     f"{r['best_top1']:.2f} | {r['first_failure'] or '–'} | {r['epoch_time_s']:.1f} | "
+                     f"{r['nonfinite_steps']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -76,7 +97,9 @@ def plot_accuracy(results: dict[str, list[list[dict[str, Any]]]], path: str, tit
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     colours = plt.get_cmap("tab10")
     for i, (arm, runs) in enumerate(results.items()):
-        epochs = max(len(h) for h in runs)
+        epochs = max((len(h) for h in runs), default=0)
+        if epochs == 0:
+            continue
         per_epoch = [[float(h[e]["top1"]) for h in runs if len(h) > e] for e in range(epochs)]
         xs = list(range(1, epochs + 1))
         mean = [statistics.fmean(v) for v in per_epoch]
@@ -100,10 +123,12 @@ def plot_accuracy(results: dict[str, list[list[dict[str, Any]]]], path: str, tit
     plt.close(fig)
 
 
-def write_comparison(results: dict[str, list[list[dict[str, Any]]]], output: str, title: str = "") -> list[str]:
-    """Write ``comparison.csv``, ``comparison.md``, ``epochs.csv`` and ``accuracy.png`` to ``output``."""
+def write_comparison(results: dict[str, list[list[dict[str, Any]]]], output: str, title: str = "",
+                     failures: Optional[Failures] = None) -> list[str]:
+    """Write ``comparison.csv``, ``comparison.md``, ``epochs.csv`` and ``accuracy.png`` to ``output``;
+    ``failures`` holds, per arm and run, where a stopped run failed (``None``: it finished)."""
     os.makedirs(output, exist_ok=True)
-    rows = summarise(results)
+    rows = summarise(results, failures)
     names = ("comparison.csv", "comparison.md", "epochs.csv", "accuracy.png")
     paths = {name: os.path.join(output, name) for name in names}
     _write_text(paths["comparison.csv"], _csv(rows))

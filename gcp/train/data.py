@@ -45,6 +45,13 @@ def transforms_for(data: DataSpec) -> tuple[Callable, Callable]:
     value: the shorter side; two: ``(h, w)``) + centre crop ``img_size`` for both, a flip for
     training; timm's factory has no deterministic train-time crop, hence torchvision's transforms.
     """
+    if data.dataset in ("cifar10", "cifar100"):
+        from .cifar import cifar_transforms
+
+        train, test = cifar_transforms(data.img_size, data.mean, data.std)
+        if data.aa:
+            train.transforms.insert(2, rand_augment(data))  # after the crop and the flip, before ToTensor
+        return train, test
     if not data.resize:
         common = dict(interpolation=data.interpolation, mean=data.mean, std=data.std)
         train = create_transform(data.img_size, is_training=True, color_jitter=0.0, auto_augment=data.aa, **common)

@@ -13,9 +13,11 @@ from tqdm import tqdm
 import gcp
 
 from .checkpoint import (
+    FAILURE_FILE,
     FitState,
     RunFolder,
     check_output_outside_data,
+    read_failure,
     restore,
     resumable_hint,
     resume_state,
@@ -26,7 +28,7 @@ from .checkpoint import (
 )
 from .data import make_loader
 from .distributed import DistInfo, is_timeout, unwrap
-from .errors import ConfigError, RunFolderError, TrainingError
+from .errors import ConfigError, NonFiniteStepError, RunFolderError, TrainingError
 from .keep import export_best, keep_epoch, repair
 from .loop import amp_dtype, evaluate, seed_epoch, train_one_epoch
 from .optim import make_optimizer, make_scheduler
@@ -68,10 +70,14 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
         seed_epoch(cfg.seed, epoch)
         if set_epoch is not None:
             set_epoch(epoch)
-        stats = train_one_epoch(model, train_loader, optimizer, info, amp=amp, scaler=scaler, grad_clip=cfg.grad_clip,
-                                ema=ema, channels_last=cfg.channels_last, max_steps=cfg.max_steps_per_epoch,
-                                desc=f"epoch {epoch + 1}/{cfg.epochs}", criterion=criterion, mixup=mixup,
-                                accum_steps=cfg.grad_accum_steps)
+        try:
+            stats = train_one_epoch(model, train_loader, optimizer, info, amp=amp, scaler=scaler,
+                                    grad_clip=cfg.grad_clip, ema=ema, channels_last=cfg.channels_last,
+                                    max_steps=cfg.max_steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                                    criterion=criterion, mixup=mixup, accum_steps=cfg.grad_accum_steps,
+                                    stop_on_nonfinite=cfg.on_nonfinite == "stop")
+        except NonFiniteStepError as exc:
+            return _stopped(state, cfg, info, epoch, exc)
         metrics = evaluate(eval_model, val_loader, info, amp=amp, flip_average=cfg.flip_average,
                            channels_last=cfg.channels_last, desc=f"eval {epoch + 1}/{cfg.epochs}")
         scheduler.step(epoch + 1)
@@ -104,6 +110,20 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: {head.config.label()} train_loss {stats.loss:.4f} eval_loss "
                        f"{metrics['loss']:.4f} top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                        f"({row['images_per_s']:.1f} img/s, {stats.nonfinite_steps} non-finite)")
+    return state
+
+
+def _stopped(state: FitState, cfg: RunRecord, info: DistInfo, epoch: int, exc: NonFiniteStepError) -> FitState:
+    """``--on-nonfinite stop``: the run ends as failed. ``failure.json`` (epoch and step, from 1 as
+    the logs count, and the history so far) is written next to the last completed epoch's
+    checkpoint, so the folder stays readable and a sweep goes on."""
+    import json
+
+    state.failed = dict(epoch=epoch + 1, step=exc.step + 1, reason=str(exc), history=state.history)
+    if info.is_main:
+        write_text(os.path.join(cfg.output, FAILURE_FILE), json.dumps(state.failed, indent=1))
+        tqdm.write(f"run failed: {exc} of epoch {epoch + 1}/{cfg.epochs} (--on-nonfinite stop); recorded in "
+                   f"{os.path.join(cfg.output, FAILURE_FILE)}")
     return state
 
 
@@ -143,6 +163,9 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
     typed error; the folder then holds the last completed epoch, resumable. ``args_yaml`` (the
     run's flags, :func:`gcp.train.cli.record_flags`) is written to the folder as ``args.yaml``.
     """
+    failure = read_failure(record.output) if resume is not None else None
+    if failure is not None:  # a run that stopped at a non-finite step is finished: nothing to continue
+        return FitState(history=list(failure["history"]), failed=failure)
     state = resume_state(resume) if resume is not None else FitState()
     if resume is not None:
         resolve(record.flat(), stored=stored_record(resume, resume_source), start_epoch=state.start_epoch,

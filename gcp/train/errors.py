@@ -25,3 +25,12 @@ class DatasetError(TrainingError):
 
 class RunFolderError(TrainingError):
     """An output folder belongs to another run, or a resume would mix two runs."""
+
+
+class NonFiniteStepError(TrainingError):
+    """A training step had a non-finite loss or gradient under ``--on-nonfinite stop``: the run
+    ends there, recorded as failed (``failure.json``), instead of skipping the step."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(message)
+        self.step = step

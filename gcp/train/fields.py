@@ -126,6 +126,18 @@ def _fraction(v: Any, r: Flat) -> bool:
     return is_real(v) and 0 <= v < 1
 
 
+NORM = Applies(lambda r: r.get("norm_layer") is not None, "--norm-layer zca|pca")
+ZCA = Applies(lambda r: r.get("norm_layer") == "zca", "--norm-layer zca")
+PCA = Applies(lambda r: r.get("norm_layer") == "pca", "--norm-layer pca")
+STOP = Applies(lambda r: r.get("on_nonfinite") == "stop", "--on-nonfinite stop")
+
+
+def _backward_mode(v: Any, r: Flat) -> bool:
+    import gcp
+
+    return v is None or v in gcp.BACKWARDS
+
+
 def _resnet(r: Flat) -> bool:
     import gcp.zoo
 
@@ -149,6 +161,20 @@ FIELDS: tuple[Field, ...] = (
                                   "drop_rate", "hybrid_switch_epoch", "hybrid_method", "hybrid_backward",
                                   "hybrid_options")),
     Field("last_stride", applies=RESNET, **_HEAD),
+    # a ZCA whitening or PCA denoising layer in place of a batch normalisation (Wang et al., NeurIPS 2019);
+    # --norm-dim and --norm-backward take lists (a sweep), so their flags are the commands' own
+    Field("norm_layer", "replace a batch normalisation by ZCA whitening or PCA denoising (NeurIPS'19)", "norm",
+          lambda v, r: v in (None, "zca", "pca"), "zca or pca", evaluation="fixed", arg=dict(choices=("zca", "pca"))),
+    Field("norm_dim", group="norm", rule=lambda v, r: v is None or (is_int(v) and v >= 1),
+          requirement="an integer >= 1", applies=ZCA, evaluation="fixed", arg=None),
+    Field("norm_backward", group="norm", rule=_backward_mode, requirement="a backward mode (gcp.BACKWARDS)",
+          applies=NORM, evaluation="fixed", arg=None),
+    Field("norm_at", "the batch normalisation it replaces, a dotted module path (default: the first one, the "
+          "stem's)", "norm", lambda v, r: v is None or (isinstance(v, str) and bool(v)), "a module path",
+          applies=NORM, evaluation="fixed", arg=dict(metavar="PATH")),
+    Field("norm_components", "components PCA keeps (its k; default 16)", "norm",
+          lambda v, r: v is None or (is_int(v) and v >= 1), "an integer >= 1", applies=PCA, evaluation="fixed",
+          arg=dict(type=int)),
     *(Field(n, **_DATA) for n in ("dataset", "train_split", "eval_split", "img_size", "crop_pct", "resize",
                                   "interpolation", "mean", "std", "data_options")),
     # the folder may move or be spelt otherwise; the fingerprint of its files decides (with_class_count)
@@ -188,6 +214,9 @@ FIELDS: tuple[Field, ...] = (
           arg=dict(type=float)),
     Field("min_lr", "the lr the cosine schedule ends at", "optim",
           lambda v, r: is_real(v) and 0 <= v <= r.get("lr", v), "in [0, --lr]", applies=COSINE, arg=dict(type=float)),
+    Field("on_nonfinite", "a step with a non-finite loss or gradient: 'skip' it (counted) or 'stop' the run, "
+          "recorded as failed with its epoch and step (the NeurIPS'19 experiment's failure rate)", "optim",
+          lambda v, r: v in ("skip", "stop"), "'skip' or 'stop'", arg=dict(choices=("skip", "stop"))),
     Field("grad_clip", "clip the gradient norm to this value", "optim",
           lambda v, r: v is None or (is_real(v) and v > 0), "a number > 0", arg=dict(type=float),
           spelling="--clip-grad", deprecated=("--grad-clip",)),
@@ -237,6 +266,7 @@ RESUME_MUTABLE: frozenset[str] = frozenset(f.name for f in FIELDS if f.resume in
 #: what an evaluation of a checkpoint takes from it: the model, its head and its data
 EVALUATION_FIXED: frozenset[str] = frozenset(f.name for f in FIELDS if f.evaluation == "fixed")
 GROUP_TITLES = {"optim": "optimisation (default: the recipe's, else the papers' SGD)", "run": "run",
+                "norm": "ZCA whitening / PCA denoising layer (NeurIPS'19)",
                 "regularisation": "regularisation (timm's; default: none)"}
 
 

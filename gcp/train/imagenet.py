@@ -28,18 +28,20 @@ from typing import Any, Optional
 import torch
 
 from gcp.train import cli, config_file, fields
-from gcp.train.arms import PlannedRun, arms_of, plan_runs
-from gcp.train.checkpoint import check_output_outside_data, load_checkpoint, stored_record
+from gcp.train.arms import PlannedRun, plan_runs
+from gcp.train.checkpoint import FitState, check_output_outside_data, load_checkpoint, read_failure, stored_record
+from gcp.train.cifar import CIFAR, cifar_fingerprint, cifar_split
 from gcp.train.comparison import write_comparison
-from gcp.train.config import RECIPES
+from gcp.train.config import DATASET_DEFAULTS, RECIPES
 from gcp.train.data import check_samples, check_splits, fingerprint, image_folder, transforms_for
 from gcp.train.distributed import DistInfo, init_distributed
 from gcp.train.engine import evaluate_weights, run
 from gcp.train.errors import ConfigError
-from gcp.train.model import create_run_model
-from gcp.train.record import DEFAULT_MODEL, RunRecord, model_data_defaults, resolve, with_class_count
+from gcp.train.model import check_models, create_run_model
+from gcp.train.record import DEFAULT_MODEL, RunRecord, merge_layers, model_data_defaults, resolve, with_class_count
 
-IMAGENET_RECIPES = ("isqrt-cov-r50", "svd-pade-r50")
+IMAGENET_RECIPES = ("isqrt-cov-r50", "svd-pade-r50", "zca-cifar10-r18", "zca-cifar100-r18", "pca-cifar10-r18")
+DATASETS = ("imagefolder", *CIFAR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     config_file.add_config_argument(p)
     g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="imagefolder (default): DATA_DIR/{train,val}/<class>/*; cifar10 / cifar100: DATA_DIR holds "
+                        "cifar-10-batches-py/ or cifar-100-python/ (the python version, from a trusted source)")
     g.add_argument("--data-dir", required=True)
     g.add_argument("--train-split", default=None, help="default train")
     g.add_argument("--val-split", default=None, help="default val")
@@ -72,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "'auto': every run continues from its own OUTPUT/.../last.pth when present")
     g.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: one run each (default: --seed)")
     cli.add_head_arguments(p)
+    cli.add_norm_arguments(p)
     cli.add_optim_arguments(p)
     cli.add_run_arguments(p, output="runs/train")
     return p
@@ -80,26 +86,37 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_record(args: argparse.Namespace, stored: Optional[RunRecord], start_epoch: int,
                    run: Optional[PlannedRun] = None) -> RunRecord:
     """The run's record from the flags, the recipe, the model's pretrained config and a checkpoint."""
-    given = dict(cli.given_flags(args), dataset="imagefolder")
+    given = cli.given_flags(args)
     if run is not None:
         given.pop("backward", None)  # a list: the arm gives each run its own
         given.update(run.arm.settings if run.arm is not None else {}, output=run.output)
         if args.seeds is not None:
             given["seed"] = run.seed
     if stored is not None:
-        if args.recipe:
-            raise ConfigError("--recipe applies to new runs; a resumed or evaluated checkpoint keeps its settings")
+        # the same command again (a sweep's --resume auto): the recipe's settings, under the flags, must
+        # be the ones the run has; where they do not apply they are inert, as in a new run
+        recipe = dict(RECIPES[args.recipe]) if args.recipe else {}
+        given = merge_layers(recipe, given)
         return resolve(given, stored=stored, start_epoch=start_epoch, evaluation=args.evaluate_only,
-                       soft=cli.soft_flags(args))
+                       soft=cli.soft_flags(args) | (set(recipe) - set(cli.given_flags(args))))
     recipe = dict(RECIPES[args.recipe]) if args.recipe else {}
     model = given.get("model") or recipe.get("model") or DEFAULT_MODEL
-    return resolve(given, recipe={"model": model, **model_data_defaults(model), **recipe}, soft=cli.soft_flags(args))
+    dataset = given.get("dataset") or recipe.get("dataset") or "imagefolder"
+    below = {"model": model, "dataset": dataset, **model_data_defaults(model), **DATASET_DEFAULTS.get(dataset, {})}
+    return resolve(given, recipe={**below, **recipe}, soft=cli.soft_flags(args))
 
 
 def load_data(record: RunRecord, info: DistInfo, image_check: bool, evaluate_only: bool
               ) -> tuple[Any, Any, list[str], dict[str, str]]:
     data = record.data
     train_tf, eval_tf = transforms_for(data)
+    if data.dataset in CIFAR:
+        splits = {name: (None if evaluate_only and name == "train" else
+                         cifar_split(data.dataset, data.root, split, tf))
+                  for name, split, tf in (("train", data.train_split, train_tf), ("eval", data.eval_split, eval_tf))}
+        prints = {name: cifar_fingerprint(ds, data.dataset, data.root, split)
+                  for (name, ds), split in zip(splits.items(), (data.train_split, data.eval_split)) if ds is not None}
+        return splits["train"], splits["eval"], list(splits["eval"].classes), prints
     train_set = None if evaluate_only else image_folder(data.root, data.train_split, train_tf)
     val_set = image_folder(data.root, data.eval_split, eval_tf)
     train_classes = train_set.classes if train_set is not None else val_set.classes
@@ -119,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = config_file.parse_args(parser, argv)
     cli.check_seed_flags(args)
     info = init_distributed(args.device, args.dist_timeout)  # --device cuda without CUDA: ConfigError first
-    runs = plan_runs(arms_of(args.head, args.backward, cli.given_flags(args)), args.seeds, args.output,
+    runs = plan_runs(cli.arms(args), args.seeds, args.output,
                      args.resume)
     if len(runs) > 1:
         return _compare(args, info, runs, parser)
@@ -178,18 +195,27 @@ def _compare(args: argparse.Namespace, info: DistInfo, runs: list[PlannedRun], p
     for _, record, _, _ in planned:
         check_output_outside_data(record.output, record.data.root)
     train_set, val_set, classes, prints = load_data(planned[0][1], info, not args.no_image_check, False)
+    check_models([with_class_count(p[1], classes, from_checkpoint=p[2] is not None, fingerprints=prints)
+                  for p in planned])
     results: dict[str, list[list[dict]]] = {}
+    failures: dict[str, list] = {}
     for index, (r, record, resume, source) in enumerate(planned):
         if record.data != planned[0][1].data:
             raise ConfigError(f"{record.output}: its checkpoint read other data than this comparison's first run")
         record = with_class_count(record, classes, from_checkpoint=resume is not None, fingerprints=prints)
         if info.is_main:
             print(f"[run {index + 1}/{len(planned)}: {r.name} seed {record.seed}]", flush=True)
-        state = run(_model(args, record, info), train_set, val_set, info, record, resume=resume, resume_source=source,
-                    args_yaml=config_file.args_yaml(cli.record_flags(record, args, parser)))
+        stopped = read_failure(record.output) if args.resume == "auto" and resume is None else None
+        if stopped is not None:  # a run that failed before its first epoch was saved: finished as failed
+            state = FitState(history=list(stopped["history"]), failed=stopped)
+        else:
+            state = run(_model(args, record, info), train_set, val_set, info, record, resume=resume,
+                        resume_source=source, args_yaml=config_file.args_yaml(cli.record_flags(record, args, parser)))
         results.setdefault(r.name, []).append(state.history)
+        failures.setdefault(r.name, []).append(state.failed)
     if info.is_main:
-        print("wrote " + ", ".join(write_comparison(results, args.output, title=planned[0][1].model)))
+        print("wrote " + ", ".join(write_comparison(results, args.output, title=planned[0][1].model,
+                                                    failures=failures)))
     if info.distributed:
         torch.distributed.destroy_process_group()
     return 0

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .distributed import DistInfo, all_reduce_sum, unwrap
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, NonFiniteStepError, TrainingError
 
 
 def amp_dtype(name: str) -> Optional[torch.dtype]:
@@ -77,6 +77,7 @@ def train_one_epoch(
     criterion: Optional[nn.Module] = None,
     mixup: Optional[Any] = None,
     accum_steps: int = 1,
+    stop_on_nonfinite: bool = False,
 ) -> EpochStats:
     """One pass over ``loader``. A step whose gradient norm is not finite is skipped (counted in
     ``nonfinite_steps``) instead of poisoning the weights: that count is how unstable backward
@@ -85,7 +86,8 @@ def train_one_epoch(
     ``criterion`` defaults to cross-entropy; ``mixup`` (timm's ``Mixup``) mixes each batch and its
     targets first. With ``accum_steps`` > 1 the gradients of that many micro-batches (each loss
     divided by ``accum_steps``, as timm's ``train.py`` does) make one optimizer step; a last
-    partial group still steps."""
+    partial group still steps. With ``stop_on_nonfinite`` a non-finite step raises
+    :class:`~gcp.train.errors.NonFiniteStepError` (on every rank alike) instead of being skipped."""
     model.train()
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     total_loss, seen, finite_seen, skipped = 0.0, 0, 0, 0
@@ -134,6 +136,9 @@ def train_one_epoch(
             finite_seen += group_images
         else:
             skipped += 1
+            if stop_on_nonfinite:
+                optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteStepError(step, f"non-finite loss or gradient at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.update()

@@ -183,6 +183,14 @@ class DataSpec:
             raise ConfigError(f"the resize {self.resize} must be one or two sizes >= --img-size {self.img_size}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
             raise ConfigError(f"interpolation must be bilinear, bicubic or nearest, got {self.interpolation!r}")
+        if self.dataset in ("cifar10", "cifar100"):
+            if self.img_size != 32:
+                raise ConfigError(f"--img-size {self.img_size}: {self.dataset}'s images are 32×32")
+            if (self.train_split, self.eval_split) != ("train", "test"):
+                raise ConfigError(f"{self.dataset} has the splits train and test, not {self.train_split!r} / "
+                                  f"{self.eval_split!r} (--val-split)")
+            if self.resize:
+                raise ConfigError(f"{self.dataset}: no resize (its images are 32×32)")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean/std must be three numbers each (std > 0), got {self.mean}, {self.std}")
 
@@ -217,6 +225,12 @@ class RunRecord:
     warmup_lr: float = 1e-4
     min_lr: float = 0.0
     grad_clip: Optional[float] = None
+    on_nonfinite: str = "skip"
+    norm_layer: Optional[str] = None
+    norm_dim: Optional[int] = None
+    norm_backward: Optional[str] = None
+    norm_at: Optional[str] = None
+    norm_components: Optional[int] = None
     smoothing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -253,6 +267,9 @@ class RunRecord:
         broken = violations(self.flat())  # the rules declared in gcp.train.fields
         if broken:
             raise ConfigError(broken[0])
+        if is_plain(self.model) and (self.head.norm.method != "gap" or self.head.reduced_dim is not None):
+            raise ConfigError(f"--model {self.model} keeps its own average-pooling classifier; --method/--reduced-dim "
+                              f"choose a GCP head: use --model gcp_{self.model}")
         if self.mixes and is_int(self.batch_size) and self.batch_size % 2:
             raise ConfigError(f"--mixup/--cutmix mix each batch with its reversal, so --batch-size must be even, got "
                               f"{self.batch_size}")
@@ -355,8 +372,18 @@ def _norm_flat(norm: Normalisation, prefix: str) -> dict[str, Any]:
     return out
 
 
+def is_plain(model: str) -> bool:
+    """Whether ``model`` names a timm model with its own average-pooling classifier (``resnet18_cifar``)
+    rather than a GCP model: it trains as ``gcp_<model>`` with the ``gap`` head and no reduction,
+    the same network and parameter count."""
+    return gcp.zoo.spec_of(model) is None and gcp.zoo.spec_of(f"gcp_{model}") is not None
+
+
 def _default_method(model: str) -> str:
-    """The zoo model's own default head method (written once, in its ``ModelSpec``)."""
+    """The zoo model's own default head method (written once, in its ``ModelSpec``); ``gap`` for a
+    plain timm model (:func:`is_plain`)."""
+    if is_plain(model):
+        return "gap"
     spec = gcp.zoo.spec_of(model)
     if spec is None:
         raise gcp.zoo.UnknownModelError(f"unknown GCP model {model!r}; gcp.zoo.list_models(generic=True) lists "
@@ -380,6 +407,11 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
                 out.pop(k, None)
     out.update({k: v for k, v in over.items() if v is not None})
     return out
+
+
+def merge_layers(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` (flags) over ``base`` (a recipe), as :func:`resolve` merges them."""
+    return _merge(base, over)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -20,6 +20,7 @@ from torch import nn
 
 from .errors import CheckpointError
 
+# the normalisation of the NeurIPS'19 experiment's CIFAR code (kuangliu's pytorch-cifar)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
