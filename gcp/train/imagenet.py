@@ -7,10 +7,13 @@
     gcp-train --data-dir /data/imagenet --resume runs/r50/last.pth --output runs/r50
     gcp-train --data-dir /data/imagenet --evaluate-only --resume runs/r50/best.pth
     gcp-train --data-dir /data/imagenet --head gap,isqrt,svd:pade --seeds 0 1 --output runs/heads
+    gcp-train --dataset cifar10 --data-dir /data/cifar --recipe zca-cifar10-r18 --norm-dim 4,8 --norm-backward pi,ed
 
 Data layout: DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg, the same class folders
-in both. ``--batch-size`` is the global batch, split over the processes. The run folder
-(``--output``) holds one run: ``run.json``, ``last.pth``, ``best.pth``, ``summary.csv``; rank 0
+in both; with --dataset cifar10/cifar100, DATA_DIR/cifar-10-batches-py/ or cifar-100-python/ (the
+python version, from a trusted source: it is unpickled). ``--batch-size`` is the global batch,
+split over the processes. The run folder (``--output``) holds one run: ``run.json``,
+``args.yaml``, ``last.pth``, ``best.pth``, ``summary.csv``; rank 0
 writes, atomically. A resumed run keeps the settings its checkpoint's run record holds
 (``--epochs`` may grow on the step schedule; workers, device and output may change). With several
 heads (``--head``), backward modes (``--backward a,b``) or ``--seeds``, each run goes to
