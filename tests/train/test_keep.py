@@ -73,6 +73,7 @@ def test_a_negative_history_is_refused(imagenet, tmp_path, value):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_export_best_loads_with_gcp_and_timm_and_is_the_best_epoch(imagenet, tmp_path, monkeypatch):
     import gcp.train.engine as engine
 
