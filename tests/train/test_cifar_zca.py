@@ -192,3 +192,6 @@ def test_a_zca_run_resumes_bit_identically(cifar10, tmp_path):
     b = torch.load(split / "last.pth", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["record"]["norm_layer"] == "zca" and a["record"]["norm_dim"] == 8
+    # an evaluation rebuilds the layer from the checkpoint's record (its weights load strictly)
+    assert train_imagenet.main(["--dataset", "cifar10", "--data-dir", cifar10, "--workers", "0", "--device", "cpu",
+                                "--evaluate-only", "--resume", str(split / "last.pth")]) == 0
