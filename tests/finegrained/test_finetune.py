@@ -139,7 +139,7 @@ def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
         assert float(r["final_top1_std"]) == pytest.approx(statistics.stdev(finals), rel=1e-5, abs=1e-9)
         assert float(r["epoch_time_s"]) > 0 and r["nonfinite_steps"] == "0"
     md = (out / "comparison.md").read_text()
-    assert "| exact | 2 | 1 |" in md and "| pi | 2 | 1 |" in md
+    assert "| exact | 2 / 2 | 1 |" in md and "| pi | 2 / 2 | 1 |" in md
     with Image.open(out / "accuracy.png") as img:
         assert img.size[0] > 400
     assert (out / "pi" / "seed1" / "summary.csv").exists()
