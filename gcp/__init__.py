@@ -46,6 +46,7 @@ from .head_config import HeadConfig
 from .lyapunov import lyap_sign_solve
 from .methods import METHODS, ONNX_METHODS, SCRIPTABLE_METHODS, get_method, register_method
 from .newton_schulz import isqrtm
+from .norm_layer_config import NormLayerConfig
 from .pca import PCADenoising, pca_denoise
 from .pooling import GCPHead, covariance_pool, head_representation, normalize_covariance, pool_features
 from .spectral import eigh, inv_sqrtm, powm, sqrtm
@@ -58,6 +59,7 @@ __all__ = [
     "BACKWARDS",
     "GCPHead",
     "HeadConfig",
+    "NormLayerConfig",
     "METHODS",
     "ONNX_METHODS",
     "SCRIPTABLE_METHODS",

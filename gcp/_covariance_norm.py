@@ -122,10 +122,14 @@ class CovarianceNorm(nn.Module):
             with torch.no_grad():
                 self._update_running(mean.detach(), cov.detach())
         else:
-            if self._eval_transform is None:
-                with torch.no_grad():
-                    self._eval_transform = self.transform(self.running_cov)
             t = self._eval_transform
+            if t is None:
+                with torch.no_grad():
+                    t = self.transform(self.running_cov)
+                # a shape check on the meta device (gcp.zoo.check_input_size) computes nothing to keep:
+                # caching its stand-in would leave a meta buffer in the model
+                if not t.is_meta:
+                    self._eval_transform = t
             centred = feats.to(t.dtype) - self.running_mean.view(self.groups, self.group_dim, 1).to(t.dtype)
         return apply_transform(t, centred, x)
 

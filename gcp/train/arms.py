@@ -112,7 +112,11 @@ def parse_norm_sweep(dims: Optional[str], modes: Optional[str]) -> list[Optional
             raise ConfigError(f"--norm-dim {dims!r} lists a value more than once: each runs once")
     backwards: list[Any] = [None]
     if modes is not None:
-        backwards = [a.settings["backward"] for a in parse_backwards(modes)] if modes != "all" else list(gcp.BACKWARDS)
+        try:
+            backwards = [a.settings["backward"] for a in parse_backwards(modes)]
+        except gcp.GCPError as exc:
+            message = str(exc).replace("--backward", "--norm-backward")
+            raise ConfigError(f"--norm-backward {modes!r}: {message}") from None
     arms = []
     for d in values:
         for m in backwards:

@@ -13,7 +13,7 @@ import gcp
 import gcp.zoo
 
 from .errors import ConfigError
-from .norm_layer import insert_norm_layer
+from .norm_layer import norm_config, norm_error
 from .record import RunRecord, is_plain
 
 
@@ -38,6 +38,9 @@ def create_run_model(record: RunRecord, *, pretrained: bool = False, backbone_pr
         record_model = f"gcp_{record.model}"
     else:
         record_model = record.model
+    cov_norm = norm_config(record)
+    if cov_norm is not None:
+        head["cov_norm"] = cov_norm  # built and recorded by the zoo: a saved model rebuilds it
     if weights and os.path.isdir(weights):
         model = gcp.zoo.load_pretrained(weights, num_classes=record.num_classes, **head)
     else:
@@ -48,6 +51,8 @@ def create_run_model(record: RunRecord, *, pretrained: bool = False, backbone_pr
                                          backbone_pretrained=backbone_pretrained, **head, **overlay,
                                          **gcp.zoo.input_size_kwargs(record_model, size))
         except gcp.InvalidOptionError as exc:
+            if getattr(exc, "option", None) is not None:
+                raise norm_error(record, exc) from None
             if "drop_path_rate" not in str(exc):
                 raise
             raise ConfigError(f"--drop-path {record.drop_path}: {record.model}'s backbone has no stochastic depth "
@@ -56,8 +61,6 @@ def create_run_model(record: RunRecord, *, pretrained: bool = False, backbone_pr
         gcp.zoo.check_input_size(model, size)
     except gcp.ShapeError as exc:
         raise ConfigError(f"--img-size {size}: {exc}") from exc
-    if record.norm_layer is not None:
-        insert_norm_layer(model, record)
     if record.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model

@@ -1,53 +1,37 @@
-"""The ZCA whitening or PCA denoising layer of a run (Wang et al., NeurIPS 2019), put in place of a
-batch normalisation of the model as the run record says, with every refusal before any work."""
+"""The ZCA whitening or PCA denoising layer of a run (Wang et al., NeurIPS 2019): the run record's
+``--norm-*`` settings as the :class:`gcp.NormLayerConfig` the zoo builds and records with the model,
+and its errors in the flags' names."""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import Optional
 
 import gcp
 
 from .errors import ConfigError
 from .record import RunRecord
 
-PCA_DEFAULT_COMPONENTS = 16  # the paper keeps the top 16 eigenvectors
+_FLAGS = {"layer": "norm_layer", "dim": "norm_dim", "components": "norm_components", "backward": "norm_backward",
+          "at": "norm_at"}
 
 
-def batchnorm_paths(model: nn.Module) -> list[str]:
-    """The dotted paths of the model's batch normalisations, in module order (the stem's first)."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def insert_norm_layer(model: nn.Module, record: RunRecord) -> nn.Module:
-    """Replace ``record.norm_at`` (default: the first batch normalisation, the stem's) by the
-    record's layer and return it. A path that names no batch normalisation, a ``--norm-dim`` that
-    does not divide its channels and more PCA components than channels are refused by flag."""
-    paths = batchnorm_paths(model)
-    if not paths:
-        raise ConfigError(f"--norm-layer {record.norm_layer}: {record.model} has no batch normalisation to replace")
-    path = record.norm_at or paths[0]
+def norm_config(record: RunRecord) -> Optional[gcp.NormLayerConfig]:
+    """The layer ``record`` asks for, or ``None``."""
+    if record.norm_layer is None:
+        return None
     try:
-        old = model.get_submodule(path)
-    except AttributeError:
-        raise ConfigError(f"--norm-at {path}: {record.model} has no module {path!r}; its batch normalisations are "
-                          f"{', '.join(paths[:6])}{', …' if len(paths) > 6 else ''}") from None
-    if not isinstance(old, nn.modules.batchnorm._BatchNorm):
-        raise ConfigError(f"--norm-at {path}: a {type(old).__name__}, not a batch normalisation (e.g. {paths[0]})")
-    channels = old.num_features
-    kwargs: dict = {}
-    if record.norm_backward is not None:
-        kwargs["backward"] = record.norm_backward
-    if record.norm_layer == "zca":
-        d = record.norm_dim or channels
-        if channels % d:
-            raise ConfigError(f"--norm-dim {d}: {path} has {channels} channels, which groups of {d} do not divide")
-        layer, kwargs["groups"] = gcp.ZCAWhitening, channels // d
-    else:
-        k = record.norm_components or PCA_DEFAULT_COMPONENTS
-        if k > channels:
-            raise ConfigError(f"--norm-components {k}: {path} has only {channels} channels")
-        layer, kwargs["k"] = gcp.PCADenoising, k
-    try:
-        return gcp.replace_batchnorm(model, path, layer, **kwargs)
-    except gcp.GCPError as exc:
-        raise ConfigError(f"--norm-layer {record.norm_layer} at {path}: {exc}") from None
+        return gcp.NormLayerConfig(record.norm_layer, dim=record.norm_dim, components=record.norm_components,
+                                   backward=record.norm_backward, at=record.norm_at)
+    except gcp.InvalidOptionError as exc:
+        raise norm_error(record, exc) from None
+
+
+def norm_error(record: RunRecord, exc: gcp.InvalidOptionError) -> ConfigError:
+    """``exc`` (raised by :class:`gcp.NormLayerConfig`, its ``option`` at fault) as a ConfigError
+    that names the flag and the value given."""
+    field = _FLAGS.get(getattr(exc, "option", "layer"), "norm_layer")
+    flag = "--" + field.replace("_", "-")
+    if field == "norm_at":  # the message starts with the path
+        return ConfigError(f"{flag} {exc}")
+    value = getattr(record, field)
+    return ConfigError(f"{flag} {value if value is not None else '(default)'}: {exc}")

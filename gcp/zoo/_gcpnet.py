@@ -186,7 +186,10 @@ class GCPNet(nn.Module):
     def _model_args(self) -> dict[str, Any]:
         """timm's record of the ``create_model`` arguments (set by its factory and read by
         ``save_for_hf``), with the head the model has now."""
-        return self._as_the_head_is_now(self._factory_args)
+        args = self._as_the_head_is_now(self._factory_args)
+        if "cov_norm" in self._arch_args:  # the ZCA/PCA layer with the path it replaced
+            args["cov_norm"] = dict(self._arch_args["cov_norm"])
+        return args
 
     @_model_args.setter
     def _model_args(self, value: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from timm.models import (
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureGetterNet
 
-from gcp import GCPHead, HeadConfig, InvalidOptionError
+from gcp import GCPHead, HeadConfig, InvalidOptionError, NormLayerConfig
 from gcp.validators import check_int
 
 from . import _backbones
@@ -191,9 +191,10 @@ BACKBONE_ARGS = ("drop_path_rate", "drop_block_rate")
 FEATURE_ARGS = ("out_indices", "feature_cls", "output_fmt", "norm")
 
 
-#: the options of a GCP head (HeadConfig's keywords, ``head`` nested, ``sovit``); on a
+#: the options of a GCP head (HeadConfig's keywords, ``head`` nested, ``sovit``) and ``cov_norm`` (a
+#: ZCA/PCA layer in place of a batch normalisation, :class:`gcp.NormLayerConfig`); on a
 #: ``gcp_<timm name>`` model every other option goes to the timm backbone
-HEAD_KEYS = HEAD_ARGS | {"sovit"}
+HEAD_KEYS = HEAD_ARGS | {"sovit", "cov_norm"}
 
 # gcp 0.2 recorded every head option of GCPHead's old signature, applicable or not; a record with
 # all three is read as that layout, and those that do not apply to its method (at 0.2's defaults,
@@ -254,6 +255,7 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
     if sovit not in (True, False):
         raise InvalidOptionError(f"sovit must be True or False, got {sovit!r}")
     nested = kwargs.pop("head", None)
+    cov_norm = kwargs.pop("cov_norm", None)
     config = head_config_of(spec.head, nested, kwargs)
     head_cls = SoViTHead if sovit else GCPHead
     if global_pool == "":
@@ -269,7 +271,13 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
         arch_args["sovit"] = True
     if spec.family == "resnet":
         arch_args["last_stride"] = last_stride or 1
-    return GCPNet(backbone, head, arch_args=arch_args, head_config=config, sovit=bool(sovit))
+    net = GCPNet(backbone, head, arch_args=arch_args, head_config=config, sovit=bool(sovit))
+    if cov_norm is not None:
+        # recorded with the path it replaced, so a saved model rebuilds the same layer in the same place
+        layer = cov_norm if isinstance(cov_norm, NormLayerConfig) else NormLayerConfig.from_dict(cov_norm)
+        path = layer.apply(net)
+        net._arch_args["cov_norm"] = dict(layer.to_dict(), at=path)
+    return net
 
 
 def _create(spec: ModelSpec, pretrained: bool = False, **kwargs: Any) -> Any:
