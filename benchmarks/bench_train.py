@@ -22,8 +22,8 @@ import gcp
 import gcp.zoo
 from gcp.bench import Report
 from gcp.bench.timing import interleaved_ms, markdown_table, positive_int
-from gcp.compare.stats import ranges_overlap
 from gcp.train.loop import amp_dtype, autocast
+from gcp.train.stats import ranges_overlap
 
 CONFIGS = {
     "timm resnet50 (GAP)": lambda: timm.create_model("resnet50"),

@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from gcp.train.stats import ALPHA, mean_std, welch_p
+
 from .routes import POOLING
-from .stats import ALPHA, mean_std, welch_p
 
 Summary = dict[str, dict[str, Any]]
 

@@ -29,12 +29,12 @@ import torch
 from torch import Tensor
 
 from gcp.bench.timing import interleaved_ms
+from gcp.train.stats import ranges_overlap
 
 from ..covariance import covariance
 from ..errors import GCPError, ShapeError
 from ..spectral import sqrtm
 from .routes import ALL_ROUTES, route
-from .stats import ranges_overlap
 from .suites import F64, degenerate_suite
 
 #: the unguarded standard gradient is the failing control of the comparison, never a recommendation
@@ -182,7 +182,7 @@ def load_training_evidence(folder: str) -> dict[str, dict]:
 def training_section(best: Optional[str], summary: Optional[dict[str, dict]], folder: Optional[str]) -> str:
     """The training evidence next to the recommendation, and whether the two agree; where they do not,
     it says why the recommendation stands and which route the training table favours."""
-    from .stats import ALPHA, compare_to_best, welch_p
+    from gcp.train.stats import ALPHA, compare_to_best, welch_p
 
     head = "## Training evidence\n\n"
     if summary is None:

@@ -10,8 +10,9 @@ import statistics
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
+from gcp.train.stats import ALPHA, compare_to_best, detectable_difference, mean_std, pooled_std, ranges_overlap
+
 from .claims import verdicts
-from .stats import ALPHA, compare_to_best, detectable_difference, mean_std, pooled_std, ranges_overlap
 
 #: the ZCA section shows accuracies only where the stable modes' seed std is at most this (points)
 CONVERGED_STD = 3.0

@@ -182,8 +182,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         results.setdefault(planned.name, []).append(state.history)
         failures.setdefault(planned.name, []).append(state.failed)
     if len(runs) > 1 and info.is_main:
+        setting = cli.comparison_setting(record, args, len(splits[0]), len(splits[1]), info.device,
+                                         recipe="the model's fine-grained recipe (gcp.finegrained.recipes), "
+                                                "under the flags")
         paths = write_comparison(results, args.output, title=f"{args.dataset}, {resolved[0][0].model}",
-                                 failures=failures)
+                                 failures=failures, setting=setting)
         print("wrote " + ", ".join(paths))
     return 0
 

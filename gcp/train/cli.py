@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from typing import Any, Callable, Optional
 
@@ -111,6 +112,28 @@ def arms(ns: argparse.Namespace) -> list[Any]:
     from .arms import arms_of
 
     return arms_of(ns.head, ns.backward, given_flags(ns), ns.norm_dims, ns.norm_backwards)
+
+
+def comparison_setting(record: Any, ns: argparse.Namespace, train_size: int, eval_size: int,
+                       device: Any, recipe: Optional[str] = None) -> dict[str, str]:
+    """What a comparison's numbers come from, for the head of its table: data and split sizes,
+    model, recipe, epochs, image size, device, versions and the command."""
+    import platform
+    import shlex
+
+    import timm
+    import torch
+
+    return {
+        "dataset": f"{record.data.dataset} ({record.data.root}): {train_size} training / {eval_size} "
+                   f"{record.data.eval_split} images, {record.num_classes} classes",
+        "model": record.model,
+        "recipe": recipe or getattr(ns, "recipe", None) or "none (the flags and defaults)",
+        "epochs": str(record.epochs), "image size": str(record.data.img_size),
+        "batch": str(record.batch_size), "device": str(device),
+        "versions": f"torch {torch.__version__}, timm {timm.__version__}, Python {platform.python_version()}",
+        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+    }
 
 
 def check_seed_flags(ns: argparse.Namespace) -> None:

@@ -217,8 +217,9 @@ def _compare(args: argparse.Namespace, info: DistInfo, runs: list[PlannedRun], p
         results.setdefault(r.name, []).append(state.history)
         failures.setdefault(r.name, []).append(state.failed)
     if info.is_main:
+        setting = cli.comparison_setting(planned[0][1], args, len(train_set), len(val_set), info.device)
         print("wrote " + ", ".join(write_comparison(results, args.output, title=planned[0][1].model,
-                                                    failures=failures)))
+                                                    failures=failures, setting=setting)))
     if info.distributed:
         torch.distributed.destroy_process_group()
     return 0

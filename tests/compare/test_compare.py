@@ -141,7 +141,7 @@ def test_conclusions_follow_the_numbers():
 
 
 def test_holm_adjustment():
-    from gcp.compare.stats import holm
+    from gcp.train.stats import holm
 
     adj = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
     assert adj == {"a": pytest.approx(0.03), "c": pytest.approx(0.06), "b": pytest.approx(0.06), "d": None}

@@ -13,8 +13,8 @@ from gcp.compare import main
 from gcp.compare.claims import verdicts
 from gcp.compare.recommend import training_section
 from gcp.compare.report import markdown, training_summary
-from gcp.compare.stats import detectable_difference, pooled_std
 from gcp.compare.training import RegimeNet, head_rank, hybrid_switch, load_digits_split, training
+from gcp.train.stats import detectable_difference, pooled_std
 
 
 def _unit(n):

@@ -1,4 +1,5 @@
-"""Uncertainty for the comparison's numbers: mean ± std over seeds, and which differences are noise.
+"""Uncertainty for comparisons over seeds (``gcp-compare``, and the tables of ``gcp-train`` and
+``gcp-finetune``): mean ± std, confidence intervals, and which differences are noise.
 
 With a handful of seeds a ranking is rarely supported by the data; these helpers say when it is.
 Differences are tested with Welch's t-test (unequal variances), two-sided, Holm-adjusted over the
@@ -21,6 +22,19 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not finite:
         return float("nan"), float("nan")
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` confidence interval of the mean of the finite ``values`` (Student's t with
+    n − 1 degrees of freedom); ``(nan, nan)`` for fewer than two values."""
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return float("nan"), float("nan")
+    from scipy import stats
+
+    mean, sd = mean_std(finite)
+    half = float(stats.t.ppf(0.5 + level / 2, len(finite) - 1)) * sd / math.sqrt(len(finite))
+    return mean - half, mean + half
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
