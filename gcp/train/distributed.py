@@ -79,7 +79,15 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    """The model itself, inside DistributedDataParallel (``.module``) and ``torch.compile``
+    (``._orig_mod``), whose state dict has the model's own parameter names."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 def is_timeout(exc: BaseException) -> bool:

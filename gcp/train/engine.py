@@ -203,6 +203,8 @@ def run(model: nn.Module, train_set: Any, val_set: Any, info: DistInfo, record: 
         if info.distributed:
             train_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        if record.torchcompile is not None:  # after DDP, as timm's train.py; checkpoints unwrap it
+            train_model = torch.compile(train_model, backend=record.torchcompile, mode=record.torchcompile_mode)
         try:
             return fit(train_model, train_loader, val_loader, optimizer, scheduler, info, record, state=state,
                        schedule=HeadSchedule(record), amp=amp, scaler=scaler, ema=ema, set_epoch=set_epoch)

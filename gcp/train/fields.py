@@ -132,6 +132,15 @@ PCA = Applies(lambda r: r.get("norm_layer") == "pca", "--norm-layer pca")
 STOP = Applies(lambda r: r.get("on_nonfinite") == "stop", "--on-nonfinite stop")
 
 
+COMPILE = Applies(lambda r: r.get("torchcompile") is not None, "--torchcompile")
+
+
+def _compile_backend(v: Any, r: Flat) -> bool:
+    import torch._dynamo
+
+    return v is None or v in torch._dynamo.list_backends(exclude_tags=())
+
+
 def _backward_mode(v: Any, r: Flat) -> bool:
     import gcp
 
@@ -239,6 +248,13 @@ FIELDS: tuple[Field, ...] = (
     Field("channels_last", "channels-last memory format", "run", arg=dict(action="store_true")),
     Field("grad_checkpointing", "recompute the backbone's activations in the backward (less memory, same result)",
           "run", resume="free", arg=dict(action="store_true")),
+    Field("torchcompile", "torch.compile the training model with this backend (timm's flag; alone: inductor)", "run",
+          _compile_backend, "a torch.compile backend (torch._dynamo.list_backends(exclude_tags=()))", resume="free",
+          arg=dict(nargs="?", const="inductor", metavar="BACKEND")),
+    Field("torchcompile_mode", "torch.compile's mode", "run",
+          lambda v, r: v in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+          "default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs", applies=COMPILE, resume="free",
+          arg=dict(choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))),
     Field("model_ema", "keep an exponential moving average of the weights (evaluated instead)", "run",
           arg=dict(action="store_true")),
     Field("model_ema_decay", "decay of the weight average", "run", lambda v, r: is_real(v) and 0 < v < 1,

@@ -238,6 +238,8 @@ class RunRecord:
     amp: str = "none"
     channels_last: bool = False
     grad_checkpointing: bool = False
+    torchcompile: Optional[str] = None
+    torchcompile_mode: Optional[str] = None
     model_ema: bool = False
     model_ema_decay: float = 0.9998
     seed: int = 0

@@ -149,7 +149,7 @@ def test_a_flag_is_honoured_where_it_applies_and_a_recipe_value_is_inert():
 def test_declarations_give_the_resume_and_evaluation_rules():
     from gcp.train import fields
 
-    assert fields.RESUME_MUTABLE == {"epochs", "workers", "device", "output", "data_dir", "grad_checkpointing",
+    assert fields.RESUME_MUTABLE == {"epochs", "workers", "device", "output", "data_dir", "grad_checkpointing", "torchcompile", "torchcompile_mode",
                                       "checkpoint_hist", "export_best"}
     assert {"model", "method", "reduced_dim", "data_fingerprint", "img_size"} <= fields.EVALUATION_FIXED
     assert "lr" not in fields.EVALUATION_FIXED and FLAT_KEYS == fields.FLAT_KEYS

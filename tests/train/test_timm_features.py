@@ -45,6 +45,8 @@ def _record(**given):
     (dict(aa="rand-q"), "--aa must be a RandAugment policy"),  # timm itself would skip the section silently
     (dict(aa="rand-m9-mstd0.5-inc2"), "--aa must be a RandAugment policy"),
     (dict(drop_path=1.0), "--drop-path must be in \\[0, 1\\)"),
+    (dict(torchcompile="fastest"), "--torchcompile must be a torch.compile backend"),
+    (dict(torchcompile_mode="max-autotune"), "--torchcompile-mode applies with --torchcompile only"),
 ])
 def test_bad_or_inapplicable_values_are_refused_by_flag(given, pattern):
     with pytest.raises(gcptrain.ConfigError, match=pattern):
@@ -206,3 +208,20 @@ def test_every_feature_is_recorded_and_resumes_bit_identically(imagenet, tmp_pat
     a = torch.load(straight / "last.pth", weights_only=True)["model"]
     b = torch.load(split / "last.pth", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchcompile_compiles_the_training_model_and_checkpoints_keep_their_names(imagenet, tmp_path, monkeypatch):
+    calls = []
+    real = torch.compile
+
+    def spy(model, **kwargs):
+        calls.append(kwargs)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    out = tmp_path / "c"
+    assert _train(imagenet, out, "--epochs", "1", "--torchcompile", "eager", "--max-steps-per-epoch", "1") == 0
+    assert calls == [dict(backend="eager", mode=None)]
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["record"]["torchcompile"] == "eager"
+    assert not [k for k in ckpt["model"] if "_orig_mod" in k]
