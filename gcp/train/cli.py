@@ -34,7 +34,7 @@ def parse_head_option(text: str) -> tuple[str, Any]:
 def recipes_help() -> str:
     lines = ["recipes (flags you give override them):"]
     for name, recipe in RECIPES.items():
-        lines.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+        lines.append(f"  {name}: " + ", ".join(f"{k}={fields.shown(k, v)}" for k, v in recipe.items()))
     return "\n".join(lines)
 
 
@@ -175,7 +175,7 @@ def record_flags(record: Any, ns: argparse.Namespace, parser: argparse.ArgumentP
             continue
         dest = {"norm_dim": "norm_dims", "norm_backward": "norm_backwards"}.get(key, inverse.get(key, key))
         if dest in dests:
-            out[dest] = list(value) if isinstance(value, tuple) else value
+            out[dest] = fields.shown(key, value)
     return {_key(actions[d]) if d in actions else d: v for d, v in out.items()}
 
 
@@ -197,8 +197,8 @@ def given_flags(ns: argparse.Namespace) -> dict[str, Any]:
         key = _RENAMED.get(name, name)
         if key in ("head_options", "hybrid_options"):
             value = dict(value)
-        elif key == "decay_milestones":
-            value = tuple(value)
+        elif key in fields.BY_NAME and fields.BY_NAME[key].from_flag is not None:
+            value = fields.BY_NAME[key].from_flag(value)  # the flag's convention → the record's meaning
         out[key] = value
     return out
 

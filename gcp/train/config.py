@@ -1,4 +1,6 @@
-"""The papers' recipes, as data in the flag-named form of :class:`~gcp.train.record.RunRecord`.
+"""The papers' recipes, as data in the flag-named form of :class:`~gcp.train.record.RunRecord`
+(values are the record's meanings: ``decay_milestones`` are the 0-based epochs from which the lr
+is decayed, i.e. the number of epochs after which it is; the flag spells them one higher, as timm).
 
 Each recipe states the settings its paper used, including the preprocessing (resize, crop,
 interpolation); flags a user gives override them (:func:`gcp.train.record.resolve`). ImageNet:

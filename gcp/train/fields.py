@@ -56,6 +56,9 @@ class Field:
     short: Optional[str] = None
     #: earlier spellings, still accepted for one release with a one-line warning
     deprecated: tuple[str, ...] = ()
+    #: the flag's value as the record stores its meaning, and back (``None``: the same value)
+    from_flag: Optional[Callable[[Any], Any]] = None
+    to_flag: Optional[Callable[[Any], Any]] = None
 
     @property
     def flag(self) -> str:
@@ -72,6 +75,23 @@ def _positive(v: Any, r: Flat) -> bool:
 
 def _non_negative(v: Any, r: Flat) -> bool:
     return is_real(v) and v >= 0
+
+
+def _milestones_from_flag(values: Any) -> tuple[int, ...]:
+    """timm's ``--decay-milestones``: milestone M decays the lr from the M-th epoch, counted from 1
+    as the logs count (timm's scheduler applies it at epoch index M − 1); the record stores that
+    0-based index."""
+    from .errors import ConfigError
+
+    values = tuple(values)
+    if not all(is_int(m) and m >= 1 for m in values):
+        raise ConfigError(f"--decay-milestones must be epochs counted from 1 (timm's convention: M decays the lr "
+                          f"from the M-th epoch), got {list(values)}")
+    return tuple(m - 1 for m in values)
+
+
+def _milestones_to_flag(values: Any) -> list[int]:
+    return [int(m) + 1 for m in values]
 
 
 def _milestones(v: Any, r: Flat) -> bool:
@@ -212,8 +232,9 @@ FIELDS: tuple[Field, ...] = (
           "an integer >= 1", arg=dict(type=int)),
     Field("sched", "learning-rate schedule", "optim", lambda v, r: v in ("step", "cosine"), "'step' or 'cosine'",
           arg=dict(choices=("step", "cosine"))),
-    Field("decay_milestones", "0-based epochs from which the lr is multiplied by --decay-rate", "optim", _milestones,
-          "increasing epochs >= 0", applies=STEP, arg=dict(type=int, nargs="*")),
+    Field("decay_milestones", "epochs, counted from 1 as the logs count, from which the lr is multiplied by "
+          "--decay-rate (timm's convention)", "optim", _milestones, "increasing epochs counted from 1", applies=STEP,
+          arg=dict(type=int, nargs="*"), from_flag=_milestones_from_flag, to_flag=_milestones_to_flag),
     Field("decay_rate", "lr factor at each milestone", "optim", lambda v, r: is_real(v) and 0 < v <= 1, "in (0, 1]",
           applies=STEP, arg=dict(type=float)),
     Field("warmup_epochs", "epochs of linear warm-up from --warmup-lr", "optim",
@@ -317,14 +338,21 @@ def deprecating(action: Any, old: tuple[str, ...], new: str) -> type[argparse.Ac
     return Deprecated
 
 
+def shown(name: str, value: Any) -> Any:
+    """A record value as its flag spells it (``decay_milestones`` (29,) → ``[30]``)."""
+    f = BY_NAME.get(name)
+    if f is not None and f.to_flag is not None and value is not None:
+        return f.to_flag(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
 def violations(values: Flat) -> list[str]:
-    """Every rule a flat record breaks, as ``--flag must be …, got …``."""
+    """Every rule a flat record breaks, as ``--flag must be …, got …`` (the value as the flag has it)."""
     out = []
     for name, value in values.items():
         f = BY_NAME.get(name)
         if f is not None and f.rule is not None and value is not None and not f.rule(value, values):
-            shown = list(value) if isinstance(value, tuple) else value
-            out.append(f"{f.flag} must be {f.requirement}, got {shown!r}")
+            out.append(f"{f.flag} must be {f.requirement}, got {shown(name, value)!r}")
     return out
 
 

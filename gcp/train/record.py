@@ -26,7 +26,7 @@ import gcp.zoo
 from gcp.validators import is_int, is_real
 
 from .errors import ConfigError
-from .fields import EVALUATION_FIXED, FLAT_KEYS, RESUME_MUTABLE, inapplicable, violations
+from .fields import EVALUATION_FIXED, FLAT_KEYS, RESUME_MUTABLE, inapplicable, shown, violations
 from .optim import OptimizerSettings, ScheduleSettings
 
 DEFAULT_MODEL = "gcp_resnet50"
@@ -447,7 +447,7 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
         return _honoured(given, RunRecord.from_flat(_merge(dict(recipe or {}), given)), from_flags, soft)
     base = stored.flat()
     fixed = EVALUATION_FIXED if evaluation else FLAT_KEYS - RESUME_MUTABLE
-    changed = [f"--{k.replace('_', '-')}: {base.get(k)!r} in the checkpoint, {v!r} now"
+    changed = [f"--{k.replace('_', '-')}: {shown(k, base.get(k))!r} in the checkpoint, {shown(k, v)!r} now"
                for k, v in given.items() if k in fixed and not _same(base.get(k), v)]
     if changed:
         what = "an evaluated checkpoint keeps its model, head and data" if evaluation else \

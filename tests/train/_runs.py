@@ -6,7 +6,7 @@ import os
 import gcp.train.imagenet as train_imagenet
 
 BASE = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "4",
-        "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "1"]
+        "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "2"]
 FT = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "3", "--workers", "0",
       "--device", "cpu"]
 

@@ -56,7 +56,7 @@ def test_a_timm_args_yaml_runs_where_the_flags_overlap(tmp_path):
             record.batch_size) == ("cosine", "sgd", 0.1, 2e-5, 42, 1e-5, 128)
     # timm's other defaults are accepted (its args.yaml records every flag); gcp's inapplicable
     # settings at timm's defaults (decay_milestones on cosine) are inert
-    assert record.decay_milestones == (90, 180, 270)
+    assert record.decay_milestones == (89, 179, 269)  # timm's milestone M is epoch index M - 1
 
 
 @pytest.mark.parametrize("values, pattern", [

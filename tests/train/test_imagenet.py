@@ -15,7 +15,7 @@ from tests._fixtures import image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = ["--model", "gcp_resnet18", "--reduced-dim", "8", "--img-size", "32", "--batch-size", "4",
-        "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "1"]
+        "--workers", "0", "--lr", "0.01", "--device", "cpu", "--decay-milestones", "2"]
 
 
 @pytest.fixture(scope="module")

@@ -179,7 +179,7 @@ def test_resume_refuses_a_changed_schedule_and_extends_epochs_honestly(imagenet,
 
 def test_cosine_epochs_cannot_change_on_resume(imagenet, tmp_path):
     out = tmp_path / "cos"
-    base = [a for a in BASE if a not in ("--decay-milestones", "1")]  # milestones belong to the step schedule
+    base = [a for a in BASE if a not in ("--decay-milestones", "2")]  # milestones belong to the step schedule
     run = ["--data-dir", imagenet, "--output", str(out), *base, "--sched", "cosine"]
     assert train_imagenet.main([*run, "--epochs", "1"]) == 0
     with pytest.raises(gcptrain.ConfigError, match="cosine schedule spans all epochs"):
@@ -188,7 +188,7 @@ def test_cosine_epochs_cannot_change_on_resume(imagenet, tmp_path):
 
 @pytest.mark.slow
 def test_resume_auto_continues_the_same_lr_as_a_straight_run(cub, tmp_path):
-    args = ["--dataset", "cub", "--data-dir", cub, *FT, "--lr", "0.01", "--decay-milestones", "1"]
+    args = ["--dataset", "cub", "--data-dir", cub, *FT, "--lr", "0.01", "--decay-milestones", "2"]
     assert finetune([*args, "--output", str(tmp_path / "s"), "--epochs", "2"]) == 0
     assert finetune([*args, "--output", str(tmp_path / "r"), "--epochs", "1"]) == 0
     assert finetune([*args, "--output", str(tmp_path / "r"), "--epochs", "2", "--resume", "auto"]) == 0

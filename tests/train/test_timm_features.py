@@ -225,3 +225,35 @@ def test_torchcompile_compiles_the_training_model_and_checkpoints_keep_their_nam
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["record"]["torchcompile"] == "eager"
     assert not [k for k in ckpt["model"] if "_orig_mod" in k]
+
+
+def test_decay_milestones_follow_timms_convention():
+    """``--decay-milestones 2 4`` means what it means to timm's train.py: timm's own scheduler,
+    stepped the way timm steps it, gives the lr of every epoch."""
+    from timm.scheduler import MultiStepLRScheduler
+
+    import gcp.train.imagenet as train_imagenet
+    from gcp.train import cli
+    from gcp.train.optim import make_scheduler
+
+    args = train_imagenet.build_parser().parse_args(["--data-dir", "/d", "--decay-milestones", "2", "4",
+                                                     "--epochs", "6", "--lr", "0.1"])
+    record = train_imagenet.resolve_record(args, None, 0)
+    assert record.decay_milestones == (1, 3)  # the record's meaning: 0-based epoch indices
+    assert cli.record_flags(record, args, train_imagenet.build_parser())["decay_milestones"] == [2, 4]
+
+    def lrs(make):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = make(opt)
+        out = []
+        for epoch in range(6):
+            sched.step(epoch)
+            out.append(opt.param_groups[0]["lr"])
+        return out
+
+    ours = lrs(lambda opt: make_scheduler(opt, record.schedule_settings()))
+    timms = lrs(lambda opt: MultiStepLRScheduler(opt, decay_t=[2, 4], decay_rate=0.1))
+    assert ours == pytest.approx(timms) and ours == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001, 0.001])
+    with pytest.raises(gcptrain.ConfigError, match="counted from 1"):
+        train_imagenet.resolve_record(train_imagenet.build_parser().parse_args(
+            ["--data-dir", "/d", "--decay-milestones", "0"]), None, 0)
