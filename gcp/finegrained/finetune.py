@@ -153,6 +153,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = config_file.parse_args(parser, argv)
     cli.check_seed_flags(args)
     info = init_distributed(args.device, args.dist_timeout)
+    args.world_size = info.world_size  # -b is per process (timm's); the record keeps the global batch
     runs = plan(args)
     if args.evaluate_only:
         return evaluate_only(args, info, runs)

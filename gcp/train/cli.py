@@ -101,9 +101,10 @@ _RENAMED = {"head_opt": "head_options", "hybrid_head_opt": "hybrid_options", "va
 # flags that steer the command rather than define the run
 _COMMAND_ONLY = {"recipe", "resume", "evaluate_only", "pretrained", "pretrained_file", "backbone_pretrained",
                  "checkpoint", "seeds", "sync_bn", "no_image_check", "dist_timeout", "head", "config", "config_soft",
-                 "norm_dims", "norm_backwards"}
+                 "norm_dims", "norm_backwards", "world_size"}
 # command flags an args.yaml does not repeat: they pick other runs (a resume, an evaluation, a list)
-_NOT_REPEATED = {"resume", "evaluate_only", "head", "seeds", "config", "config_soft", "norm_dims", "norm_backwards"}
+_NOT_REPEATED = {"resume", "evaluate_only", "head", "seeds", "config", "config_soft", "norm_dims", "norm_backwards",
+                 "world_size"}
 
 
 def arms(ns: argparse.Namespace) -> list[Any]:
@@ -174,6 +175,8 @@ def record_flags(record: Any, ns: argparse.Namespace, parser: argparse.ArgumentP
             out.update({k: v for k, v in dict(value).items() if k in dests})
             continue
         dest = {"norm_dim": "norm_dims", "norm_backward": "norm_backwards"}.get(key, inverse.get(key, key))
+        if key == "batch_size":
+            value = value // world_size(ns)  # the flag is per process
         if dest in dests:
             out[dest] = fields.shown(key, value)
     return {_key(actions[d]) if d in actions else d: v for d, v in out.items()}
@@ -182,6 +185,11 @@ def record_flags(record: Any, ns: argparse.Namespace, parser: argparse.ArgumentP
 def _key(action: argparse.Action) -> str:
     """A flag's name in a config file: its current long spelling, in underscores."""
     return next(o for o in action.option_strings if o.startswith("--"))[2:].replace("-", "_")
+
+
+def world_size(ns: argparse.Namespace) -> int:
+    """The number of processes a command runs in (set on the namespace once torch.distributed is up)."""
+    return int(getattr(ns, "world_size", 1) or 1)
 
 
 def given_flags(ns: argparse.Namespace) -> dict[str, Any]:
@@ -199,6 +207,8 @@ def given_flags(ns: argparse.Namespace) -> dict[str, Any]:
             value = dict(value)
         elif key in fields.BY_NAME and fields.BY_NAME[key].from_flag is not None:
             value = fields.BY_NAME[key].from_flag(value)  # the flag's convention → the record's meaning
+        elif key == "batch_size" and isinstance(value, int):
+            value *= world_size(ns)  # timm's -b is per process; the record keeps the global batch
         out[key] = value
     return out
 

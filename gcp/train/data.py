@@ -240,11 +240,13 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo,
     ``DistributedSampler``'s epoch under torchrun), so a resumed run sees the same order.
     """
     if batch_size % info.world_size:
-        raise ConfigError(f"--batch-size {batch_size} is not divisible by the {info.world_size} processes")
+        raise ConfigError(f"the global batch {batch_size} (the run's record) does not divide over the "
+                          f"{info.world_size} processes; resume with as many processes as the run had")
     per_rank = batch_size // info.world_size
     size = len(dataset)  # type: ignore[arg-type]
     if train and size // info.world_size < per_rank:
-        raise ConfigError(f"--batch-size {batch_size} is larger than the {size} training images: every epoch "
+        shown = f"{per_rank} per process × {info.world_size}" if info.distributed else str(batch_size)
+        raise ConfigError(f"--batch-size {shown} is larger than the {size} training images: every epoch "
                           "would take no step")
     generator = torch.Generator()
     if info.distributed and train:

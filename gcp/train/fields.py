@@ -212,8 +212,9 @@ FIELDS: tuple[Field, ...] = (
     # how it is optimised
     Field("epochs", "epochs to train", "optim", _int_at_least(1), "an integer >= 1", resume="grow",
           arg=dict(type=int)),
-    Field("batch_size", "global batch size (split over processes)", "optim", _int_at_least(1), "an integer >= 1",
-          arg=dict(type=int)),
+    # the flag is timm's -b, per process; the record stores the global batch (gcp.train.cli.given_flags)
+    Field("batch_size", "batch size per process (timm's -b); the run records the global batch, this times the "
+          "number of processes", "optim", _int_at_least(1), "an integer >= 1", arg=dict(type=int), short="-b"),
     Field("lr", "base learning rate", "optim", _positive, "a number > 0", arg=dict(type=float)),
     Field("opt", "optimizer, by timm's name (timm.optim.list_optimizers()); default 'momentum', the papers' "
           "SGD with (non-Nesterov) momentum", "optim", _known_optimizer,

@@ -11,8 +11,8 @@
 
 Data layout: DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg, the same class folders
 in both; with --dataset cifar10/cifar100, DATA_DIR/cifar-10-batches-py/ or cifar-100-python/ (the
-python version, from a trusted source: it is unpickled). ``--batch-size`` is the global batch,
-split over the processes. The run folder (``--output``) holds one run: ``run.json``,
+python version, from a trusted source: it is unpickled). ``-b/--batch-size`` is per process (timm's);
+the run records the global batch. The run folder (``--output``) holds one run: ``run.json``,
 ``args.yaml``, ``last.pth``, ``best.pth``, ``summary.csv``; rank 0
 writes, atomically. A resumed run keeps the settings its checkpoint's run record holds
 (``--epochs`` may grow on the step schedule; workers, device and output may change). With several
@@ -139,6 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = config_file.parse_args(parser, argv)
     cli.check_seed_flags(args)
     info = init_distributed(args.device, args.dist_timeout)  # --device cuda without CUDA: ConfigError first
+    args.world_size = info.world_size  # -b is per process (timm's); the record keeps the global batch
     runs = plan_runs(cli.arms(args), args.seeds, args.output,
                      args.resume)
     if len(runs) > 1:

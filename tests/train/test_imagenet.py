@@ -155,6 +155,9 @@ def test_torchrun_two_processes_agree(dataset, tmp_path):
     # the metrics cover the whole validation split once (6 images), not one rank's shard
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["metrics"]["images"] == 6
+    # --batch-size is per process, as timm's -b: 4 on each of 2 processes is a global batch of 8
+    assert ckpt["record"]["batch_size"] == 8
+    assert "batch_size: 4" in (out / "args.yaml").read_text()
 
 
 def test_sync_bn_on_cpu_is_refused(dataset, tmp_path):
