@@ -125,7 +125,8 @@ def test_finetune_from_a_saved_model_and_resume(roots, tmp_path):
 def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
     out = tmp_path / "cmp"
     assert finetune(["--dataset", "cub", "--data-dir", roots["cub"], "--output", str(out), "--epochs", "1",
-                     "--method", "svd", "--backward", "exact,pi", "--seeds", "0", "1", *ARGS]) == 0
+                     "--method", "svd", "--backward", "exact,pi", "--seeds", "0", "1", "--checkpoint-hist", "0",
+                     *ARGS]) == 0
     with open(out / "comparison.csv") as fh:
         rows = {r["arm"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"exact", "pi"} and rows["exact"]["seeds"] == "2" and rows["pi"]["epochs"] == "1"
@@ -145,6 +146,14 @@ def test_compare_two_backward_modes_writes_table_and_plot(roots, tmp_path):
     assert (out / "pi" / "seed1" / "summary.csv").exists()
     with open(out / "epochs.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 4  # 2 modes × 2 seeds × 1 epoch
+    # the statistics a paper needs, in LaTeX too; and only what --checkpoint-hist 0 keeps
+    tex = (out / "comparison.tex").read_text()
+    assert r"\begin{tabular}" in tex and "exact & 2/2" in tex and "pi & 2/2" in tex
+    assert "- **dataset**: cub" in md and "p vs best" in md and "95% CI" in md
+    for mode in ("exact", "pi"):
+        for seed in (0, 1):
+            assert sorted(os.listdir(out / mode / f"seed{seed}")) == ["args.yaml", "last.pth", "run.json",
+                                                                      "summary.csv"]
 
 
 def test_finetune_a_generic_vit_at_its_own_image_size(roots, tmp_path):
