@@ -23,23 +23,23 @@ _IMAGENET_EVAL = dict(img_size=224, crop_pct=0.875, interpolation="bilinear", me
 
 RECIPES: dict[str, dict[str, Any]] = {
     "isqrt-cov-r50": dict(model="gcp_resnet50", method="isqrt", iters=5, batch_size=160, epochs=65, lr=0.1,
-                          sched="step", decay_milestones=(30, 45, 60), weight_decay=1e-4, **_IMAGENET_EVAL),
+                          sched="multistep", decay_milestones=(30, 45, 60), weight_decay=1e-4, **_IMAGENET_EVAL),
     "svd-pade-r50": dict(model="gcp_resnet50", method="svd", backward="pade", last_stride=2, batch_size=256,
-                         epochs=60, lr=0.0794, sched="step", decay_milestones=(30, 45), weight_decay=1e-4,
+                         epochs=60, lr=0.0794, sched="multistep", decay_milestones=(30, 45), weight_decay=1e-4,
                          **_IMAGENET_EVAL),
     # NeurIPS'19 (Wang et al.): ZCA whitening in place of the stem's BN of a CIFAR ResNet-18, d = 4
     # channels per group (the paper sweeps 4…64), SVD forward with the power-iteration backward;
     # SGD lr 0.1 ×0.1 at 100, 200 and 300 of 350 epochs; a run with a non-finite step counts as failed
     "zca-cifar10-r18": dict(model="resnet18_cifar", dataset="cifar10", norm_layer="zca", norm_dim=4,
-                            norm_backward="pi", batch_size=128, epochs=350, lr=0.1, weight_decay=5e-4, sched="step",
-                            decay_milestones=(100, 200, 300), on_nonfinite="stop"),
+                            norm_backward="pi", batch_size=128, epochs=350, lr=0.1, weight_decay=5e-4,
+                            sched="multistep", decay_milestones=(100, 200, 300), on_nonfinite="stop"),
     "zca-cifar100-r18": dict(model="resnet18_cifar", dataset="cifar100", norm_layer="zca", norm_dim=4,
                              norm_backward="pi", batch_size=128, epochs=350, lr=0.1, weight_decay=5e-4,
-                             sched="step", decay_milestones=(100, 200, 300), on_nonfinite="stop"),
+                             sched="multistep", decay_milestones=(100, 200, 300), on_nonfinite="stop"),
     # the paper's PCA denoising: the top 16 eigenvectors, power-iteration backward
     "pca-cifar10-r18": dict(model="resnet18_cifar", dataset="cifar10", norm_layer="pca", norm_components=16,
-                            norm_backward="pi", batch_size=128, epochs=350, lr=0.1, weight_decay=5e-4, sched="step",
-                            decay_milestones=(100, 200, 300), on_nonfinite="stop"),
+                            norm_backward="pi", batch_size=128, epochs=350, lr=0.1, weight_decay=5e-4,
+                            sched="multistep", decay_milestones=(100, 200, 300), on_nonfinite="stop"),
     "finegrained-resnet": dict(img_size=448, batch_size=10, epochs=100, lr=1.2e-3, classifier_lr_mult=5.0,
                                weight_decay=1e-4, decay_milestones=(), flip_average=True, interpolation="bilinear"),
     "finegrained-vgg": dict(img_size=448, batch_size=10, epochs=40, lr=3e-3, classifier_lr_mult=20.0,

@@ -99,7 +99,9 @@ def _milestones(v: Any, r: Flat) -> bool:
     return all(is_int(m) and m >= 0 for m in values) and values == sorted(set(values))
 
 
+MULTISTEP = Applies(lambda r: r.get("sched") == "multistep", "--sched multistep")
 STEP = Applies(lambda r: r.get("sched") == "step", "--sched step")
+DECAYING = Applies(lambda r: r.get("sched") in ("multistep", "step"), "--sched multistep or step")
 COSINE = Applies(lambda r: r.get("sched") == "cosine", "--sched cosine")
 WARMUP = Applies(lambda r: (r.get("warmup_epochs") or 0) > 0, "--warmup-epochs > 0")
 EMA = Applies(lambda r: bool(r.get("model_ema")), "--model-ema")
@@ -152,6 +154,8 @@ PCA = Applies(lambda r: r.get("norm_layer") == "pca", "--norm-layer pca")
 STOP = Applies(lambda r: r.get("on_nonfinite") == "stop", "--on-nonfinite stop")
 
 
+#: timm's names and meanings (its train.py's --sched); the record stores the same names
+SCHEDULES = ("multistep", "step", "cosine")
 COMPILE = Applies(lambda r: r.get("torchcompile") is not None, "--torchcompile")
 
 
@@ -231,13 +235,17 @@ FIELDS: tuple[Field, ...] = (
           lambda v, r: v is None or (is_real(v) and 0 < v <= 1), "in (0, 1]", arg=dict(type=float)),
     Field("grad_accum_steps", "micro-batches of --batch-size per optimizer step", "optim", _int_at_least(1),
           "an integer >= 1", arg=dict(type=int)),
-    Field("sched", "learning-rate schedule", "optim", lambda v, r: v in ("step", "cosine"), "'step' or 'cosine'",
-          arg=dict(choices=("step", "cosine"))),
+    Field("sched", "learning-rate schedule, timm's: multistep (at --decay-milestones; the papers'), step (every "
+          "--decay-epochs) or cosine", "optim", lambda v, r: v in SCHEDULES, "multistep, step or cosine",
+          arg=dict(choices=SCHEDULES)),
     Field("decay_milestones", "epochs, counted from 1 as the logs count, from which the lr is multiplied by "
-          "--decay-rate (timm's convention)", "optim", _milestones, "increasing epochs counted from 1", applies=STEP,
-          arg=dict(type=int, nargs="*"), from_flag=_milestones_from_flag, to_flag=_milestones_to_flag),
-    Field("decay_rate", "lr factor at each milestone", "optim", lambda v, r: is_real(v) and 0 < v <= 1, "in (0, 1]",
-          applies=STEP, arg=dict(type=float)),
+          "--decay-rate (timm's convention)", "optim", _milestones, "increasing epochs counted from 1",
+          applies=MULTISTEP, arg=dict(type=int, nargs="*"), from_flag=_milestones_from_flag,
+          to_flag=_milestones_to_flag),
+    Field("decay_epochs", "the lr is multiplied by --decay-rate every this many epochs", "optim", _int_at_least(1),
+          "an integer >= 1", applies=STEP, arg=dict(type=int)),
+    Field("decay_rate", "lr factor at each decay", "optim", lambda v, r: is_real(v) and 0 < v <= 1, "in (0, 1]",
+          applies=DECAYING, arg=dict(type=float)),
     Field("warmup_epochs", "epochs of linear warm-up from --warmup-lr", "optim",
           lambda v, r: is_int(v) and 0 <= v < r.get("epochs", v + 1), "an integer in [0, --epochs)",
           arg=dict(type=int)),

@@ -15,7 +15,7 @@ python version, from a trusted source: it is unpickled). ``-b/--batch-size`` is 
 the run records the global batch. The run folder (``--output``) holds one run: ``run.json``,
 ``args.yaml``, ``last.pth``, ``best.pth``, ``summary.csv``; rank 0
 writes, atomically. A resumed run keeps the settings its checkpoint's run record holds
-(``--epochs`` may grow on the step schedule; workers, device and output may change). With several
+(``--epochs`` may grow on a multistep or step schedule; workers, device and output may change). With several
 heads (``--head``), backward modes (``--backward a,b``) or ``--seeds``, each run goes to
 ``OUTPUT/<arm>/seed<k>/`` and the comparison (``comparison.md``, ``.csv``, ``accuracy.png``) to
 ``OUTPUT``; ``--resume auto`` continues each run from its own ``last.pth``.

@@ -66,13 +66,15 @@ class OptimizerSettings:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """What the learning-rate schedule of a run is built from (:meth:`gcp.train.RunRecord.schedule_settings`).
-    ``milestones`` are 0-based epochs from which the lr is multiplied by ``decay_rate``."""
+    """What the learning-rate schedule of a run is built from (:meth:`gcp.train.RunRecord.schedule_settings`):
+    timm's ``multistep`` (``milestones``: 0-based epochs from which the lr is multiplied by
+    ``decay_rate``), ``step`` (every ``decay_epochs``) or ``cosine``."""
 
     epochs: int
-    sched: str = "step"
+    sched: str = "multistep"
     milestones: tuple[int, ...] = ()
     decay_rate: float = 0.1
+    decay_epochs: int = 90
     warmup_epochs: int = 0
     warmup_lr: float = 1e-4
     min_lr: float = 0.0
@@ -91,19 +93,19 @@ def make_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.optim
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, settings: ScheduleSettings) -> Any:
-    """timm scheduler stepped per epoch. Milestones are 0-based epochs from which the lr is
-    multiplied by the decay rate (torch's MultiStepLR convention; timm's multistep decays at
-    ``t + 1 >= milestone``, hence the shift). No milestones: a constant lr."""
+    """timm's scheduler of ``settings.sched``, stepped per epoch. Multistep milestones are 0-based
+    epochs from which the lr is multiplied by the decay rate (timm's milestone M applies at index
+    M − 1, hence the shift); no milestones: a constant lr."""
     from timm.scheduler import create_scheduler_v2
 
     epochs, sched, milestones = settings.epochs, settings.sched, settings.milestones
-    if sched not in ("step", "cosine"):
-        raise ConfigError(f"--sched must be 'step' or 'cosine', got {sched!r}")
+    if sched not in ("multistep", "step", "cosine"):
+        raise ConfigError(f"--sched must be multistep, step or cosine, got {sched!r}")
     # no milestones: a constant lr, whatever the number of epochs (a placeholder milestone past
     # the last epoch would decay the lr of epochs added on resume); decay_rate 1 makes it a no-op
-    constant = sched == "step" and not milestones
+    constant = sched == "multistep" and not milestones
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched="multistep" if sched == "step" else "cosine", num_epochs=epochs,
+        optimizer, sched=sched, num_epochs=epochs, decay_epochs=settings.decay_epochs,
         decay_milestones=[m + 1 for m in milestones] or [epochs + 1],
         decay_rate=1.0 if constant else settings.decay_rate, warmup_epochs=settings.warmup_epochs,
         warmup_lr=settings.warmup_lr, min_lr=settings.min_lr)

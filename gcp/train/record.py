@@ -218,8 +218,9 @@ class RunRecord:
     reduction_lr_mult: float = 1.0
     layer_decay: Optional[float] = None
     grad_accum_steps: int = 1
-    sched: str = "step"
+    sched: str = "multistep"
     decay_milestones: tuple[int, ...] = ()
+    decay_epochs: int = 90
     decay_rate: float = 0.1
     warmup_epochs: int = 0
     warmup_lr: float = 1e-4
@@ -305,8 +306,8 @@ class RunRecord:
                                  self.reduction_lr_mult, self.opt, self.layer_decay)
 
     def schedule_settings(self) -> ScheduleSettings:
-        return ScheduleSettings(self.epochs, self.sched, self.decay_milestones, self.decay_rate, self.warmup_epochs,
-                                self.warmup_lr, self.min_lr)
+        return ScheduleSettings(self.epochs, self.sched, self.decay_milestones, self.decay_rate, self.decay_epochs,
+                                self.warmup_epochs, self.warmup_lr, self.min_lr)
 
     # ------------------------------------------------------------------ flat form (flags, recipes)
     def flat(self) -> dict[str, Any]:
@@ -362,6 +363,10 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunRecord":
+        values = dict(values)
+        if values.get("sched") == "step" and "decay_epochs" not in values:
+            # written before gcp had timm's "step" (every N epochs): its "step" was the milestones one
+            values["sched"] = "multistep"
         return cls.from_flat({k: (tuple(val) if k in _TUPLE_KEYS and val is not None else val)
                               for k, val in values.items()})
 
@@ -428,7 +433,7 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
     Without ``stored``: the flags ``given`` over the ``recipe`` over the defaults. With
     ``stored`` (a resume, or an evaluation of a checkpoint): the stored record, and every given
     value must equal the stored one except those a resume may change (:data:`RESUME_MUTABLE`;
-    ``--epochs`` only on a step schedule and not below the epochs already run). An evaluation
+    ``--epochs`` only on a multistep or step schedule and not below the epochs already run). An evaluation
     takes the model, head and data from ``stored`` and lets the rest change. Repeating a value
     the run already used is not a change. Unknown keys are an error, never filtered. With
     ``from_flags`` (a user's flags, not a whole record), a flag that means nothing in the resolved
@@ -458,7 +463,7 @@ def resolve(given: Mapping[str, Any], *, recipe: Optional[Mapping[str, Any]] = N
     if not evaluation and record.epochs != stored.epochs:
         if record.epochs < start_epoch:
             raise ConfigError(f"--epochs {record.epochs}: the checkpoint has already run {start_epoch} epochs")
-        if stored.sched != "step":
+        if stored.sched == "cosine":
             raise ConfigError(f"--epochs {stored.epochs} → {record.epochs}: the cosine schedule spans all epochs, so "
                               "changing their number would change the lr of epochs already run")
     return record

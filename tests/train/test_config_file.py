@@ -66,7 +66,7 @@ def test_a_timm_args_yaml_runs_where_the_flags_overlap(tmp_path):
     (dict(sched="plateau"), "sched: 'plateau' is not one of --sched's choices"),
     (dict(channels_last="yes"), "channels_last: 'yes' must be true or false"),
     (dict(lr=None), "lr: null \\(timm derives it"),
-    (dict(min_lr=0.001, sched="step"), "--min-lr applies with --sched cosine only"),
+    (dict(min_lr=0.001, sched="multistep"), "--min-lr applies with --sched cosine only"),
 ])
 def test_bad_settings_are_refused_naming_file_and_key(tmp_path, values, pattern):
     with pytest.raises(gcptrain.ConfigError, match=pattern):
@@ -75,6 +75,7 @@ def test_bad_settings_are_refused_naming_file_and_key(tmp_path, values, pattern)
 
 def test_min_lr_at_timms_default_is_inert_on_a_step_schedule(tmp_path):
     assert _parse(tmp_path, dict(data_dir="/d", model="gcp_resnet18", min_lr=0, sched="step")).sched == "step"
+    assert _parse(tmp_path, dict(data_dir="/d", model="gcp_resnet18", min_lr=0)).sched == "multistep"
 
 
 @pytest.mark.parametrize("text, pattern", [("- 1\n- 2\n", "expected a mapping"), ("lr: [1, \n", "not a readable yaml")])

@@ -125,9 +125,11 @@ def test_a_hybrid_switch_to_another_output_size_is_refused_before_the_run():
 
 
 @pytest.mark.parametrize("given, pattern", [
-    (dict(sched="cosine", decay_milestones=(2,)), "--decay-milestones applies with --sched step only"),
-    (dict(sched="cosine", decay_rate=0.5), "--decay-rate applies with --sched step only"),
-    (dict(sched="step", min_lr=0.05), "--min-lr applies with --sched cosine only"),
+    (dict(sched="cosine", decay_milestones=(2,)), "--decay-milestones applies with --sched multistep only"),
+    (dict(sched="step", decay_milestones=(2,)), "--decay-milestones applies with --sched multistep only"),
+    (dict(sched="multistep", decay_epochs=30), "--decay-epochs applies with --sched step only"),
+    (dict(sched="cosine", decay_rate=0.5), "--decay-rate applies with --sched multistep or step only"),
+    (dict(sched="multistep", min_lr=0.05), "--min-lr applies with --sched cosine only"),
     (dict(warmup_lr=0.01), "--warmup-lr applies with --warmup-epochs > 0 only"),
     (dict(model_ema_decay=0.99), "--model-ema-decay applies with --model-ema only"),
     (dict(model="gcp_vit_tiny_patch16_224", last_stride=2), "--last-stride applies with a curated GCP ResNet"),

@@ -257,3 +257,38 @@ def test_decay_milestones_follow_timms_convention():
     with pytest.raises(gcptrain.ConfigError, match="counted from 1"):
         train_imagenet.resolve_record(train_imagenet.build_parser().parse_args(
             ["--data-dir", "/d", "--decay-milestones", "0"]), None, 0)
+
+
+@pytest.mark.parametrize("sched, extra, make", [
+    ("step", ["--decay-epochs", "2", "--decay-rate", "0.5"],
+     lambda opt: __import__("timm.scheduler", fromlist=["StepLRScheduler"]).StepLRScheduler(opt, 2, 0.5)),
+    ("cosine", ["--min-lr", "0.001"],
+     lambda opt: __import__("timm.scheduler", fromlist=["CosineLRScheduler"]).CosineLRScheduler(opt, 6, lr_min=0.001)),
+])
+def test_sched_names_mean_what_timm_means(sched, extra, make):
+    """``--sched step`` is timm's (decay every --decay-epochs), not the milestones one
+    (``multistep``); each schedule's lr per epoch equals timm's own scheduler's."""
+    import gcp.train.imagenet as train_imagenet
+    from gcp.train.optim import make_scheduler
+
+    record = train_imagenet.resolve_record(train_imagenet.build_parser().parse_args(
+        ["--data-dir", "/d", "--sched", sched, "--epochs", "6", "--lr", "0.1", *extra]), None, 0)
+
+    def lrs(build):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = build(opt)
+        out = []
+        for epoch in range(6):
+            scheduler.step(epoch)
+            out.append(opt.param_groups[0]["lr"])
+        return out
+
+    assert lrs(lambda opt: make_scheduler(opt, record.schedule_settings())) == pytest.approx(lrs(make))
+
+
+def test_a_record_written_with_the_old_step_name_reads_as_multistep():
+    plain = _record(decay_milestones=(1,)).to_dict()
+    plain.pop("decay_epochs")
+    plain["sched"] = "step"  # gcp 0.2's name of the milestones schedule
+    old = RunRecord.from_dict(plain)
+    assert (old.sched, old.decay_milestones) == ("multistep", (1,))
