@@ -18,6 +18,7 @@ cd "$work"  # outside the repository: only the installed package can be imported
 "$work/v/bin/python" -c "import gcp, gcp.zoo, gcp.finegrained.finetune, timm; print('[check_install] gcp', gcp.__version__, 'models', len(gcp.zoo.list_models()))"
 # one top-level package: the generic names of earlier layouts must not be importable
 "$work/v/bin/python" -c "import importlib.util as u, sys; bad = [n for n in ('zoo', 'gcptrain', 'finegrained') if u.find_spec(n)]; sys.exit(f'importable: {bad}' if bad else 0)"
+"$work/v/bin/python" -c "import gcp, os, sys; sys.exit(0 if os.path.isfile(os.path.join(os.path.dirname(gcp.__file__), 'py.typed')) else 'py.typed is not installed')"
 "$work/v/bin/gcp-train" --help > /dev/null
 "$work/v/bin/gcp-finetune" --help > /dev/null
 "$work/v/bin/gcp-compare" --quick --out "$work/compare"

@@ -175,3 +175,17 @@ def test_one_version_source():
 def test_sqrtm_on_cuda_matches_cpu():
     x = gcp.covariance(torch.randn(4, 32, 100, dtype=torch.float64))
     assert torch.allclose(gcp.sqrtm(x.cuda()).cpu(), gcp.sqrtm(x), atol=1e-10)
+
+
+def test_the_package_ships_its_type_hints_and_a_citation():
+    import yaml
+
+    assert (ROOT / "gcp" / "py.typed").is_file()
+    assert "py.typed" in (ROOT / "setup.cfg").read_text()
+    with open(ROOT / "CITATION.cff") as fh:
+        cff = yaml.safe_load(fh)
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "Apache-2.0"
+    titles = {r["title"] for r in cff["references"]}
+    assert {"Backpropagation-Friendly Eigendecomposition", "Fast Differentiable Matrix Square Root",
+            "Compact Bilinear Pooling"} <= titles
+    assert all(r["authors"] and r["year"] for r in cff["references"])
