@@ -102,7 +102,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
             # and the resumed run redoes that epoch (bit-identically) and writes them again
             keep_epoch(cfg.output, ckpt, state.history, cfg.checkpoint_hist)
             if is_best and cfg.export_best:
-                export_best(unwrap(eval_model), cfg.output)
+                export_best(unwrap(eval_model), cfg.output, trained_provenance(cfg, epoch, metrics))
             save_checkpoint(os.path.join(cfg.output, "last.pth"), ckpt)
             state.saved_epochs = epoch + 1
             write_summary(os.path.join(cfg.output, "summary.csv"), state.history)
@@ -111,6 +111,18 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, optimizer: torch.o
                        f"{metrics['loss']:.4f} top1 {metrics['top1']:.2f} top5 {metrics['top5']:.2f} "
                        f"({row['images_per_s']:.1f} img/s, {stats.nonfinite_steps} non-finite)")
     return state
+
+
+def trained_provenance(cfg: RunRecord, epoch: int, metrics: dict[str, float]) -> Any:
+    """What an exported model's card says of its weights: the run, its data and its epoch's results."""
+    from gcp.zoo import Provenance
+
+    details = {k: v for k, v in cfg.to_dict().items() if k != "class_names"}
+    return Provenance(
+        "trained", f"by gcp.train in {cfg.output}: {cfg.model} on {cfg.data.dataset} ({cfg.data.root}), the best "
+                   f"epoch by top-1, {epoch + 1} of {cfg.epochs}, seed {cfg.seed}; its run record is below",
+        results={f"{cfg.data.eval_split} top-1 (%)": metrics["top1"], f"{cfg.data.eval_split} top-5 (%)":
+                 metrics["top5"], f"{cfg.data.eval_split} loss": metrics["loss"]}, details=details)
 
 
 def _stopped(state: FitState, cfg: RunRecord, info: DistInfo, epoch: int, exc: NonFiniteStepError) -> FitState:

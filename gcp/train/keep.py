@@ -85,9 +85,10 @@ def _link(source: str, target: str) -> None:
     os.replace(tmp, target)
 
 
-def export_best(model: nn.Module, output: str) -> str:
-    """``model`` as ``output/best_model`` (:func:`gcp.zoo.save_pretrained`), replacing the last
-    export only once the new one is complete."""
+def export_best(model: nn.Module, output: str, provenance: Any = None) -> str:
+    """``model`` as ``output/best_model`` (:func:`gcp.zoo.save_pretrained`, its model card saying
+    where the weights come from: ``provenance``), replacing the last export only once the new one
+    is complete."""
     import gcp.zoo
 
     final = os.path.join(output, EXPORT)
@@ -95,7 +96,7 @@ def export_best(model: nn.Module, output: str) -> str:
     for path in (tmp, old):
         if os.path.exists(path):
             shutil.rmtree(path)
-    gcp.zoo.save_pretrained(model, tmp)
+    gcp.zoo.save_pretrained(model, tmp, provenance=provenance)
     if os.path.exists(final):
         os.rename(final, old)
     os.rename(tmp, final)

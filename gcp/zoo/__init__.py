@@ -12,7 +12,8 @@ from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models, 
 from .errors import CheckpointError, StateDictMismatchError, UnknownModelError, UnsupportedBackboneError
 from .export import OnnxExport, RootChoice, choose_matmul_root, export_onnx
 from .input_size import check_input_size, input_size_kwargs
-from .saving import load_pretrained, model_config, save_pretrained, save_weights
+from .model_card import Provenance
+from .saving import load_pretrained, model_config, push_to_hub, save_pretrained, save_weights
 
 __all__ = [
     "SPECS",
@@ -20,6 +21,7 @@ __all__ = [
     "GCPNet",
     "GCPWeights",
     "OnnxExport",
+    "Provenance",
     "RootChoice",
     "ModelSpec",
     "StateDictMismatchError",
@@ -35,6 +37,7 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "model_config",
+    "push_to_hub",
     "save_pretrained",
     "save_weights",
     "spec_of",

@@ -13,6 +13,9 @@ from ._gcpnet import recorded_head
 from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, folder_weights, read_folder_config
 from .errors import CheckpointError
 from .io import CLASSIFIER_PREFIX, atomic_write, read_state_dict
+from .model_card import Provenance, model_card
+
+CARD_NAME = "README.md"
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
@@ -52,9 +55,12 @@ def _timm_config(model: nn.Module) -> dict[str, Any]:
             return json.load(fh)
 
 
-def save_pretrained(model: nn.Module, path: str, overwrite: bool = False) -> str:
-    """Write ``path/model.safetensors`` and ``path/config.json`` in timm's layout (the model name,
-    its head options as ``model_args``, num_classes, preprocessing), each atomically. An existing
+def save_pretrained(model: nn.Module, path: str, overwrite: bool = False,
+                    provenance: Optional[Provenance] = None) -> str:
+    """Write ``path/model.safetensors``, ``path/config.json`` in timm's layout (the model name,
+    its head options as ``model_args``, num_classes, preprocessing) and ``path/README.md``, a model
+    card (:func:`gcp.zoo.model_card.model_card`: the architecture, where the weights come from
+    as ``provenance`` says, the results, the citations, the license), each atomically. An existing
     save is never replaced unless ``overwrite=True``. Returns ``path``. The folder loads with
     :func:`load_pretrained` and with ``timm.create_model("local-dir:<path>", pretrained=True)``.
 
@@ -81,7 +87,35 @@ def save_pretrained(model: nn.Module, path: str, overwrite: bool = False) -> str
             json.dump(config, fh, indent=2)
 
     atomic_write(cfg_path, write_config)
+    card = model_card(model, provenance)
+
+    def write_card(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(card)
+
+    atomic_write(os.path.join(path, CARD_NAME), write_card)
     return path
+
+
+def push_to_hub(model: nn.Module, repo_id: str, *, token: Optional[str] = None, private: bool = False,
+                commit_message: str = "Add a gcp model", provenance: Optional[Provenance] = None,
+                api: Any = None) -> Any:
+    """Upload ``model`` to the Hugging Face Hub repository ``repo_id`` as :func:`save_pretrained`
+    writes it (weights, timm's ``config.json``, the model card), as timm's ``push_to_hf_hub`` does:
+    the repository is created if missing, then the folder is uploaded in one commit. ``api`` is a
+    ``huggingface_hub.HfApi`` (default: one with ``token``); returns what its ``upload_folder``
+    returns. ``timm.create_model("hf-hub:<repo_id>", pretrained=True)`` then loads it (after
+    ``import gcp.zoo``)."""
+    import tempfile
+
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_pretrained(model, os.path.join(tmp, "model"), provenance=provenance)
+        api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
 
 
 def load_pretrained(path: str, **overrides: Any) -> nn.Module:

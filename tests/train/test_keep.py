@@ -92,6 +92,8 @@ def test_export_best_loads_with_gcp_and_timm_and_is_the_best_epoch(imagenet, tmp
     assert best["epoch"] == 1
     exported = gcp.zoo.load_pretrained(str(out / keep.EXPORT))
     assert all(torch.equal(v, best["model"][k]) for k, v in exported.state_dict().items())
+    card = (out / keep.EXPORT / "README.md").read_text()
+    assert "Trained: by gcp.train" in card and "best epoch by top-1, 2 of 3" in card and "| val top-1 (%) | 70 |" in card
     via_timm = timm.create_model(f"local-dir:{out / keep.EXPORT}", pretrained=True)
     assert all(torch.equal(v, best["model"][k]) for k, v in via_timm.state_dict().items())
     # a resume may change what is kept: with 0 the next epoch removes the kept checkpoints
