@@ -69,6 +69,8 @@ def _create(name: str, in_chans: int, pretrained: PretrainedArg, global_pool: Op
     if global_pool is not None:
         kwargs["global_pool"] = global_pool
     overlay = dict(file=pretrained) if isinstance(pretrained, str) else None
+    if isinstance(pretrained, str):
+        _check_backbone_file(name, pretrained, kwargs)
     try:
         return timm.create_model(name, pretrained=bool(pretrained), pretrained_cfg_overlay=overlay, **kwargs)
     except TypeError as exc:
@@ -83,6 +85,31 @@ def _create(name: str, in_chans: int, pretrained: PretrainedArg, global_pool: Op
         source = f"the file {pretrained}" if isinstance(pretrained, str) else f"timm's ImageNet weights of {name}"
         raise CheckpointError(f"backbone_pretrained: cannot load {source}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _check_backbone_file(name: str, path: str, kwargs: dict[str, Any]) -> None:
+    """A weight file given for the backbone must be that backbone's: timm would load what matches
+    and warn about the rest, leaving a random or mixed backbone. A file that lacks tensors of the
+    backbone, or holds tensors it does not have (its classifier apart), is refused, naming what the
+    file looks like."""
+    from .errors import CheckpointError
+    from .io import read_state_dict
+    from .layouts import describe, missing_backbone_keys
+
+    present = read_state_dict(path)
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    expected = model.state_dict()
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    missing = missing_backbone_keys(expected, present)
+    extra = sorted(k for k in present if k not in expected and not k.endswith("num_batches_tracked")
+                   and not any(k.startswith(c + ".") for c in classifier))
+    if missing or extra:
+        total = sum(1 for k in expected if not k.endswith("num_batches_tracked"))
+        what = (f"lacks {len(missing)} of the {total} tensors of timm's {name} (e.g. {', '.join(missing[:3])})"
+                if missing else f"holds {len(extra)} tensors timm's {name} does not have (e.g. {', '.join(extra[:3])})")
+        raise CheckpointError(f"backbone_pretrained={path}: the file {what}; it looks like {describe(present)}")
 
 
 def _undo_stride(module: nn.Module) -> None:

@@ -1,0 +1,41 @@
+"""A weight file given as the backbone's loads only if it is that backbone's; otherwise a typed
+error says what the file looks like and what loads it (never a random backbone and a warning)."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import gcp.zoo
+from gcp.zoo import CheckpointError
+
+
+def _save(state, path):
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return str(path)
+
+
+def test_the_backbones_own_file_loads_every_tensor(tmp_path):
+    timm_model = timm.create_model("resnet18")
+    path = _save(timm_model.state_dict(), tmp_path / "r18.safetensors")  # its classifier fc.* included
+    model = gcp.zoo.create_model("gcp_resnet18", num_classes=3, backbone_pretrained=path)
+    for key, value in timm_model.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(model.backbone.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: gcp.zoo.create_model("gcp_resnet18", num_classes=3).state_dict(),
+     "lacks 100 of the 100 tensors of timm's resnet18 .* a gcp model's weights .* not as a backbone"),
+    (lambda: {"module.features.0.weight": torch.zeros(64, 3, 7, 7),
+              "module.representation.conv_dr_block.0.weight": torch.zeros(256, 2048, 1, 1)},
+     "published iSQRT-COV / DifferentiableSVD checkpoint .* gcp.zoo.convert"),
+    (lambda: timm.create_model("resnet34").state_dict(),
+     "holds 80 tensors timm's resnet18 does not have .* another timm model"),
+])
+def test_a_file_that_is_not_the_backbones_is_a_typed_error(tmp_path, make, pattern):
+    path = _save(make(), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match=pattern):
+        gcp.zoo.create_model("gcp_resnet18", num_classes=3, backbone_pretrained=path)
