@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import timm
 import torch
@@ -71,8 +72,10 @@ def _create(name: str, in_chans: int, pretrained: PretrainedArg, global_pool: Op
     overlay = dict(file=pretrained) if isinstance(pretrained, str) else None
     if isinstance(pretrained, str):
         _check_backbone_file(name, pretrained, kwargs)
+    offline = pretrained is True and not hub_reachable()
     try:
-        return timm.create_model(name, pretrained=bool(pretrained), pretrained_cfg_overlay=overlay, **kwargs)
+        with cache_only(offline):
+            return timm.create_model(name, pretrained=bool(pretrained), pretrained_cfg_overlay=overlay, **kwargs)
     except TypeError as exc:
         if "unexpected keyword argument" not in str(exc):
             raise
@@ -82,9 +85,46 @@ def _create(name: str, in_chans: int, pretrained: PretrainedArg, global_pool: Op
             raise
         from .errors import CheckpointError
 
+        if offline:
+            raise CheckpointError(
+                f"backbone_pretrained=True: the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE is set) and "
+                f"timm's ImageNet weights of {name} are not in the local cache; pass a local file of them: "
+                "backbone_pretrained=PATH (gcp-finetune --backbone-pretrained PATH)") from exc
         source = f"the file {pretrained}" if isinstance(pretrained, str) else f"timm's ImageNet weights of {name}"
         raise CheckpointError(f"backbone_pretrained: cannot load {source}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within ``timeout`` seconds (``False``
+    at once when HF_HUB_OFFLINE is set). Offline, huggingface_hub would spend about a minute in
+    retries before the same error; with this answer a download is looked up in the cache only."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def cache_only(enabled: bool) -> Iterator[None]:
+    """huggingface_hub in offline mode (the local cache only) inside the block, when ``enabled``."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or enabled
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _check_backbone_file(name: str, path: str, kwargs: dict[str, Any]) -> None:

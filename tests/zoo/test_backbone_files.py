@@ -39,3 +39,20 @@ def test_a_file_that_is_not_the_backbones_is_a_typed_error(tmp_path, make, patte
     path = _save(make(), tmp_path / "w.safetensors")
     with pytest.raises(CheckpointError, match=pattern):
         gcp.zoo.create_model("gcp_resnet18", num_classes=3, backbone_pretrained=path)
+
+
+def test_offline_the_hub_is_not_retried_for_a_minute(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    from gcp.zoo import _backbones
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
+    assert not _backbones.hub_reachable(timeout=2)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="Hub cannot be reached .* backbone_pretrained=PATH"):
+        gcp.zoo.create_model("gcp_resnet18", num_classes=3, backbone_pretrained=True)
+    assert time.perf_counter() - start < 20
+    assert constants.HF_HUB_OFFLINE is True  # restored as it was
