@@ -9,7 +9,13 @@ File I/O that the layers above share (atomic writes, state-dict reading, hashes)
 from . import cifar_resnet, io  # cifar_resnet registers resnet18_cifar before _registry lists timm's models
 from ._gcpnet import GCPNet
 from ._registry import SPECS, GCPWeights, ModelSpec, create_model, list_models, spec_of
-from .errors import CheckpointError, StateDictMismatchError, UnknownModelError, UnsupportedBackboneError
+from .errors import (
+    CheckpointError,
+    HeadMismatchWarning,
+    StateDictMismatchError,
+    UnknownModelError,
+    UnsupportedBackboneError,
+)
 from .export import OnnxExport, RootChoice, choose_matmul_root, export_onnx
 from .input_size import check_input_size, input_size_kwargs
 from .model_card import Provenance
@@ -20,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "GCPNet",
     "GCPWeights",
+    "HeadMismatchWarning",
     "OnnxExport",
     "Provenance",
     "RootChoice",

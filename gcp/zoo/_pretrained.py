@@ -119,6 +119,20 @@ def check_metadata(model: nn.Module, path: str) -> None:
                 f"{path} was saved for {key}={saved[key]!r} but the model has {key}={mine[key]!r}; "
                 f"create the model with {key}={saved[key]!r}"
             )
+    trained = {k: saved.get(k) for k in ("method", "backward") if k in saved}
+    loaded = {k: mine.get(k) for k in trained}
+    if trained != loaded:
+        # allowed (the hybrid protocol trains one head and continues with another), but stated
+        import warnings
+
+        from .errors import HeadMismatchWarning
+
+        warnings.warn(f"{path} was trained with the head {trained} and is loaded into a model whose head is "
+                      f"{loaded} (kept as asked; recorded as pretrained_cfg['weights_head'])",
+                      HeadMismatchWarning, stacklevel=3)
+        cfg = getattr(model, "pretrained_cfg", None)
+        if isinstance(cfg, dict):
+            cfg["weights_head"] = trained
 
 
 def adapt_input_convs(model: nn.Module, state: dict[str, Tensor], first_conv: Any) -> dict[str, Tensor]:

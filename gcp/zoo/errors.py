@@ -20,3 +20,8 @@ class StateDictMismatchError(CheckpointError, RuntimeError):
 
 class UnsupportedBackboneError(GCPError):
     """A timm model whose features a GCP head cannot pool (named, with the reason)."""
+
+
+class HeadMismatchWarning(UserWarning):
+    """Weights trained with one head (method, backward) were loaded into a model with another:
+    allowed, as the hybrid protocol needs it, and recorded in the model's ``pretrained_cfg``."""

@@ -56,3 +56,19 @@ def test_offline_the_hub_is_not_retried_for_a_minute(monkeypatch):
         gcp.zoo.create_model("gcp_resnet18", num_classes=3, backbone_pretrained=True)
     assert time.perf_counter() - start < 20
     assert constants.HF_HUB_OFFLINE is True  # restored as it was
+
+
+def test_weights_of_another_head_load_with_a_warning_and_a_record(tmp_path):
+    trained = gcp.zoo.create_model("gcp_resnet18", num_classes=3, method="svd", backward="pade")
+    gcp.zoo.save_weights(trained, str(tmp_path / "w.safetensors"))
+    with pytest.warns(gcp.zoo.HeadMismatchWarning, match="trained with the head .*'svd'.*'pade'.* head is .*'isqrt'"):
+        model = gcp.zoo.create_model("gcp_resnet18", num_classes=3, method="isqrt", pretrained=True,
+                                     pretrained_cfg_overlay=dict(file=str(tmp_path / "w.safetensors")))
+    assert model.pretrained_cfg["weights_head"] == {"method": "svd", "backward": "pade"}
+    assert torch.equal(model.head.fc.weight, trained.head.fc.weight)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gcp.zoo.HeadMismatchWarning)  # the same head: no warning
+        gcp.zoo.create_model("gcp_resnet18", num_classes=3, method="svd", backward="pade", pretrained=True,
+                             pretrained_cfg_overlay=dict(file=str(tmp_path / "w.safetensors")))
