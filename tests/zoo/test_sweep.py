@@ -216,6 +216,8 @@ def test_a_generic_models_bad_weights_and_input_options_are_refused_by_name(tmp_
         raise OSError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
+    # the Hub answers the probe but the download fails (the unreachable case is test_backbone_files')
+    monkeypatch.setattr(gcp.zoo._backbones, "hub_reachable", lambda timeout=3.0: True)
     with pytest.raises(gcp.zoo.CheckpointError, match="cannot load timm's ImageNet weights of test_resnet: OSError"):
         timm.create_model("gcp_test_resnet", backbone_pretrained=True)
 
