@@ -1,7 +1,7 @@
 """``GCPNet``: any timm backbone followed by a :class:`gcp.GCPHead`, in timm's model contract."""
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations`` here: torch.fx re-emits forward's annotations, and
+# TorchScript cannot read a postponed (string) one ("Unknown type name '_Tensor_'")
 import re
 from typing import Any, Callable, Mapping, Optional, Union
 
