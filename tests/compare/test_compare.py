@@ -30,6 +30,7 @@ def _get(rows, **where):
     return found
 
 
+@pytest.mark.slow  # the module's quick gcp-compare run (~11 s); CI's install check runs it too
 def test_quick_run_writes_every_file(report):
     out, rows = report
     for name in ("report.md", "results.csv", "results.json", "grad_error_vs_gap.png", "time_vs_d.png",
@@ -44,6 +45,7 @@ def test_quick_run_writes_every_file(report):
     assert {r["mode"] for r in rows if r["section"] == "training"} == {"exact", "ed", "isqrt", "gap", "hybrid", "all"}
 
 
+@pytest.mark.slow  # the module's quick gcp-compare run (~11 s); CI's install check runs it too
 def test_numbers_match_direct_calls(report):
     _, rows = report
     # the reference is exact in float64
@@ -95,6 +97,7 @@ def test_bad_options_are_clear_errors(argv, message, capsys):
 # --- uncertainty, generated conclusions, --recommend ------------------------------------------
 
 
+@pytest.mark.slow  # the module's quick gcp-compare run (~11 s); CI's install check runs it too
 def test_every_training_number_carries_its_uncertainty(report):
     out, rows = report
     md = (out / "report.md").read_text()
@@ -187,6 +190,7 @@ def test_out_naming_a_file_fails_at_once(tmp_path):
         main(["--quick", "--out", str(f)])
 
 
+@pytest.mark.slow  # the module's quick gcp-compare run (~11 s); CI's install check runs it too
 def test_report_names_the_device(report):
     out, _ = report
     assert "device=cpu" in (out / "report.md").read_text()

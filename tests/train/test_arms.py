@@ -60,6 +60,7 @@ def dataset(tmp_path_factory):
     return image_folder(str(tmp_path_factory.mktemp("imagenet")))
 
 
+@pytest.mark.slow  # four tiny runs; the default run's multi-run path is the CIFAR sweep's
 def test_gcp_train_compares_heads_in_one_command(dataset, tmp_path, capsys):
     out = tmp_path / "heads"
     assert train_imagenet.main(["--data-dir", dataset, "--output", str(out), *BASE, "--epochs", "1",

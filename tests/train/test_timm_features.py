@@ -210,6 +210,7 @@ def test_every_feature_is_recorded_and_resumes_bit_identically(imagenet, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_torchcompile_compiles_the_training_model_and_checkpoints_keep_their_names(imagenet, tmp_path, monkeypatch):
     calls = []
     real = torch.compile

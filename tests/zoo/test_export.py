@@ -138,6 +138,7 @@ def test_legacy_onnx_exporter_names_the_way_out_for_svd(tmp_path):
             torch.onnx.export(model, (_x(),), str(tmp_path / "c.onnx"), dynamo=False)
 
 
+@pytest.mark.slow  # a dynamo export attempt (~5 s)
 def test_dynamo_onnx_exporter_of_svd_is_refused_by_gcp(tmp_path):
     """torch.onnx.export(dynamo=True) of an svd head ends in gcp's refusal, with the way out, not in
     a ConversionError on aten._linalg_eigh. torch's exporter wraps every capture error in its own
