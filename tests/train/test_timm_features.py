@@ -10,6 +10,7 @@ import pytest
 import torch
 from timm.data.auto_augment import RandAugment
 from timm.layers import DropPath
+from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from torch import nn
 
 import gcp.train as gcptrain
@@ -243,28 +244,28 @@ def test_decay_milestones_follow_timms_convention():
     assert record.decay_milestones == (1, 3)  # the record's meaning: 0-based epoch indices
     assert cli.record_flags(record, args, train_imagenet.build_parser())["decay_milestones"] == [2, 4]
 
-    def lrs(make):
-        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        sched = make(opt)
-        out = []
-        for epoch in range(6):
-            sched.step(epoch)
-            out.append(opt.param_groups[0]["lr"])
-        return out
-
-    ours = lrs(lambda opt: make_scheduler(opt, record.schedule_settings()))
-    timms = lrs(lambda opt: MultiStepLRScheduler(opt, decay_t=[2, 4], decay_rate=0.1))
+    ours = _lrs_per_epoch(lambda opt: make_scheduler(opt, record.schedule_settings()))
+    timms = _lrs_per_epoch(lambda opt: MultiStepLRScheduler(opt, decay_t=[2, 4], decay_rate=0.1))
     assert ours == pytest.approx(timms) and ours == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001, 0.001])
     with pytest.raises(gcptrain.ConfigError, match="counted from 1"):
         train_imagenet.resolve_record(train_imagenet.build_parser().parse_args(
             ["--data-dir", "/d", "--decay-milestones", "0"]), None, 0)
 
 
+def _lrs_per_epoch(make, epochs=6):
+    """The lr of each epoch, the scheduler stepped as timm's train.py and gcp's engine step it."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = make(opt)
+    out = []
+    for epoch in range(epochs):
+        scheduler.step(epoch)
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
 @pytest.mark.parametrize("sched, extra, make", [
-    ("step", ["--decay-epochs", "2", "--decay-rate", "0.5"],
-     lambda opt: __import__("timm.scheduler", fromlist=["StepLRScheduler"]).StepLRScheduler(opt, 2, 0.5)),
-    ("cosine", ["--min-lr", "0.001"],
-     lambda opt: __import__("timm.scheduler", fromlist=["CosineLRScheduler"]).CosineLRScheduler(opt, 6, lr_min=0.001)),
+    ("step", ["--decay-epochs", "2", "--decay-rate", "0.5"], lambda opt: StepLRScheduler(opt, 2, 0.5)),
+    ("cosine", ["--min-lr", "0.001"], lambda opt: CosineLRScheduler(opt, 6, lr_min=0.001)),
 ])
 def test_sched_names_mean_what_timm_means(sched, extra, make):
     """``--sched step`` is timm's (decay every --decay-epochs), not the milestones one
@@ -275,16 +276,8 @@ def test_sched_names_mean_what_timm_means(sched, extra, make):
     record = train_imagenet.resolve_record(train_imagenet.build_parser().parse_args(
         ["--data-dir", "/d", "--sched", sched, "--epochs", "6", "--lr", "0.1", *extra]), None, 0)
 
-    def lrs(build):
-        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        scheduler = build(opt)
-        out = []
-        for epoch in range(6):
-            scheduler.step(epoch)
-            out.append(opt.param_groups[0]["lr"])
-        return out
-
-    assert lrs(lambda opt: make_scheduler(opt, record.schedule_settings())) == pytest.approx(lrs(make))
+    assert _lrs_per_epoch(lambda opt: make_scheduler(opt, record.schedule_settings())) == pytest.approx(
+        _lrs_per_epoch(make))
 
 
 def test_a_record_written_with_the_old_step_name_reads_as_multistep():
