@@ -72,13 +72,14 @@ def test_numbers_match_direct_calls(report):
     assert all(v > 0 for v in _get(rows, section="speed", metric="fwd_bwd_over_eigh"))
 
 
-def test_existing_report_is_not_overwritten(report, capsys):
-    out, _ = report
-    before = (out / "report.md").read_text()
+def test_existing_report_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "report.md").write_text("an earlier run's report\n")  # refused before any measurement
     with pytest.raises(SystemExit):
         main(ARGS + ["--out", str(out)])
     assert "already holds report.md" in capsys.readouterr().err
-    assert (out / "report.md").read_text() == before
+    assert (out / "report.md").read_text() == "an earlier run's report\n"
 
 
 @pytest.mark.parametrize("argv, message", [
