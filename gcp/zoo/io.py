@@ -163,5 +163,10 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
         expected = {k: v for k, v in expected.items() if not k.startswith(CLASSIFIER_PREFIX)}
     problems = describe_mismatch(expected, state)
     if problems:
+        from .layouts import describe
+
+        kind = describe(state)
+        if "gcp.zoo.convert" in kind:  # one line instead of hundreds of keys: the file needs converting
+            raise CheckpointError(f"checkpoint {source} is {kind}")
         raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(state, strict=not fresh_classifier)

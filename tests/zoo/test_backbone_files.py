@@ -72,3 +72,14 @@ def test_weights_of_another_head_load_with_a_warning_and_a_record(tmp_path):
         warnings.simplefilter("error", gcp.zoo.HeadMismatchWarning)  # the same head: no warning
         gcp.zoo.create_model("gcp_resnet18", num_classes=3, method="svd", backward="pade", pretrained=True,
                              pretrained_cfg_overlay=dict(file=str(tmp_path / "w.safetensors")))
+
+
+def test_an_unconverted_published_checkpoint_as_gcp_weights_names_the_converter(tmp_path):
+    # fast-MPN-COV's DataParallel training layout: module.features.*, module.representation.*, module.fc.*
+    state = {"module.features.0.weight": torch.zeros(64, 3, 7, 7),
+             "module.representation.conv_dr_block.0.weight": torch.zeros(256, 512, 1, 1),
+             "module.fc.weight": torch.zeros(3, 32896), "module.fc.bias": torch.zeros(3)}
+    path = _save(state, tmp_path / "mpncov.safetensors")
+    with pytest.raises(CheckpointError, match=r"is a published iSQRT-COV .* gcp\.zoo\.convert") as err:
+        gcp.zoo.create_model("gcp_resnet18", num_classes=3, pretrained=True, pretrained_cfg_overlay=dict(file=path))
+    assert len(str(err.value)) < 400  # one line, not the hundreds of missing and unexpected keys
