@@ -6,6 +6,7 @@ import re
 from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from gcp import GCPHead, HeadConfig, InvalidOptionError, ShapeError
@@ -100,6 +101,12 @@ def as_feature_maps(x: Tensor, nhwc: bool, prefix_tokens: int) -> Tensor:
 # a leaf of FX graphs (torchvision's create_feature_extractor, timm's FX helpers): its branches
 # depend on the rank of a traced tensor
 torch.fx.wrap("as_feature_maps")
+
+# timm's FX tracer (its feature extractor, its FX + TorchScript model test) keeps a GCP head whole:
+# TorchScript then compiles the head as ScriptedGCPHead (GCPHead.__prepare_scriptable__), which it
+# cannot do with the head's traced internals (they take the HeadConfig as a constant)
+register_notrace_module(GCPHead)
+register_notrace_module(SoViTHead)
 
 
 class GCPNet(nn.Module):

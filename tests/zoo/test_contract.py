@@ -187,12 +187,49 @@ def check_fx(name: str) -> None:
     from timm.models._features_fx import create_feature_extractor as timm_extractor
 
     first = model.pretrained_cfg["first_conv"]
-    nodes = timm_extractor(model.eval(), return_nodes={first: "stem", "head.fc": "out"})
+    # timm's tracer keeps the GCP head whole (a registered leaf, so TorchScript can compile it)
+    nodes = timm_extractor(model.eval(), return_nodes={first: "stem", "head": "out"})
     with torch.no_grad():
         got = nodes(x)
         assert torch.allclose(got["out"], model(x), rtol=1e-5, atol=1e-6)
         conv = model.get_submodule(first)
         assert torch.allclose(got["stem"], conv(x), rtol=1e-5, atol=1e-6)
+
+
+def fx_torchscript(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """timm's FX + TorchScript model test: trace with timm's leaf modules and wrapped functions,
+    extract the last node, script the graph module, and compare with the eager model."""
+    from timm.models._features_fx import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    tracer = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
+                  param_shapes_constant=True)
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer)
+    graph = create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
+                                     tracer_kwargs=tracer)
+    scripted = torch.jit.script(graph.eval())
+    with torch.no_grad():
+        out = tuple(scripted(x).values())[0]
+        assert torch.allclose(out, model(x), rtol=1e-5, atol=1e-5)
+
+
+def check_fx_torchscript(name: str) -> None:
+    from timm.layers import set_scriptable
+
+    with set_scriptable(True):
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=5, **SMALL).eval()
+    fx_torchscript(model, _x(1))
+
+
+def test_fx_torchscript_of_a_generic_model():
+    """timm's FX + TorchScript test on gcp_<timm name> models of two layouts (a ResNet, a ConvNeXt)."""
+    from timm.layers import set_scriptable
+
+    for name in ("gcp_test_resnet", "gcp_test_convnext"):
+        with set_scriptable(True):
+            model = timm.create_model(name, num_classes=5).eval()
+        fx_torchscript(model, _x(1))
 
 
 def check_torchscript(name: str) -> None:
@@ -232,6 +269,7 @@ CHECKS = {
     "grad_checkpointing": check_grad_checkpointing,
     "layer_decay": check_layer_decay,
     "fx": check_fx,
+    "fx_torchscript": check_fx_torchscript,
     "torchscript": check_torchscript,
     "pretrained_in_chans": check_pretrained_in_chans,
 }
