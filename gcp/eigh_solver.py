@@ -120,15 +120,12 @@ def symmetric_eigh(x: Tensor) -> tuple[Tensor, Tensor]:
     """``torch.linalg.eigh(x)`` (ascending eigenvalues, eigenvectors as columns, lower triangle
     read) by the selected backend. Call it where no gradient flows through it (inside an autograd
     Function's forward); where one would, it is torch's, whose autograd is defined."""
-    if x.requires_grad and torch.is_grad_enabled():
+    if (x.requires_grad and torch.is_grad_enabled()) or x.numel() == 0 or not uses_batched_solver(x):
         return torch.linalg.eigh(x)
-    if not uses_batched_solver(x):
-        return torch.linalg.eigh(x)
-    if x.numel() == 0:
-        return torch.linalg.eigh(x)
-    reason = _cusolver.unavailable_reason()
-    if reason:
-        raise SolverUnavailableError(f"eigh backend 'cusolver' was selected but cannot run: {reason}")
+    if _backend == "cusolver":  # asked for by name: refused where it cannot run ("auto" checked it)
+        reason = _cusolver.unavailable_reason()
+        if reason:
+            raise SolverUnavailableError(f"eigh backend 'cusolver' was selected but cannot run: {reason}")
     lam, rows = _syev_batched(x)
     return lam, rows.mT
 

@@ -64,16 +64,12 @@ def summarise(results: dict[str, list[list[dict[str, Any]]]], failures: Optional
     return rows
 
 
-def detectable(rows: list[dict[str, Any]], results: dict[str, list[list[dict[str, Any]]]]) -> float:
+def detectable(rows: list[dict[str, Any]]) -> float:
     """The smallest difference of final top-1 these seeds can call significant (two-sided, ALPHA),
     from the pooled seed-to-seed standard deviation and the smallest number of finished runs."""
     groups = [[float(v) for v in r["final_top1_per_seed"].split()] for r in rows]
     sizes = [len(g) for g in groups if len(g) > 1]  # an arm with one finished run estimates no spread
     return detectable_difference(pooled_std(groups), min(sizes)) if sizes else float("nan")
-
-
-def _write_text(path: str, text: str) -> None:
-    write_text(path, text)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -194,16 +190,16 @@ def write_comparison(results: dict[str, list[list[dict[str, Any]]]], output: str
     versions, command) heads the markdown."""
     os.makedirs(output, exist_ok=True)
     rows = summarise(results, failures)
-    smallest = detectable(rows, results)
+    smallest = detectable(rows)
     names = ("comparison.csv", "comparison.md", "comparison.tex", "epochs.csv", "accuracy.png")
     paths = {name: os.path.join(output, name) for name in names}
-    _write_text(paths["comparison.csv"], _csv(rows))
-    _write_text(paths["comparison.md"], to_markdown(rows, title, setting, smallest))
-    _write_text(paths["comparison.tex"], to_latex(rows, title))
+    write_text(paths["comparison.csv"], _csv(rows))
+    write_text(paths["comparison.md"], to_markdown(rows, title, setting, smallest))
+    write_text(paths["comparison.tex"], to_latex(rows, title))
     # the seed's value as the run used it (histories written before rows carried it: empty)
     epochs = [dict(arm=a, seed=r.get("seed", ""), **{k: v for k, v in r.items() if k != "seed"})
               for a, runs in results.items() for h in runs for r in h]
-    _write_text(paths["epochs.csv"], _csv(epochs))
+    write_text(paths["epochs.csv"], _csv(epochs))
     plot_accuracy(results, paths["accuracy.png"], title)
     print(to_markdown(rows, title, setting, smallest))
     return list(paths.values())

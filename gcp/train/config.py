@@ -18,6 +18,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from gcp.zoo.cifar_resnet import CIFAR_MEAN, CIFAR_STD
 
+from .cifar import CIFAR
+
 _IMAGENET_EVAL = dict(img_size=224, crop_pct=0.875, interpolation="bilinear", mean=tuple(IMAGENET_DEFAULT_MEAN),
                       std=tuple(IMAGENET_DEFAULT_STD))
 
@@ -50,5 +52,5 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: statistics and its splits)
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     name: dict(img_size=32, crop_pct=1.0, interpolation="bilinear", mean=CIFAR_MEAN, std=CIFAR_STD,
-               train_split="train", eval_split="test") for name in ("cifar10", "cifar100")
+               train_split="train", eval_split="test") for name in CIFAR
 }

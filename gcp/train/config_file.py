@@ -29,7 +29,7 @@ from .timm_defaults import TIMM_TRAIN_DEFAULTS
 
 #: timm settings whose default means what gcp's default means (timm's ImageFolder reads a
 #: ``validation`` split from ``val`` when there is no ``validation`` folder)
-_SAME_AS_GCP_DEFAULT = {"val_split": "validation", "interpolation": "", "crop_pct": None}
+_SAME_AS_GCP_DEFAULT = {"val_split": "validation", "interpolation": ""}
 
 
 def _plain(value: Any) -> Any:

@@ -21,6 +21,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
+from .cifar import CIFAR, cifar_transforms
 from .distributed import DistInfo
 from .errors import ConfigError, DatasetError
 from .record import DataSpec
@@ -45,9 +46,7 @@ def transforms_for(data: DataSpec) -> tuple[Callable, Callable]:
     value: the shorter side; two: ``(h, w)``) + centre crop ``img_size`` for both, a flip for
     training; timm's factory has no deterministic train-time crop, hence torchvision's transforms.
     """
-    if data.dataset in ("cifar10", "cifar100"):
-        from .cifar import cifar_transforms
-
+    if data.dataset in CIFAR:
         train, test = cifar_transforms(data.img_size, data.mean, data.std)
         if data.aa:
             train.transforms.insert(2, rand_augment(data))  # after the crop and the flip, before ToTensor

@@ -25,6 +25,7 @@ import gcp
 import gcp.zoo
 from gcp.validators import is_int, is_real
 
+from .cifar import CIFAR
 from .errors import ConfigError
 from .fields import EVALUATION_FIXED, FLAT_KEYS, RESUME_MUTABLE, inapplicable, shown, violations
 from .optim import OptimizerSettings, ScheduleSettings
@@ -183,7 +184,7 @@ class DataSpec:
             raise ConfigError(f"the resize {self.resize} must be one or two sizes >= --img-size {self.img_size}")
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
             raise ConfigError(f"interpolation must be bilinear, bicubic or nearest, got {self.interpolation!r}")
-        if self.dataset in ("cifar10", "cifar100"):
+        if self.dataset in CIFAR:
             if self.img_size != 32:
                 raise ConfigError(f"--img-size {self.img_size}: {self.dataset}'s images are 32×32")
             if (self.train_split, self.eval_split) != ("train", "test"):

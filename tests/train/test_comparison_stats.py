@@ -43,7 +43,7 @@ def test_the_detectable_difference_is_the_t_threshold_of_the_pooled_spread():
     finals = [[h[-1]["top1"] for h in runs] for runs in RESULTS.values()]
     pooled = math.sqrt(sum(stats.tstd(v) ** 2 for v in finals) / len(finals))
     expected = stats.t.ppf(0.975, 4) * pooled * math.sqrt(2 / 3)
-    assert detectable(rows, RESULTS) == pytest.approx(expected, rel=1e-12)
+    assert detectable(rows) == pytest.approx(expected, rel=1e-12)
 
 
 def test_failed_runs_are_left_out_of_the_statistics_and_counted():
