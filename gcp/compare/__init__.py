@@ -7,14 +7,17 @@ Measures every backward mode of :data:`gcp.BACKWARDS` plus the iterative ``isqrt
    covariances with fewer / more samples than dimensions;
 2. stability on a degenerate suite (non-finite fraction, largest gradient norm), float32/float64;
 3. speed of forward and forward+backward for several ``d``, as multiples of ``eigh`` forward;
-4. training in the GCP regime: a CNN on scikit-learn's ``load_digits`` whose head pools a
-   rank-deficient covariance (d = 32 channels over 16 positions), per route, against global
-   average pooling and the hybrid protocol, over seeds, with the smallest difference the seeds
-   can detect and which of the papers' claims reproduce;
-5. the scaled-down ZCA-whitening experiment of Wang et al. (NeurIPS 2019).
+4. what reaches the backbone: each route's gradient with respect to the covariance and to the
+   features, as multiples of Newton–Schulz's, per head size d over 16 positions;
+5. training in the GCP regime: a CNN on noisy 8×8 digits whose head pools a rank-deficient
+   covariance (d channels over 16 positions), per route and head method, against global average
+   pooling and the hybrid protocol, over seeds, with the significance threshold, the difference
+   detected with 80% power, and which of the papers' claims reproduce;
+6. a texture control whose classes differ only in cross-channel correlation (full run);
+7. the scaled-down ZCA-whitening experiment of Wang et al. (NeurIPS 2019) (full run).
 
 Writes ``report.md``, ``results.csv``, ``results.json`` and PNG plots to ``--out`` and prints a
-summary table. ``--quick`` (``make demo``) takes under two minutes on 2 CPU cores.
+summary table. ``--quick`` (``make demo``) takes about two minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -32,19 +35,22 @@ from gcp.bench.timing import positive_int
 
 from ..backward import BACKWARDS
 from ..errors import GCPError
-from . import sections, training
+from . import mechanism, sections, training
 from .report import read_records, terminal_summary, write_all
 from .routes import ALL_ROUTES, HEAD_CONFIG, METHOD_ARMS, POOLING, parse_routes
 
-SECTIONS = ("accuracy", "stability", "speed", "training", "zca")
-#: the arms of the training section in --quick: the routes the SVD-Padé paper compares, and the baselines
-#: (cbp trains ~4× slower than bcnn at this size: the full run has it, --quick keeps to its time)
-QUICK_ARMS = ("exact", "ed", "pade", "taylor", "isqrt", "mpa") + training.BASELINES + ("bcnn",)
+SECTIONS = ("accuracy", "stability", "speed", "mechanism", "training", "texture", "zca")
+#: the arms of the training section in --quick: the baseline, Newton–Schulz and the exact gradient
+QUICK_ARMS = ("gap", "isqrt", "exact")
+#: the full run's arms: the routes the SVD-Padé paper compares, the baselines and the other heads
+FULL_ARMS = ("gap", "isqrt", "exact", "taylor", "hybrid", "ed", "bcnn", "cbp", "logm")
 QUICK = dict(dim=8, ratios=(0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999), sizes=(32, 64), batch=16,
-             repeats=3, epochs=8, seeds=(0, 1, 2, 3), zca_dims=(4, 32), zca_epochs=5, arms=QUICK_ARMS)
+             repeats=3, epochs=15, seeds=(0, 1, 2, 3, 4), train_dims=(training.DIM,), eval_every=15,
+             zca_dims=(4, 32), zca_epochs=5, arms=QUICK_ARMS,
+             sections=("accuracy", "stability", "speed", "mechanism", "training"))
 FULL = dict(dim=32, ratios=QUICK["ratios"], sizes=(64, 128, 256), batch=32, repeats=5, epochs=15,
-            seeds=(0, 1, 2, 3, 4), zca_dims=(4, 8, 16, 32), zca_epochs=6,
-            arms=ALL_ROUTES + training.BASELINES + training.OTHER_HEADS)
+            seeds=(0, 1, 2, 3, 4), train_dims=training.DIMS, eval_every=5, zca_dims=(4, 8, 16, 32), zca_epochs=6,
+            arms=FULL_ARMS, sections=SECTIONS)
 
 
 #: what --recommend reads; every other option given with it is refused
@@ -56,23 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gcp-compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="small sizes, fewer seeds and epochs: under two minutes on 2 cores")
+                   help="small sizes; training: gap, isqrt and exact at d = 64 over 5 seeds, evaluated once at the "
+                        "end; no texture or ZCA section: about two minutes on 2 cores")
     p.add_argument("--modes", default="all", help=f"comma-separated subset of {', '.join(ALL_ROUTES)} (default all)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default=None,
+                   help=f"comma-separated subset of {', '.join(SECTIONS)} (default all; --quick: "
+                        f"{','.join(QUICK['sections'])})")
     p.add_argument("--dtypes", default="float32,float64", help="input dtypes for accuracy and stability")
     p.add_argument("--dim", type=int, default=None, help="matrix size of the accuracy section")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="matrix sizes of the speed section")
     p.add_argument("--batch", type=int, default=None, help="batch of matrices in the speed section")
     p.add_argument("--speed-dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per arm (default 15; --quick 8)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per arm (default 15)")
+    p.add_argument("--train-dims", type=int, nargs="+", default=None,
+                   help="head sizes d of the training section, 2..256 (default 16 32 64; --quick 64); the "
+                        "texture control uses the largest")
+    p.add_argument("--eval-every", type=positive_int, default=None,
+                   help="evaluate the test set every N epochs and after the last (default 5; --quick: the last only)")
     p.add_argument("--train-modes", default=None,
                    help="arms of the training section: routes, hybrid, and any head method by name ("
-                        f"{', '.join(METHOD_ARMS)}) (default: every route, gap, hybrid, bcnn and cbp; --quick "
+                        f"{', '.join(METHOD_ARMS)}) (default {','.join(FULL_ARMS)}; --quick "
                         f"{','.join(QUICK_ARMS)}; with --modes, those modes and gap, hybrid)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="seeds of the training and ZCA sections (default 0 1 2 3 4; --quick 0 1 2 3): every "
-                        "number gets mean ± std")
+                   help="seeds of the training, texture and ZCA sections (default 0 1 2 3 4): every number gets "
+                        "mean ± std")
     p.add_argument("--zca-epochs", type=int, default=None, help="epochs of each ZCA run (default 6; --quick 5)")
     p.add_argument("--zca-dims", type=int, nargs="+", default=None,
                    help="group sizes of the ZCA section, divisors of 32 (default 4 8 16 32; --quick 4 32)")
@@ -142,9 +156,12 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
         _claim_out(parser, args, "recommend", "recommendation.md")
         return args
     base = QUICK if args.quick else FULL
-    for key in ("dim", "sizes", "batch", "repeats", "epochs", "seeds"):
+    for key in ("dim", "sizes", "batch", "repeats", "epochs", "seeds", "train_dims", "eval_every"):
         if getattr(args, key) is None:
             setattr(args, key, base[key])
+    if len(set(args.train_dims)) != len(args.train_dims) or not all(2 <= d <= 256 for d in args.train_dims):
+        parser.error(f"--train-dims must be distinct integers in 2..256, got {list(args.train_dims)}")
+    args.train_dims = tuple(sorted(args.train_dims))
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         parser.error(f"--seeds must be distinct non-negative integers, got {list(args.seeds)}")
     args.ratios = base["ratios"]
@@ -159,7 +176,8 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     except GCPError as exc:
         parser.error(str(exc))
     args.arm_list = _arms(parser, args, base)
-    args.section_list = [s.strip() for s in args.sections.split(",") if s.strip()]
+    sections_text = args.sections if args.sections is not None else ",".join(base["sections"])
+    args.section_list = [s.strip() for s in sections_text.split(",") if s.strip()]
     bad = [s for s in args.section_list if s not in SECTIONS]
     if bad or not args.section_list:
         parser.error(f"unknown section(s) {', '.join(bad) or '(none)'}; valid: {', '.join(SECTIONS)}")
@@ -207,7 +225,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     zca_modes = [m for m in modes if m in BACKWARDS] or ["ed", "exact", "pi"]
     steps = {
         "accuracy": (len(args.ratios) + 2) * len(modes), "stability": len(modes),
-        "speed": len(args.sizes) * (len(modes) + len(POOLING)), "training": len(args.arm_list) * len(args.seeds),
+        "speed": len(args.sizes) * (len(modes) + len(POOLING)), "mechanism": len(mechanism.DIMS) * len(args.dtype_list),
+        "training": len(args.arm_list) * len(args.train_dims) * len(args.seeds),
+        "texture": len(training.TEXTURE_ARMS) * len(args.seeds),
         "zca": len(args.zca_dims) * len(zca_modes) * len(args.seeds),
     }
     bar = tqdm(total=sum(steps[s] for s in secs), desc="gcp-compare", file=sys.stderr)
@@ -222,8 +242,14 @@ def run(args: argparse.Namespace) -> list[dict]:
         records += sections.speed(modes, args.sizes, args.batch, args.speed_dtype, args.repeats, device, tick)
         records += sections.pooling_speed(list(POOLING), args.sizes, args.batch, args.speed_dtype, args.repeats,
                                           device, tick)
+    if "mechanism" in secs:
+        records += mechanism.mechanism(modes, args.dtype_list, tick)
     if "training" in secs:
-        records += training.training(args.arm_list, args.epochs, list(args.seeds), tick, device, args.workers)
+        records += training.training(args.arm_list, args.epochs, list(args.seeds), tick, device, args.workers,
+                                     args.train_dims, args.eval_every)
+    if "texture" in secs:
+        records += training.texture(list(training.TEXTURE_ARMS), args.epochs, list(args.seeds), tick, device,
+                                    args.workers, max(args.train_dims), args.eval_every)
     if "zca" in secs:
         records += training.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds),
                                 device=device, workers=args.workers)
@@ -267,7 +293,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     records = run(args)
     config = dict(quick=args.quick, modes=",".join(args.mode_list), dim=args.dim, sizes=list(args.sizes),
                   batch=args.batch, speed_dtype=args.speed_dtype, epochs=args.epochs, seeds=list(args.seeds),
-                  train_modes=",".join(args.arm_list), zca_dims=list(args.zca_dims), zca_epochs=args.zca_epochs,
+                  train_modes=",".join(args.arm_list), train_dims=list(args.train_dims), eval_every=args.eval_every,
+                  sections=",".join(args.section_list), zca_dims=list(args.zca_dims), zca_epochs=args.zca_epochs,
                   device=args.device, threads=torch.get_num_threads(), workers=args.workers,
                   threads_per_training_run=1, torch=torch.__version__)
     reference = (args.reference, args.reference_records) if args.reference_records is not None else None

@@ -2,8 +2,8 @@
 
 Each claim is a pre-specified comparison of two groups of arms (one Welch t-test on the final top-1
 of the seeds), so no multiple-comparison adjustment is applied across arms; every verdict carries its
-numbers and the smallest difference the seeds can detect, so a "not reproduced" reads as what it is:
-no difference that large at this scale, not proof of none.
+numbers, the significance threshold of the seeds and the difference they detect with 80% power, so a
+"not reproduced" reads as what it is: no difference that large at this scale, not proof of none.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from gcp.train.stats import ALPHA, mean_std, welch_p
 from .routes import POOLING
 
 Summary = dict[str, dict[str, Any]]
+#: the significance threshold of the seeds and the difference they detect with 80% power (points)
+Power = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Verdict:
 
 def _arm(summary: Summary, name: str) -> str:
     s = summary[name]
-    return f"{name} {s['final_mean']:.1f} ± {s['final_std']:.1f}%"
+    return f"{name} {s['final_mean']:.2f} ± {s['final_std']:.2f}%"
 
 
 def _test(summary: Summary, a: str, b: str) -> tuple[float, Optional[float]]:
@@ -45,19 +47,25 @@ def _p(p: Optional[float]) -> str:
     return "no test with one seed" if p is None else f"p = {p:.3f}"
 
 
-def _higher(summary: Summary, a: str, b: str, mdd: float) -> tuple[str, str]:
+def _power(power: Power) -> str:
+    threshold, eighty = power
+    if not math.isfinite(threshold):
+        return ""
+    return f"; significance threshold {threshold:.2f} points, 80%-power difference {eighty:.2f} points"
+
+
+def _higher(summary: Summary, a: str, b: str, power: Power) -> tuple[str, str]:
     """Status and evidence for "``a`` trains better than ``b``"."""
     diff, p = _test(summary, a, b)
-    text = f"{_arm(summary, a)} vs {_arm(summary, b)}, difference {diff:+.1f} points, {_p(p)}"
+    text = f"{_arm(summary, a)} vs {_arm(summary, b)}, difference {diff:+.2f} points, {_p(p)}{_power(power)}"
     if p is None:
         return "not testable", text
     if p < ALPHA:
         return ("reproduced" if diff > 0 else "reversed"), text
-    return "not reproduced", text + (f"; the seeds detect differences of {mdd:.1f} points or more"
-                                     if math.isfinite(mdd) else "")
+    return "not reproduced", text
 
 
-def _ed_unstable(s: Summary, mdd: float) -> tuple[str, str]:
+def _ed_unstable(s: Summary, power: Power) -> tuple[str, str]:
     steps = int(s["ed"]["nonfinite"])
     text = f"ed skipped {steps} steps with a non-finite gradient; {_arm(s, 'ed')}"
     if "exact" in s:
@@ -65,27 +73,27 @@ def _ed_unstable(s: Summary, mdd: float) -> tuple[str, str]:
     return ("reproduced" if steps > 0 else "not reproduced"), text
 
 
-def _ns_beats_exact(s: Summary, mdd: float) -> tuple[str, str]:
-    return _higher(s, "isqrt", "exact", mdd)
+def _ns_beats_exact(s: Summary, power: Power) -> tuple[str, str]:
+    return _higher(s, "isqrt", "exact", power)
 
 
-def _close_the_gap(s: Summary, mdd: float) -> tuple[str, str]:
+def _close_the_gap(s: Summary, power: Power) -> tuple[str, str]:
     gap, gap_p = _test(s, "isqrt", "exact")
     parts = [f"{_arm(s, m)} ({_p(_test(s, m, 'isqrt')[1])} vs isqrt)" for m in ("pade", "taylor") if m in s]
     text = "; ".join(parts)
     if gap_p is None or not (gap_p < ALPHA and gap > 0):
-        return "not testable", f"there is no gap to close: isqrt and exact differ by {gap:+.1f} points " \
+        return "not testable", f"there is no gap to close: isqrt and exact differ by {gap:+.2f} points " \
                                f"({_p(gap_p)}); {text}"
     closed = all(_test(s, m, "isqrt")[1] >= ALPHA or _test(s, m, "isqrt")[0] >= 0 for m in ("pade", "taylor")
                  if m in s)
     return ("reproduced" if closed else "not reproduced"), text
 
 
-def _hybrid(s: Summary, mdd: float) -> tuple[str, str]:
+def _hybrid(s: Summary, power: Power) -> tuple[str, str]:
     rivals = [m for m in ("isqrt", "pade") if m in s]
     best = max(rivals, key=lambda m: s[m]["final_mean"])
     diff, p = _test(s, "hybrid", best)
-    text = f"{_arm(s, 'hybrid')} vs the better of its two halves, {_arm(s, best)}: {diff:+.1f} points, {_p(p)}"
+    text = f"{_arm(s, 'hybrid')} vs the better of its two halves, {_arm(s, best)}: {diff:+.2f} points, {_p(p)}"
     if p is None:
         return "not testable", text
     if p < ALPHA and diff < 0:
@@ -93,12 +101,12 @@ def _hybrid(s: Summary, mdd: float) -> tuple[str, str]:
     return "reproduced", text + (" (better)" if p < ALPHA else " (at least as good)")
 
 
-def _gcp_beats_gap(s: Summary, mdd: float) -> tuple[str, str]:
+def _gcp_beats_gap(s: Summary, power: Power) -> tuple[str, str]:
     heads = [m for m in s if m not in POOLING and s[m]["nonfinite"] == 0]  # covariance heads only
     if not heads:
         return "not testable", "no GCP arm trained without non-finite steps"
     best = max(heads, key=lambda m: s[m]["final_mean"])
-    return _higher(s, best, "gap", mdd)
+    return _higher(s, best, "gap", power)
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class Claim:
     text: str
     source: str
     needs: tuple[str, ...]
-    test: Callable[[Summary, float], tuple[str, str]]
+    test: Callable[[Summary, Power], tuple[str, str]]
     any_of: tuple[str, ...] = ()
 
 
@@ -123,7 +131,7 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def verdicts(summary: Summary, mdd: float) -> list[Verdict]:
+def verdicts(summary: Summary, power: Power) -> list[Verdict]:
     """One verdict per claim whose arms were trained (the others say which arms are missing)."""
     out = []
     for c in CLAIMS:
@@ -133,6 +141,6 @@ def verdicts(summary: Summary, mdd: float) -> list[Verdict]:
         if missing:
             out.append(Verdict(c.text, c.source, "not run", f"needs the arm(s) {', '.join(missing)}"))
             continue
-        status, evidence = c.test(summary, mdd)
+        status, evidence = c.test(summary, power)
         out.append(Verdict(c.text, c.source, status, evidence))
     return out

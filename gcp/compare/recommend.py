@@ -170,12 +170,18 @@ EVIDENCE = (
 
 
 def load_training_evidence(folder: str) -> dict[str, dict]:
-    """The training table of a ``gcp-compare`` output folder (its ``results.json``), per arm."""
-    from .report import read_records, training_summary
+    """The training table of a ``gcp-compare`` output folder (its ``results.json``) at its largest
+    head size, per arm; the key ``""`` holds what it was measured on (``d``, seeds, the power)."""
+    from .report import read_records
+    from .training_report import detectable, training_summaries
 
-    summary = training_summary(read_records(folder, "--evidence"))
-    if not summary:
+    every = training_summaries(read_records(folder, "--evidence"))
+    if not every:
         raise GCPError(f"--evidence {folder!r} holds no training section; run gcp-compare --sections training")
+    d = max(every)
+    summary = dict(every[d])
+    _, threshold, eighty, n = detectable(summary)
+    summary[""] = dict(d=d, seeds=n, threshold=threshold, eighty=eighty)
     return summary
 
 
@@ -189,9 +195,16 @@ def training_section(best: Optional[str], summary: Optional[dict[str, dict]], fo
         return head + ("No training evidence was given, so this recommendation does not weigh it. Measure it with "
                        "`gcp-compare --quick --sections training --out DIR` (about a minute on 2 cores: GCP in the "
                        "rank-deficient regime, over seeds), then pass `--evidence DIR`.\n")
+    about = summary.get("", {})
+    summary = {m: s for m, s in summary.items() if m}
     top, _ = compare_to_best({m: s["finals"] for m, s in summary.items()})
-    arm = lambda m: f"`{m}` {summary[m]['final_mean']:.1f} ± {summary[m]['final_std']:.1f}%"  # noqa: E731
-    lines = [f"From `{folder}`: final top-1 over {len(summary[top]['finals'])} seeds, highest mean {arm(top)}."]
+    arm = lambda m: f"`{m}` {summary[m]['final_mean']:.2f} ± {summary[m]['final_std']:.2f}%"  # noqa: E731
+    where = (f" (noisy digits, d = {about['d']} channels over 16 positions)" if about.get("d") else "")
+    lines = [f"From `{folder}`{where}: final top-1 over {len(summary[top]['finals'])} seeds, highest mean {arm(top)}."]
+    if about and math.isfinite(about.get("threshold", math.nan)):
+        lines.append(f"Its significance threshold is {about['threshold']:.2f} points; a true difference of "
+                     f"{about['eighty']:.2f} points is detected with 80% power, so smaller differences between "
+                     "routes are not resolved by it.")
     if best is not None and best not in summary:
         lines.append(f"That table has no arm for `{best}`, so it neither supports nor contradicts this choice.")
     elif best is not None:

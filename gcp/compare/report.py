@@ -6,13 +6,26 @@ import csv
 import json
 import math
 import os
-import statistics
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
-from gcp.train.stats import ALPHA, compare_to_best, detectable_difference, mean_std, pooled_std, ranges_overlap
+from gcp.train.stats import mean_std, ranges_overlap
 
 from .claims import verdicts
+from .mechanism_report import mechanism_conclusions, mechanism_markdown
+from .text import fmt as _fmt
+from .text import significance as _significance
+from .text import table as _table
+from .training_report import (
+    detectable,
+    power_sentence,
+    texture_conclusions,
+    texture_markdown,
+    training_conclusions,
+    training_markdown,
+    training_summaries,
+    training_summary,
+)
 
 #: the ZCA section shows accuracies only where the stable modes' seed std is at most this (points)
 CONVERGED_STD = 3.0
@@ -44,65 +57,12 @@ def _value(records: Iterable[Record], **where: Any) -> Optional[float]:
     return None
 
 
-def _fmt(v: Optional[float], spec: str = ".1e") -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float) and math.isnan(v):
-        return "nan"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf"
-    return format(v, spec)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def _modes(records: list[Record], section: str) -> list[str]:
     return list(dict.fromkeys(r["mode"] for r in records if r["section"] == section))
 
 
 def _cases(records: list[Record], section: str) -> list[str]:
     return list(dict.fromkeys(r["case"] for r in records if r["section"] == section))
-
-
-def training_summary(records: list[Record]) -> dict[str, dict[str, float]]:
-    """Per mode: final top-1 mean/std over seeds, best top-1, seconds per epoch, non-finite steps."""
-    per: dict[str, dict[str, dict[int, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
-    for r in records:
-        if r["section"] != "training" or r["case"] == "regime":
-            continue
-        seed, epoch = (int(p.split("=")[1]) for p in r["case"].split(","))
-        per[r["mode"]][str(seed)].setdefault(epoch, {})[r["metric"]] = r["value"]
-    out = {}
-    for mode, seeds in per.items():
-        finals = [h[max(h)]["top1"] for h in seeds.values()]
-        out[mode] = dict(
-            finals=finals, final_mean=mean_std(finals)[0], final_std=mean_std(finals)[1],
-            best=max(e["top1"] for h in seeds.values() for e in h.values()),
-            sec_per_epoch=statistics.fmean(e["seconds"] for h in seeds.values() for e in h.values()),
-            nonfinite=sum(e["nonfinite_steps"] for h in seeds.values() for e in h.values()),
-            curve=[mean_std([h[e]["top1"] for h in seeds.values() if e in h])[0]
-                   for e in range(max(len(h) for h in seeds.values()))],
-            curve_std=[mean_std([h[e]["top1"] for h in seeds.values() if e in h])[1]
-                       for e in range(max(len(h) for h in seeds.values()))],
-        )
-    return out
-
-
-def detectable(summary: dict[str, dict[str, Any]]) -> tuple[float, float, int]:
-    """Seed noise pooled over the arms that trained without a non-finite step, and the smallest
-    difference between two arms it lets a t-test at ``ALPHA`` detect; with the seed count."""
-    healthy = [s["finals"] for s in summary.values() if s["nonfinite"] == 0] or [s["finals"] for s in summary.values()]
-    n = min(len(f) for f in healthy)
-    sd = pooled_std(healthy)
-    return sd, detectable_difference(sd, n), n
-
-
-def regime(records: list[Record]) -> dict[str, int]:
-    """The measured shape of the training section's covariances: ``cov_rank``, ``dim``, ``positions``."""
-    return {r["metric"]: int(r["value"]) for r in records if r["section"] == "training" and r["case"] == "regime"}
 
 
 def zca_converged(cells: dict[str, dict[str, Any]]) -> tuple[bool, float]:
@@ -131,33 +91,6 @@ def zca_summary(records: list[Record]) -> dict[str, dict[str, dict[str, Any]]]:
         elif r["metric"] == "nonfinite_steps":
             cell["nonfinite"] += int(r["value"])
     return per
-
-
-def _p(p: Optional[float]) -> str:
-    return "n/a (1 seed)" if p is None else f"{p:.2f}"
-
-
-def _significance(groups: dict[str, list[float]], what: str) -> list[str]:
-    """Sentences: the best group, the ones within noise of it, the ones significantly below."""
-    if len(groups) < 2:
-        return []
-    best, pvals = compare_to_best(groups)
-    m, sd = mean_std(groups[best])
-    n = len(groups[best])
-    if any(p is None for p in pvals.values()):
-        return [f"{what}: highest mean {best} ({m:.1f}%), but with a single seed no difference can be "
-                "tested; the table does not rank the modes."]
-    same = sorted(k for k, p in pvals.items() if p >= ALPHA)
-    below = sorted((k for k, p in pvals.items() if p < ALPHA), key=lambda k: pvals[k])
-    text = f"{what}: highest mean {best} ({m:.1f} ± {sd:.1f}%, {n} seeds)"
-    if same:
-        text += (f"; not significantly different from it (Welch's t-test, Holm-adjusted p ≥ {ALPHA}): "
-                 f"{', '.join(same)}"
-                 " — their order in the table is noise")
-    if below:
-        text += "; significantly lower: " + ", ".join(
-            f"{k} ({mean_std(groups[k])[0]:.1f}%, p = {pvals[k]:.3f})" for k in below)
-    return [text + "."]
 
 
 def conclusions(records: list[Record]) -> list[str]:
@@ -207,18 +140,7 @@ def conclusions(records: list[Record]) -> list[str]:
             text += (f"; within its round-to-round spread, hence not distinguishable: {', '.join(tied)}"
                      if tied else "; no other mode's range overlaps it")
             out.append(text + ". Order: " + ", ".join(f"{m} {med:.2f}" for med, m, _ in rows) + ".")
-    summary = training_summary(records)
-    if summary:
-        sd, mdd, n = detectable(summary)
-        out += _significance({m: s["finals"] for m, s in summary.items()}, "GCP regime, final top-1")
-        skipped = {m: int(s["nonfinite"]) for m, s in summary.items() if s["nonfinite"]}
-        out.append("GCP regime, non-finite steps: " + (", ".join(f"{m} {k}" for m, k in skipped.items())
-                                                        if skipped else "none in any arm") + ".")
-        if math.isfinite(mdd):
-            out.append(f"GCP regime, power: with {n} seeds and a seed-to-seed std of {sd:.2f} points (pooled over the "
-                       f"arms without non-finite steps), two arms must differ by at least {mdd:.2f} points of "
-                       f"top-1 for a t-test to reach p < {ALPHA}; smaller differences are not resolved here.")
-        out += [f"Claim: {v.line()}." for v in verdicts(summary, mdd)]
+    out += mechanism_conclusions(records) + training_conclusions(records) + texture_conclusions(records)
     zca = zca_summary(records)
     for d, cells in zca.items():
         failing = {m: c for m, c in cells.items() if c["finite_runs"] < c["runs"]}
@@ -242,7 +164,7 @@ def claim_verdicts(records: list[Record]) -> dict[str, str]:
     summary = training_summary(records)
     if not summary:
         return {}
-    return {v.claim: v.status for v in verdicts(summary, detectable(summary)[1])}
+    return {v.claim: v.status for v in verdicts(summary, detectable(summary)[1:3])}
 
 
 def against_reference(records: list[Record], reference: list[Record], where: str) -> list[str]:
@@ -313,39 +235,7 @@ def markdown(records: list[Record], config: dict[str, Any], reference: Optional[
                   "a square root (gap, bcnn, cbp) are timed from the (B, d, 196) features to their "
                   "representation, the routes from the covariance to its square root.", "",
                   _table(["mode"] + cases, rows), ""]
-    summary = training_summary(records)
-    if summary:
-        best, pvals = compare_to_best({m: s["finals"] for m, s in summary.items()})
-        rows = [[m, f"{s['final_mean']:.2f} ± {s['final_std']:.2f} (n={len(s['finals'])})",
-                 "best mean" if m == best else _p(pvals[m]) + (" (noise)" if (pvals[m] or 0) >= ALPHA else ""),
-                 f"{s['best']:.2f}", f"{s['sec_per_epoch']:.2f}", f"{int(s['nonfinite'])}"]
-                for m, s in summary.items()]
-        shape = regime(records)
-        rank = (f"measured rank ≤ {shape['cov_rank']} of d = {shape['dim']} over {shape['positions']} positions"
-                if shape else "rank-deficient by construction")
-        sd, mdd, n = detectable(summary)
-        epochs = max(len(s["curve"]) for s in summary.values())
-        parts += ["## 4. Training in the GCP regime", "",
-                  "A small CNN on scikit-learn's `load_digits` (1797 real 8×8 handwritten digits shipped in the "
-                  "wheel: offline and reproducible; 80/20 split, 360 test images). Its second block has stride 2, so "
-                  "the head sees a 4×4 map; a 1×1 reduction to 32 channels gives covariances of 32 channels over 16 "
-                  f"positions ({rank}): more channels than positions, as in GCP on ImageNet (256 channels over 196 "
-                  "positions), where the exact gradient of the square root is large at the null eigenvalues. "
-                  "`gap`: global average pooling of the same 32 channels (the baseline); `hybrid`: Newton–Schulz "
-                  "for the first half of the epochs, then SVD-Padé (Song et al., ICCV 2021). SGD with a cosine "
-                  f"schedule to 0 over {epochs} epochs, so the last epoch is converged. Steps with a non-finite "
-                  "gradient are skipped and counted. Final top-1: mean ± sample std over seeds; `p`: Welch's "
-                  "t-test against the best mean, Holm-adjusted over the arms; p ≥ "
-                  f"{ALPHA} means the difference is within the seed-to-seed noise.", "",
-                  _table(["arm", "final top-1 (%)", "p vs best", "best top-1 (%)", "s / epoch",
-                          "non-finite steps"], rows), ""]
-        if math.isfinite(mdd):
-            parts += [f"**Smallest detectable difference: {mdd:.2f} points** of top-1 between two arms "
-                      f"({n} seeds each, pooled seed std {sd:.2f}, two-sided t-test at p < {ALPHA}). Learning "
-                      "curves (mean ± std over seeds): `training_accuracy.png`.", ""]
-        said = verdicts(summary, mdd)
-        parts += ["**The papers' claims at this scale** (generated by `gcp.compare.claims` from the table):", ""]
-        parts += [f"- {v.line()}." for v in said] + [""]
+    parts += mechanism_markdown(records, 4) + training_markdown(records, 5) + texture_markdown(records, 6)
     zca = zca_summary(records)
     if zca:
         dims = list(zca)
@@ -365,7 +255,7 @@ def markdown(records: list[Record], config: dict[str, Any], reference: Optional[
                 cells.append(f"{c['finite_runs']}/{c['runs']} {mark}{accuracy}")
             rows.append([m] + cells)
         unconverged = [d for d in dims if not converged[d][0]]
-        parts += ["## 5. ZCA whitening vs. group dimension", "",
+        parts += ["## 7. ZCA whitening vs. group dimension", "",
                   "Scaled-down reproduction of Wang et al. (NeurIPS 2019): ZCA whitening of 32 pooled features "
                   "in groups of d, eigendecomposition in float32 as in the paper, batch 16 (so groups with d ≥ 16 "
                   "have clusters of numerically repeated eigenvalues), cosine schedule to 0. Cells: runs with "
@@ -382,7 +272,7 @@ def markdown(records: list[Record], config: dict[str, Any], reference: Optional[
         parts += ["## What this says", "",
                   "Generated from the numbers above by `gcp.compare.report.conclusions` (nothing here is "
                   "written in advance):", ""] + [f"- {line}" for line in said] + [""]
-    parts += ["Plots: `grad_error_vs_gap.png`, `time_vs_d.png`, `training_accuracy.png`.", ""]
+    parts += ["Plots: `grad_error_vs_gap.png`, `time_vs_d.png`, `mechanism.png`, `training_accuracy.png`.", ""]
     return "\n".join(parts)
 
 
@@ -395,6 +285,8 @@ def terminal_summary(records: list[Record]) -> str:
     big = speed_cases[-1] if speed_cases else None
     summary = training_summary(records)
     rows = []
+    measured = {r["mode"] for r in records if r["section"] in ("accuracy", "stability", "speed")}
+    modes = [m for m in modes if m in summary or m in measured]
     for m in modes:
         rows.append([
             m,
@@ -403,8 +295,11 @@ def terminal_summary(records: list[Record]) -> str:
             _fmt(_value(records, section="speed", mode=m, case=big, metric="fwd_bwd_over_eigh"), ".2f"),
             f"{summary[m]['final_mean']:.1f}" if m in summary else "—",
         ])
-    return _table(["mode", f"grad err ({tight}, f64)", "non-finite (f32 suite)", f"fwd+bwd ÷ eigh ({big})",
-                   "GCP-regime top-1 (%)"], rows)
+    dims = training_summaries(records)
+    text = _table(["mode", f"grad err ({tight}, f64)", "non-finite (f32 suite)", f"fwd+bwd ÷ eigh ({big})",
+                   f"noisy digits top-1 (%, d = {max(dims) if dims else '—'})"], rows)
+    power = power_sentence(summary) if summary else ""
+    return text + ("\n\n" + power.replace("**", "") if power else "")
 
 
 def _finish(fig: Any, ax: Any, path: str) -> str:
@@ -472,31 +367,82 @@ def plots(records: list[Record], out: str) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         written.append(_finish(fig, ax, os.path.join(out, "time_vs_d.png")))
 
-    summary = training_summary(records)
-    if summary:
-        fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=110)
-        finals = [s["final_mean"] for s in summary.values() if math.isfinite(s["final_mean"])]
-        # zoom on the converged end, where the arms differ; an arm that failed is named in the legend
-        floor = max(0.0, min(f for f in finals if f > 50) - 15) if finals and max(finals) > 50 else 0.0
-        for m, s in summary.items():
-            xs = range(1, len(s["curve"]) + 1)
-            notes = [f"n={len(s['finals'])}"]
-            if s["nonfinite"]:
-                notes.append(f"{int(s['nonfinite'])} non-finite steps")
-            if s["final_mean"] < floor:
-                notes.append(f"final {s['final_mean']:.0f}%, below the axis")
-            ax.plot(xs, s["curve"], marker="o", ms=3, color=colour[m], label=f"{m} ({', '.join(notes)})")
-            lo = [c - e for c, e in zip(s["curve"], s["curve_std"])]
-            hi = [c + e for c, e in zip(s["curve"], s["curve_std"])]
-            ax.fill_between(xs, lo, hi, color=colour[m], alpha=0.12, linewidth=0)
-        ax.set_ylim(floor, 100)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test top-1 accuracy (%), mean ± std over seeds")
-        ax.set_title("GCP regime (32 channels over 16 positions), load_digits")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(True, alpha=0.3)
-        written.append(_finish(fig, ax, os.path.join(out, "training_accuracy.png")))
+    every = training_summaries(records)
+    if every:
+        written.append(_training_plot(every, colour, os.path.join(out, "training_accuracy.png")))
+    if any(r["section"] == "mechanism" for r in records):
+        written.append(_mechanism_plot(records, colour, os.path.join(out, "mechanism.png")))
     return written
+
+
+def _training_plot(every: dict[int, dict[str, dict[str, Any]]], colour: dict[str, Any], path: str) -> str:
+    """Final top-1 (mean ± std over seeds) against the head size, and the learning curves at the
+    largest size over the evaluated epochs."""
+    import matplotlib.pyplot as plt
+
+    dims, dmax = list(every), max(every)
+    arms = list(dict.fromkeys(m for s in every.values() for m in s))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    finals = [s["final_mean"] for sd in every.values() for s in sd.values() if math.isfinite(s["final_mean"])]
+    # zoom on the converged end, where the arms differ; an arm that failed is named in the legend
+    floor = max(0.0, min(f for f in finals if f > 50) - 10) if finals and max(finals) > 50 else 0.0
+    for i, m in enumerate(arms):
+        shift = (i - (len(arms) - 1) / 2) * 0.12
+        xs = [k + shift for k, d in enumerate(dims) if m in every[d]]
+        left.errorbar(xs, [every[d][m]["final_mean"] for d in dims if m in every[d]],
+                      yerr=[every[d][m]["final_std"] for d in dims if m in every[d]], marker="o", ms=4, capsize=3,
+                      color=colour[m], label=m, linestyle="-" if len(xs) > 1 else "none")
+        s = every[dmax].get(m)
+        if s is None:
+            continue
+        notes = [f"n={len(s['finals'])}"] + ([f"{int(s['nonfinite'])} non-finite steps"] if s["nonfinite"] else [])
+        if s["final_mean"] < floor:
+            notes.append(f"final {s['final_mean']:.0f}%, below the axis")
+        right.plot(s["epochs"], s["curve"], marker="o", ms=3, color=colour[m], label=f"{m} ({', '.join(notes)})")
+        right.fill_between(s["epochs"], [c - e for c, e in zip(s["curve"], s["curve_std"])],
+                           [c + e for c, e in zip(s["curve"], s["curve_std"])], color=colour[m], alpha=0.12,
+                           linewidth=0)
+    left.set_xticks(range(len(dims)), [f"d = {d}" for d in dims])
+    left.set_ylim(floor, 100)
+    left.set_ylabel("final test top-1 (%), mean ± std over seeds")
+    left.set_title("Noisy digits: final top-1 by head size")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=7, ncol=2)
+    right.set_ylim(floor, 100)
+    right.set_xlabel("epoch")
+    right.set_ylabel("test top-1 (%), mean ± std over seeds")
+    right.set_title(f"Learning curves at d = {dmax} (evaluated epochs)")
+    right.xaxis.get_major_locator().set_params(integer=True)
+    right.grid(True, alpha=0.3)
+    return _finish(fig, right, path)
+
+
+def _mechanism_plot(records: list[Record], colour: dict[str, Any], path: str) -> str:
+    """Each route's ‖∂L/∂Σ‖ and ‖∂L/∂F‖ as multiples of Newton–Schulz's against d (float64)."""
+    import matplotlib.pyplot as plt
+
+    from .mechanism import REFERENCE
+
+    mech = [r for r in records if r["section"] == "mechanism"]
+    dt = "float64" if any(r["dtype"] == "float64" for r in mech) else mech[0]["dtype"]
+    cases = list(dict.fromkeys(r["case"] for r in mech))
+    ds = [int(c.split(",")[0].split("=")[1]) for c in cases]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for ax, metric, what in zip(axes, ("sigma_grad", "feature_grad"), ("‖∂L/∂Σ‖", "‖∂L/∂F‖ (reaches the backbone)")):
+        for m in dict.fromkeys(r["mode"] for r in mech):
+            ys = [(_value(mech, mode=m, dtype=dt, case=c, metric=metric) or float("nan"))
+                  / (_value(mech, mode=REFERENCE, dtype=dt, case=c, metric=metric) or float("nan")) for c in cases]
+            ax.plot(ds, [y if math.isfinite(y) else float("nan") for y in ys], marker="o", ms=3, color=colour[m],
+                    label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(ds, [str(d) for d in ds])
+        ax.set_xlabel("head size d (n = 16 positions)")
+        ax.set_ylabel(f"{what} ÷ Newton–Schulz's")
+        ax.set_title(f"{what}, {dt}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    return _finish(fig, axes[1], path)
 
 
 def write_all(records: list[Record], config: dict[str, Any], out: str,

@@ -1,20 +1,23 @@
-"""The two training experiments of ``gcp-compare``: GCP in its rank-deficient regime, and ZCA whitening.
+"""The training experiments of ``gcp-compare``: GCP against average pooling where the head matters,
+a texture control, and ZCA whitening.
 
-Both train on scikit-learn's ``load_digits`` (1797 real 8×8 handwritten digits shipped inside the
-wheel: offline and reproducible), with SGD and a cosine schedule that decays the learning rate to 0,
-so that the last epoch is a converged model rather than a snapshot of a noisy trajectory.
+**The GCP regime** (:func:`training`). A two-layer CNN maps an 8×8 image to a 4×4 map of 64
+channels (16 positions); the head reduces it to ``d`` channels and pools their covariance, whose
+rank is at most 15: for ``d = 64``, 49 of its eigenvalues are zero up to round-off, as in GCP on
+ImageNet (256 channels over 196 positions in iSQRT-COV), where the exact gradient of the square
+root is large at the null eigenvalues (``1/(√λi + √λj)``) and the routes differ most. The task is
+:func:`gcp.compare.tasks.noisy_digits` (the clean digits saturate every head). The arms are the
+routes of :data:`gcp.compare.routes.HEAD_CONFIG`, the other head methods by name, global average
+pooling of the same ``d`` channels (``gap``: the baseline a GCP head must beat) and the hybrid
+protocol of Song et al. (ICCV 2021; ``hybrid``: Newton–Schulz for the first half of the epochs, then
+SVD with the Padé backward). Optimiser: SGD with a cosine schedule to 0, so the last epoch is a
+converged model rather than a snapshot of a noisy trajectory.
 
-**The GCP regime** (:func:`training`). A two-layer CNN maps the 8×8 digit to a 4×4 map (16
-positions); the head reduces it to ``d = 32`` channels and pools their covariance. A covariance of
-16 centred positions has rank ≤ 15, so 17 of its 32 eigenvalues are zero up to round-off: the head
-works where GCP on ImageNet does (d = 256 channels over 196 positions in iSQRT-COV), where the
-exact gradient of the square root is large at the null eigenvalues (``1/(√λi + √λj)``) and the
-routes differ most. The arms are the routes of :data:`gcp.compare.routes.HEAD_CONFIG`, global
-average pooling of the same ``d`` channels (``gap``: the baseline a GCP head must beat), and the
-hybrid protocol of Song et al. (ICCV 2021; ``hybrid``: Newton–Schulz for the first half of the
-epochs, then SVD with the Padé backward).
+**The texture control** (:func:`texture`): the same network on
+:func:`gcp.compare.tasks.correlation_textures`, whose classes differ only in cross-channel correlation.
 
-**ZCA whitening** (:func:`zca`): the scaled-down SVD-PI experiment of Wang et al. (NeurIPS 2019).
+**ZCA whitening** (:func:`zca`): the scaled-down SVD-PI experiment of Wang et al. (NeurIPS 2019), on
+the clean digits.
 """
 
 from __future__ import annotations
@@ -36,16 +39,21 @@ from gcp.whitening import ZCAWhitening
 
 from ..covariance import covariance
 from .routes import HEAD_CONFIG, METHOD_ARMS, POOLING
+from .tasks import TASKS, Task, digits_split
 
 Record = dict[str, Any]
 Progress = Callable[[], None]
 
-#: the GCP head's size: d channels over POSITIONS positions (rank <= POSITIONS - 1 < d)
-DIM, POSITIONS = 32, 16
+#: the backbone's channels and positions (a 4×4 map): a head of d channels has rank <= POSITIONS - 1
+WIDTH, POSITIONS = 64, 16
+#: the head's default size, and the sizes of the full run (the gap to GAP is measured to grow with d)
+DIM, DIMS = 64, (16, 32, 64)
 #: arms next to the routes: the first-order baseline and the hybrid protocol
 BASELINES: tuple[str, ...] = ("gap", "hybrid")
 #: the other pooling heads the papers compare against (bilinear and compact bilinear pooling)
 OTHER_HEADS: tuple[str, ...] = tuple(n for n in POOLING if n not in BASELINES)
+#: the arms of the texture control: first-order pooling against the Newton–Schulz covariance head
+TEXTURE_ARMS: tuple[str, ...] = ("gap", "isqrt")
 HYBRID_START, HYBRID_THEN = HeadConfig("isqrt"), HeadConfig("svd", "pade")
 
 
@@ -53,36 +61,31 @@ def _rec(section: str, mode: str, case: str, metric: str, value: float) -> Recor
     return dict(section=section, mode=mode, dtype="float32", case=case, metric=metric, value=float(value))
 
 
-def load_digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``load_digits`` scaled to [0, 1], split 80/20 (1437 / 360) with a fixed permutation."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    cut = int(0.8 * len(y))
-    return x[perm[:cut]], y[perm[:cut]], x[perm[cut:]], y[perm[cut:]]
+def _stem(in_chans: int, width: int, stride: int) -> nn.Sequential:
+    half = width // 2
+    return nn.Sequential(nn.Conv2d(in_chans, half, 3, padding=1, bias=False), nn.BatchNorm2d(half),
+                         nn.ReLU(inplace=True), nn.Conv2d(half, width, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(width), nn.ReLU(inplace=True))
 
 
-def _stem(stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
-                         nn.Conv2d(16, 32, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(32),
-                         nn.ReLU(inplace=True))
+def arm_config(arm: str) -> HeadConfig:
+    """The head configuration of a training arm: a route, a head method by name, or ``hybrid``
+    (which starts as Newton–Schulz; :func:`hybrid_switch` changes it half-way)."""
+    return METHOD_ARMS[arm] if arm in METHOD_ARMS else HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
 
 
 class RegimeNet(nn.Module):
-    """8×8 digit → two 3×3 conv blocks (the second of stride 2: a 4×4 map of 32 channels) → a head.
+    """8×8 image → two 3×3 conv blocks (the second of stride 2: a 4×4 map of 64 channels) → a head.
 
-    ``arm`` is a route name (a :class:`gcp.GCPHead` with ``reduced_dim = 32``: a rank-≤15
-    covariance), ``"gap"`` (the same 1×1 reduction, then global average pooling and a linear
-    classifier) or ``"hybrid"`` (a GCP head that :func:`training` switches half-way)."""
+    ``arm`` is a route name (a :class:`gcp.GCPHead` with ``reduced_dim = dim``: a covariance of rank
+    at most 15), ``"gap"`` (the same 1×1 reduction, then global average pooling and a linear
+    classifier), any other head method, or ``"hybrid"`` (a GCP head that :func:`training` switches
+    half-way)."""
 
-    def __init__(self, arm: str) -> None:
+    def __init__(self, arm: str, dim: int = DIM, in_chans: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        self.features = _stem(stride=2)
-        config = METHOD_ARMS[arm] if arm in METHOD_ARMS else HYBRID_START if arm == "hybrid" else HEAD_CONFIG[arm]
-        self.head = GCPHead(32, 10, config=config.replace(reduced_dim=DIM))
+        self.features = _stem(in_chans, WIDTH, stride=2)
+        self.head = GCPHead(WIDTH, num_classes, config=arm_config(arm).replace(reduced_dim=dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -94,7 +97,7 @@ class ZCANet(nn.Module):
 
     def __init__(self, backward: str, groups: int) -> None:
         super().__init__()
-        self.features = _stem(stride=1)
+        self.features = _stem(1, 32, stride=1)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   ZCAWhitening(32, groups=groups, backward=backward, compute_dtype=torch.float32),
                                   nn.Linear(32, 10))
@@ -105,9 +108,10 @@ class ZCANet(nn.Module):
 
 def fit(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs: int, seed: int, *,
         lr: float = 0.05, batch: int = 64, device: torch.device = torch.device("cpu"),
-        before_epoch: Optional[Callable[[int], None]] = None) -> list[dict[str, float]]:
-    """SGD (momentum 0.9, weight decay 1e-4) with timm's cosine schedule to 0 over ``epochs``;
-    test top-1 after every epoch. The shuffle of each epoch depends on ``(seed, epoch)`` only."""
+        before_epoch: Optional[Callable[[int], None]] = None, eval_every: int = 1) -> list[dict[str, float]]:
+    """SGD (momentum 0.9, weight decay 1e-4) with timm's cosine schedule to 0 over ``epochs``; test
+    top-1 after every ``eval_every``-th epoch and always after the last (the other epochs carry no
+    ``top1``). The shuffle of each epoch depends on ``(seed, epoch)`` only."""
     from timm.scheduler import CosineLRScheduler
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -124,10 +128,11 @@ def fit(model: nn.Module, data: tuple[Tensor, Tensor, Tensor, Tensor], epochs: i
         torch.manual_seed(seed * 1000 + epoch)
         train = DataLoader(TensorDataset(xtr, ytr), batch_size=batch, shuffle=True, drop_last=True)
         stats = train_one_epoch(model, train, opt, info, progress=False)
-        metrics = evaluate(model, test, info, progress=False)
+        row = dict(epoch=epoch, train_loss=stats.loss, seconds=stats.seconds, nonfinite_steps=stats.nonfinite_steps)
+        if (epoch + 1) % eval_every == 0 or epoch == epochs - 1:
+            row["top1"] = evaluate(model, test, info, progress=False)["top1"]
         schedule.step(epoch + 1)
-        history.append(dict(epoch=epoch, train_loss=stats.loss, top1=metrics["top1"], seconds=stats.seconds,
-                            nonfinite_steps=stats.nonfinite_steps))
+        history.append(row)
     return history
 
 
@@ -187,9 +192,14 @@ def run_jobs(jobs: list[tuple[Callable[..., list[Record]], tuple]], workers: int
     return [r for i in range(len(jobs)) for r in results[i]]
 
 
+@functools.lru_cache(maxsize=None)
+def _task(name: str) -> Task:
+    return TASKS[name]()
+
+
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return load_digits_split()
+    return digits_split()
 
 
 def hybrid_switch(model: RegimeNet, epochs: int) -> Callable[[int], None]:
@@ -204,38 +214,78 @@ def hybrid_switch(model: RegimeNet, epochs: int) -> Callable[[int], None]:
     return before_epoch
 
 
-def train_arm(arm: str, seed: int, epochs: int, device: str) -> list[Record]:
-    """One arm and seed of the GCP regime: its records per epoch."""
+def train_arm(section: str, task: str, arm: str, dim: int, seed: int, epochs: int, device: str,
+              eval_every: int) -> list[Record]:
+    """One arm, head size and seed on ``task``: its records per epoch (``top1`` where evaluated)."""
+    data = _task(task)
     torch.manual_seed(seed)
-    model = RegimeNet(arm)
+    model = RegimeNet(arm, dim, data.in_chans, data.num_classes)
     switch = hybrid_switch(model, epochs) if arm == "hybrid" else None
-    history = fit(model, _digits(), epochs, seed, device=torch.device(device), before_epoch=switch)
+    history = fit(model, data.tensors(), epochs, seed, device=torch.device(device), before_epoch=switch,
+                  eval_every=eval_every)
     out: list[Record] = []
     for h in history:
-        case = f"seed={seed},epoch={h['epoch']}"
-        out += [_rec("training", arm, case, k, h[k]) for k in ("top1", "train_loss", "seconds", "nonfinite_steps")]
+        case = f"d={dim},seed={seed},epoch={h['epoch']}"
+        out += [_rec(section, arm, case, k, h[k]) for k in ("top1", "train_loss", "seconds", "nonfinite_steps")
+                if k in h]
     return out
+
+
+#: the relative cost of an arm's training step, so that the slowest runs start first and two workers
+#: finish together (eigendecomposition routes cost most, average pooling least)
+def _cost(arm: str, dim: int) -> float:
+    cheap = arm in POOLING
+    return dim ** (1 if cheap else 3) * (1 if cheap else 2 if arm in ("isqrt", "mpa", "mtp") else 3)
+
+
+def _regime(section: str, task: Task, dims: Iterable[int], arm: str) -> list[Record]:
+    """The measured rank of the covariances the head pools at each ``d``, on the test images."""
+    out = []
+    for d in dims:
+        torch.manual_seed(0)  # the bound is structural (16 positions); measured, it is a fact, not a claim
+        rank, size = head_rank(RegimeNet(arm, d, task.in_chans, task.num_classes).eval(), task.x_test[:256])
+        case = f"d={d}"
+        out += [_rec(section, "all", case, "cov_rank", rank), _rec(section, "all", case, "dim", size),
+                _rec(section, "all", case, "positions", POSITIONS)]
+    return out
+
+
+def _train(section: str, task: str, arms: list[str], dims: list[int], epochs: int, seeds: list[int], tick: Progress,
+           device: torch.device, workers: int, eval_every: int) -> list[Record]:
+    jobs = [(train_arm, (section, task, arm, d, seed, epochs, str(device), eval_every))
+            for d in dims for arm in arms for seed in seeds]
+    order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i][1][2], jobs[i][1][3]))
+    done = run_jobs([jobs[i] for i in order], workers, tick)
+    by_job: dict[tuple, list[Record]] = {}
+    for r in done:  # back to the declared order: d, arm, seed
+        by_job.setdefault((r["mode"], r["case"].rsplit(",", 1)[0]), []).append(r)
+    out = [r for _, (_, _, arm, d, seed, *_) in jobs for r in by_job[(arm, f"d={d},seed={seed}")]]
+    gcp_arms = [a for a in arms if a not in POOLING]
+    return out + (_regime(section, _task(task), dims, gcp_arms[0]) if gcp_arms else [])
 
 
 def training(arms: list[str], epochs: int, seeds: list[int], tick: Progress,
-             device: torch.device = torch.device("cpu"), workers: int = 1) -> list[Record]:
-    """Every arm and seed in the GCP regime: test top-1 and train loss per epoch, seconds, and the
-    steps skipped because the gradient was not finite; plus the measured rank of the covariances."""
-    out = run_jobs([(train_arm, (arm, seed, epochs, str(device))) for arm in arms for seed in seeds], workers, tick)
-    gcp_arms = [a for a in arms if a not in POOLING]
-    if gcp_arms:  # the bound is structural (16 positions); measured on the test images, it is a fact, not a claim
-        torch.manual_seed(0)
-        rank, d = head_rank(RegimeNet(gcp_arms[0]).eval(), _digits()[2][:256])
-        out += [_rec("training", "all", "regime", "cov_rank", rank), _rec("training", "all", "regime", "dim", d),
-                _rec("training", "all", "regime", "positions", POSITIONS)]
-    return out
+             device: torch.device = torch.device("cpu"), workers: int = 1, dims: Iterable[int] = (DIM,),
+             eval_every: int = 1) -> list[Record]:
+    """Every arm, head size ``d`` and seed on the noisy digits: train loss per epoch, test top-1 where
+    evaluated, seconds, the steps skipped because the gradient was not finite; and the measured rank
+    of the covariances at each ``d``."""
+    return _train("training", "noisy_digits", arms, list(dims), epochs, seeds, tick, device, workers, eval_every)
+
+
+def texture(arms: list[str], epochs: int, seeds: list[int], tick: Progress, device: torch.device = torch.device("cpu"),
+            workers: int = 1, dim: int = DIM, eval_every: int = 1) -> list[Record]:
+    """The texture control: the same network and schedule on classes that differ only in
+    cross-channel correlation."""
+    return _train("texture", "correlation_textures", arms, [dim], epochs, seeds, tick, device, workers, eval_every)
 
 
 def train_zca(mode: str, d: int, seed: int, epochs: int, batch: int, device: str) -> list[Record]:
     """One ZCA run: its outcome records."""
     torch.manual_seed(seed)
     start = time.perf_counter()
-    history = fit(ZCANet(mode, 32 // d), _digits(), epochs, seed, batch=batch, device=torch.device(device))
+    history = fit(ZCANet(mode, 32 // d), _digits(), epochs, seed, batch=batch, device=torch.device(device),
+                  eval_every=epochs)
     skipped = sum(h["nonfinite_steps"] for h in history)
     case = f"d={d},seed={seed}"
     return [_rec("zca", mode, case, "nonfinite_steps", skipped),

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Optional
 from gcp.zoo.io import atomic_write
 
 from .checkpoint import write_text
-from .stats import ALPHA, compare_to_best, confidence_interval, detectable_difference, mean_std, pooled_std
+from .stats import (ALPHA, compare_to_best, confidence_interval, mean_std, pooled_std, power_difference,
+                    significance_threshold)
 
 Failures = dict[str, list[Optional[dict[str, Any]]]]
 
@@ -64,12 +65,16 @@ def summarise(results: dict[str, list[list[dict[str, Any]]]], failures: Optional
     return rows
 
 
-def detectable(rows: list[dict[str, Any]]) -> float:
-    """The smallest difference of final top-1 these seeds can call significant (two-sided, ALPHA),
-    from the pooled seed-to-seed standard deviation and the smallest number of finished runs."""
+def power(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """The significance threshold of final top-1 (the difference a two-sided t-test at ALPHA starts
+    calling significant) and the difference detected with 80% power, from the pooled seed-to-seed
+    standard deviation and the smallest number of finished runs."""
     groups = [[float(v) for v in r["final_top1_per_seed"].split()] for r in rows]
     sizes = [len(g) for g in groups if len(g) > 1]  # an arm with one finished run estimates no spread
-    return detectable_difference(pooled_std(groups), min(sizes)) if sizes else float("nan")
+    if not sizes:
+        return float("nan"), float("nan")
+    sd = pooled_std(groups)
+    return significance_threshold(sd, min(sizes)), power_difference(sd, min(sizes))
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -94,15 +99,15 @@ def _p(v: Any) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]], title: str, setting: Optional[Mapping[str, Any]] = None,
-                smallest: float = float("nan")) -> str:
+                power: tuple[float, float] = (float("nan"), float("nan"))) -> str:
     lines = [f"# Comparison: {title}", ""]
     if setting:
         lines += [f"- **{k}**: {v}" for k, v in setting.items()] + [""]
     lines += [
         "Final top-1 over the runs that finished (a run stopped at a non-finite step, `--on-nonfinite stop`, "
         f"counts as failed); p: Welch's t-test of the final top-1 against the best arm, Holm-adjusted "
-        f"over the arms (a difference is significant below {ALPHA}). Smallest difference these seeds can "
-        f"call significant: {_num(smallest)} points.", "",
+        f"over the arms (a difference is significant below {ALPHA}). Significance threshold of these seeds: "
+        f"{_num(power[0])} points; a true difference of {_num(power[1])} points is detected with 80% power.", "",
         "| arm | finished / runs | epochs | final top-1 (%) | 95% CI | per seed | p vs best | best top-1 (%) | "
         "best run (%) | first failure | s / epoch | non-finite steps |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -190,16 +195,16 @@ def write_comparison(results: dict[str, list[list[dict[str, Any]]]], output: str
     versions, command) heads the markdown."""
     os.makedirs(output, exist_ok=True)
     rows = summarise(results, failures)
-    smallest = detectable(rows)
+    both = power(rows)
     names = ("comparison.csv", "comparison.md", "comparison.tex", "epochs.csv", "accuracy.png")
     paths = {name: os.path.join(output, name) for name in names}
     write_text(paths["comparison.csv"], _csv(rows))
-    write_text(paths["comparison.md"], to_markdown(rows, title, setting, smallest))
+    write_text(paths["comparison.md"], to_markdown(rows, title, setting, both))
     write_text(paths["comparison.tex"], to_latex(rows, title))
     # the seed's value as the run used it (histories written before rows carried it: empty)
     epochs = [dict(arm=a, seed=r.get("seed", ""), **{k: v for k, v in r.items() if k != "seed"})
               for a, runs in results.items() for h in runs for r in h]
     write_text(paths["epochs.csv"], _csv(epochs))
     plot_accuracy(results, paths["accuracy.png"], title)
-    print(to_markdown(rows, title, setting, smallest))
+    print(to_markdown(rows, title, setting, both))
     return list(paths.values())

@@ -84,13 +84,35 @@ def pooled_std(groups: Sequence[Sequence[float]]) -> float:
     return math.sqrt(statistics.fmean(variances)) if variances else float("nan")
 
 
-def detectable_difference(sd: float, n: int, alpha: float = ALPHA) -> float:
-    """The smallest difference between the means of two arms of ``n`` seeds each, with seed standard
-    deviation ``sd``, that a two-sided t-test at ``alpha`` calls significant:
-    ``t_{1−α/2, 2n−2} · sd · √(2/n)``. A smaller true difference can only reach significance by
-    luck; a difference this size does so half the time (it is the threshold, not a power-80% bound)."""
+def significance_threshold(sd: float, n: int, alpha: float = ALPHA) -> float:
+    """The difference between the means of two arms of ``n`` seeds each, with seed standard deviation
+    ``sd``, at which a two-sided t-test at ``alpha`` starts calling it significant:
+    ``t_{1−α/2, 2n−2} · sd · √(2/n)``. A true difference of exactly this size reaches significance
+    only about half the time; :func:`power_difference` is the size that does so reliably."""
     if n < 2 or not math.isfinite(sd):
         return float("nan")
     from scipy import stats
 
     return float(stats.t.ppf(1 - alpha / 2, 2 * n - 2) * sd * math.sqrt(2 / n))
+
+
+def power_difference(sd: float, n: int, power: float = 0.8, alpha: float = ALPHA) -> float:
+    """The true difference between two arms of ``n`` seeds each (seed std ``sd``) that a two-sided
+    t-test at ``alpha`` detects with probability ``power``: the statistic then follows a noncentral t
+    with ``2n − 2`` degrees of freedom and noncentrality ``δ / (sd·√(2/n))``, and ``δ`` is solved
+    for exactly (no normal approximation, which is optimistic at a handful of seeds)."""
+    if n < 2 or not math.isfinite(sd) or not 0 < power < 1:
+        return float("nan")
+    from scipy import optimize, stats
+
+    df, crit = 2 * n - 2, float(stats.t.ppf(1 - alpha / 2, 2 * n - 2))
+
+    def shortfall(nc: float) -> float:
+        # the far tail is below 1e-9 wherever power matters; scipy's nct returns NaN for it at large nc
+        far = float(stats.nct.cdf(-crit, df, nc))
+        return float(stats.nct.sf(crit, df, nc)) + (far if math.isfinite(far) else 0.0) - power
+
+    upper = crit + 4.0
+    while shortfall(upper) < 0:
+        upper += 4.0
+    return float(optimize.brentq(shortfall, 0.0, upper, xtol=1e-12)) * sd * math.sqrt(2 / n)

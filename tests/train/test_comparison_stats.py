@@ -1,6 +1,6 @@
 """The comparison table's statistics against scipy computed here (not the module's own helpers):
 confidence intervals, Welch p-values against the best arm with Holm's adjustment by hand, the
-smallest detectable difference, failed runs left out, and the LaTeX table."""
+significance threshold and 80%-power difference, failed runs left out, and the LaTeX table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import pytest
 from scipy import stats
 
-from gcp.train.comparison import detectable, summarise, to_latex, write_comparison
+from gcp.train.comparison import power, summarise, to_latex, write_comparison
 
 
 def _history(top1, epochs=1):
@@ -38,12 +38,17 @@ def test_intervals_and_p_values_match_scipy():
         assert rows[arm]["p_vs_best"] == pytest.approx(holm[arm], rel=1e-9)
 
 
-def test_the_detectable_difference_is_the_t_threshold_of_the_pooled_spread():
+def test_the_power_statement_is_the_t_threshold_and_the_noncentral_t_of_the_pooled_spread():
     rows = summarise(RESULTS)
     finals = [[h[-1]["top1"] for h in runs] for runs in RESULTS.values()]
     pooled = math.sqrt(sum(stats.tstd(v) ** 2 for v in finals) / len(finals))
     expected = stats.t.ppf(0.975, 4) * pooled * math.sqrt(2 / 3)
-    assert detectable(rows) == pytest.approx(expected, rel=1e-12)
+    threshold, eighty = power(rows)
+    assert threshold == pytest.approx(expected, rel=1e-12)
+    # at the 80%-power difference, scipy's noncentral t puts 80% of the statistic beyond the threshold
+    nc = eighty / (pooled * math.sqrt(2 / 3))
+    crit = stats.t.ppf(0.975, 4)
+    assert stats.nct.sf(crit, 4, nc) + stats.nct.cdf(-crit, 4, nc) == pytest.approx(0.8, abs=1e-9)
 
 
 def test_failed_runs_are_left_out_of_the_statistics_and_counted():
