@@ -126,7 +126,7 @@ def _p(p: Optional[float]) -> str:
 
 def _rank(records: list[Record], section: str) -> str:
     shapes = regime(records, section)
-    return "; ".join(f"d = {d}: rank ≤ {s['cov_rank']} over {s['positions']} positions" for d, s in shapes.items()
+    return "; ".join(f"d = {d}: at most {s['cov_rank']} over {s['positions']} positions" for d, s in shapes.items()
                      if "cov_rank" in s) or "not measured"
 
 
@@ -147,8 +147,9 @@ def training_markdown(records: list[Record], number: int) -> list[str]:
              f"and seed sees the same images); 1437 training images, and each of the 360 test digits drawn "
              f"{TEST_DRAWS} times with independent noise ({360 * TEST_DRAWS} test images: the test set's own sampling "
              "noise averages out of each run). A CNN (two 3×3 blocks, the second of stride 2: a 4×4 map of 64 "
-             "channels) ends in a 1×1 reduction to d channels and the head; the covariances are measured to be "
-             f"rank-deficient ({_rank(records, 'training')}), more channels than positions as in GCP on ImageNet "
+             "channels) ends in a 1×1 reduction to d channels and the head. Measured rank of the covariances: "
+             f"{_rank(records, 'training')}; where it is below d there are more channels than positions, as in GCP on "
+             "ImageNet "
              "(256 channels over 196 positions). `gap`: global average pooling of the same d channels; `hybrid`: "
              "Newton–Schulz for the first half of the epochs, then SVD-Padé (Song et al., ICCV 2021). SGD with a "
              f"cosine schedule to 0 over {epochs} epochs; test top-1 after epoch(s) {', '.join(map(str, evaluated))}. "
