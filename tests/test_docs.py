@@ -63,8 +63,10 @@ def test_readme_quotes_the_generated_comparison_report():
     section = text.split("## What the comparison shows at this scale")[1].split("\n## ")[0]
     report_path = re.search(r"\((results/compare-[\d-]+/report\.md)\)", section).group(1)
     report = (ROOT / report_path).read_text()
-    quoted = [line for line in section.splitlines() if line.startswith(("- **", "**Smallest detectable"))]
-    assert len(quoted) >= 6 and [line for line in quoted if line not in report] == []
+    quoted = [line for line in section.splitlines()
+              if line.startswith(("- **", "**Significance threshold", "- Mechanism", "- GCP against GAP", "- Texture"))]
+    assert len(quoted) >= 8 and [line for line in quoted if line not in report] == []
+    assert any(line.startswith("- Mechanism") for line in quoted) and any("80% power" in line for line in quoted)
     makefile = (ROOT / "Makefile").read_text()
     assert f"--reference {report_path.rsplit('/', 1)[0]}" in makefile  # the demo is checked against that run
 

@@ -232,27 +232,27 @@ def run(args: argparse.Namespace) -> list[dict]:
     }
     bar = tqdm(total=sum(steps[s] for s in secs), desc="gcp-compare", file=sys.stderr)
     tick = lambda: bar.update()  # noqa: E731
-    records: list[dict] = []
     device = torch.device(args.device)  # every section runs there; the report's configuration names it
-    if "accuracy" in secs:
-        records += sections.accuracy(modes, args.dtype_list, args.dim, args.ratios, tick, device)
-    if "stability" in secs:
-        records += sections.stability(modes, args.dtype_list, tick, device)
-    if "speed" in secs:
-        records += sections.speed(modes, args.sizes, args.batch, args.speed_dtype, args.repeats, device, tick)
-        records += sections.pooling_speed(list(POOLING), args.sizes, args.batch, args.speed_dtype, args.repeats,
-                                          device, tick)
-    if "mechanism" in secs:
-        records += mechanism.mechanism(modes, args.dtype_list, tick)
-    if "training" in secs:
-        records += training.training(args.arm_list, args.epochs, list(args.seeds), tick, device, args.workers,
-                                     args.train_dims, args.eval_every)
-    if "texture" in secs:
-        records += training.texture(list(training.TEXTURE_ARMS), args.epochs, list(args.seeds), tick, device,
-                                    args.workers, max(args.train_dims), args.eval_every)
-    if "zca" in secs:
-        records += training.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds),
-                                device=device, workers=args.workers)
+    measure = {
+        "accuracy": lambda: sections.accuracy(modes, args.dtype_list, args.dim, args.ratios, tick, device),
+        "stability": lambda: sections.stability(modes, args.dtype_list, tick, device),
+        "speed": lambda: sections.speed(modes, args.sizes, args.batch, args.speed_dtype, args.repeats, device, tick)
+        + sections.pooling_speed(list(POOLING), args.sizes, args.batch, args.speed_dtype, args.repeats, device, tick),
+        "mechanism": lambda: mechanism.mechanism(modes, args.dtype_list, tick),
+        "training": lambda: training.training(args.arm_list, args.epochs, list(args.seeds), tick, device,
+                                              args.workers, args.train_dims, args.eval_every),
+        "texture": lambda: training.texture(list(training.TEXTURE_ARMS), args.epochs, list(args.seeds), tick, device,
+                                            args.workers, max(args.train_dims), args.eval_every),
+        "zca": lambda: training.zca(zca_modes, args.zca_dims, args.zca_epochs, tick, seeds=list(args.seeds),
+                                    device=device, workers=args.workers),
+    }
+    records: list[dict] = []
+    for name in SECTIONS:  # in the report's order, whatever order --sections lists them in
+        if name in secs:
+            start = time.perf_counter()
+            records += measure[name]()
+            records.append(dict(section="timing", mode="all", dtype="", case=name, metric="seconds",
+                                value=time.perf_counter() - start))
     bar.close()
     return records
 

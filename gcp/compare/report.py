@@ -186,6 +186,10 @@ def markdown(records: list[Record], config: dict[str, Any], reference: Optional[
              ) -> str:
     parts = ["# Backward-strategy comparison", "",
              "Configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()), ""]
+    timing = [r for r in records if r["section"] == "timing"]
+    if timing:
+        parts += ["Wall time per section: " + ", ".join(f"{r['case']} {r['value']:.0f} s" for r in timing)
+                  + f" (total {sum(r['value'] for r in timing):.0f} s).", ""]
     acc_modes = _modes(records, "accuracy")
     if acc_modes:
         parts += ["## 1. Gradient accuracy", "",

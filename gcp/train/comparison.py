@@ -14,8 +14,15 @@ from typing import Any, Mapping, Optional
 from gcp.zoo.io import atomic_write
 
 from .checkpoint import write_text
-from .stats import (ALPHA, compare_to_best, confidence_interval, mean_std, pooled_std, power_difference,
-                    significance_threshold)
+from .stats import (
+    ALPHA,
+    compare_to_best,
+    confidence_interval,
+    mean_std,
+    pooled_std,
+    power_difference,
+    significance_threshold,
+)
 
 Failures = dict[str, list[Optional[dict[str, Any]]]]
 

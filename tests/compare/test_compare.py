@@ -11,8 +11,9 @@ from gcp.compare import main, parse
 from gcp.compare.suites import degenerate_suite, geometric_spectrum
 
 ARGS = ["--quick", "--modes", "exact,ed,pi,isqrt", "--dim", "4", "--sizes", "8", "--batch", "2", "--repeats", "2",
-        "--epochs", "1", "--seeds", "0", "1", "--zca-dims", "32", "--zca-epochs", "1", "--workers", "1",
-        "--train-modes", "exact,ed,isqrt,gap,hybrid"]
+        "--epochs", "2", "--seeds", "0", "1", "--zca-dims", "32", "--zca-epochs", "1", "--workers", "1",
+        "--train-modes", "exact,ed,isqrt,gap,hybrid", "--train-dims", "4", "8",
+        "--sections", "accuracy,stability,speed,mechanism,training,texture,zca"]
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +35,19 @@ def _get(rows, **where):
 def test_quick_run_writes_every_file(report):
     out, rows = report
     for name in ("report.md", "results.csv", "results.json", "grad_error_vs_gap.png", "time_vs_d.png",
-                 "training_accuracy.png"):
+                 "training_accuracy.png", "mechanism.png"):
         assert (out / name).stat().st_size > 0, name
     md = (out / "report.md").read_text()
-    for heading in ("## 1. Gradient accuracy", "## 2. Stability", "## 3. Speed", "## 4. Training", "## 5. ZCA"):
+    for heading in ("## 1. Gradient accuracy", "## 2. Stability", "## 3. Speed", "## 4. What reaches the backbone",
+                    "## 5. Training", "## 6. Texture control", "## 7. ZCA"):
         assert heading in md
     data = json.loads((out / "results.json").read_text())
     assert len(data["records"]) == len(rows) and data["config"]["modes"] == "exact,ed,pi,isqrt"
-    assert {r["section"] for r in rows} == {"accuracy", "stability", "speed", "training", "zca"}
+    assert {r["section"] for r in rows} == {"accuracy", "stability", "speed", "mechanism", "training", "texture", "zca"}
     assert {r["mode"] for r in rows if r["section"] == "training"} == {"exact", "ed", "isqrt", "gap", "hybrid", "all"}
+    assert {r["case"].split(",")[0] for r in rows if r["section"] == "training"} == {"d=4", "d=8"}
+    assert {r["mode"] for r in rows if r["section"] == "texture"} == {"gap", "isqrt", "all"}
+    assert "Significance threshold" in md and "detected with 80% power" in md
 
 
 @pytest.mark.slow  # the module's quick gcp-compare run (~11 s); CI's install check runs it too
@@ -104,14 +109,14 @@ def test_every_training_number_carries_its_uncertainty(report):
     md = (out / "report.md").read_text()
     # training: mean ± std over the 2 seeds and a p-value column; ZCA: runs per cell and mean ± std
     assert "(n=2)" in md and "p vs best" in md
-    zca = md.split("## 5.")[1]
+    zca = md.split("## 7.")[1]
     zca_rows = [line for line in zca.splitlines() if line.startswith("| exact")]
     converged = "Not converged" not in zca.split("| mode")[0]
     assert zca_rows and all("/2 " in cell and ("±" in cell) == converged for cell in zca_rows[0].split("|")[2:-1])
     # the training section states its power and the papers' claims
-    assert "Smallest detectable difference" in md and "The papers' claims at this scale" in md
-    assert "measured rank ≤ 15 of d = 32 over 16 positions" in md
-    seeds = {r["case"].split(",")[1] for r in rows if r["section"] == "zca"}
+    assert "Significance threshold" in md and "**The papers' claims at d = 8**" in md
+    assert "d = 4: at most 4 over 16 positions; d = 8: at most 8 over 16 positions" in md
+    seeds = {r["case"].split(",")[1] for r in rows if r["section"] in ("zca", "training") and r["mode"] != "all"}
     assert seeds == {"seed=0", "seed=1"}
     # speed: min–max of the per-round ratio next to the median
     assert _get(rows, section="speed", mode="exact", metric="fwd_bwd_over_eigh_min")[0] <= \
@@ -217,6 +222,8 @@ def test_recommend_refuses_empty_nan_and_indefinite_input_before_measuring(tmp_p
 
 
 @pytest.mark.parametrize("bad", [["--seeds", "0", "0"], ["--seeds", "-1"], ["--zca-dims", "0"], ["--zca-dims", "5"],
+                                 ["--train-dims", "1"], ["--train-dims", "300"], ["--train-dims", "8", "8"],
+                                 ["--eval-every", "0"],
                                  ["--recommend", "--dim", "0"], ["--recommend", "--batch", "0"],
                                  ["--recommend", "--tol", "-1"], ["--recommend", "--features", "missing.pt"]])
 def test_bad_flags_are_refused_before_work(bad, tmp_path, capsys):
@@ -273,3 +280,15 @@ def test_recommend_refuses_the_options_it_does_not_read(extra, tmp_path, capsys)
     with pytest.raises(SystemExit):
         parse(["--recommend", "--out", str(tmp_path / "r"), *extra])
     assert f"{extra[0]} does not apply to --recommend" in capsys.readouterr().err
+
+
+def test_quick_and_full_defaults(tmp_path):
+    quick = parse(["--quick", "--out", str(tmp_path / "q")])
+    assert quick.arm_list == ["gap", "isqrt", "exact"] and quick.train_dims == (64,) and len(quick.seeds) == 5
+    assert quick.eval_every == quick.epochs == 15  # evaluated once, at the end
+    assert "texture" not in quick.section_list and "zca" not in quick.section_list
+    assert "mechanism" in quick.section_list and "training" in quick.section_list
+    full = parse(["--out", str(tmp_path / "f")])
+    assert full.train_dims == (16, 32, 64) and full.eval_every == 5 and full.section_list[-2:] == ["texture", "zca"]
+    assert {"gap", "isqrt", "exact", "taylor", "hybrid", "ed", "bcnn", "cbp", "logm"} == set(full.arm_list)
+    assert parse(["--quick", "--train-dims", "32", "16", "--out", str(tmp_path / "d")]).train_dims == (16, 32)
