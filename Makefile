@@ -7,7 +7,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 demo: bootstrap
-	$(PY) -m gcp.compare --quick --reference results/compare-2026-12-03
+	$(PY) -m gcp.compare --quick --reference results/compare-2026-12-05
 
 lint: bootstrap
 	$(PY) -m ruff check .

@@ -66,7 +66,7 @@ def test_readme_quotes_the_generated_comparison_report():
     quoted = [line for line in section.splitlines()
               if line.startswith(("- **", "**Significance threshold", "- Mechanism", "- GCP against GAP", "- Texture"))]
     assert len(quoted) >= 8 and [line for line in quoted if line not in report] == []
-    assert any(line.startswith("- Mechanism") for line in quoted) and any("80% power" in line for line in quoted)
+    assert any(line.startswith("- Mechanism") for line in quoted) and any("80%-power difference" in line for line in quoted)
     makefile = (ROOT / "Makefile").read_text()
     assert f"--reference {report_path.rsplit('/', 1)[0]}" in makefile  # the demo is checked against that run
 

@@ -2,8 +2,9 @@
 
 Each claim is a pre-specified comparison of two groups of arms (one Welch t-test on the final top-1
 of the seeds), so no multiple-comparison adjustment is applied across arms; every verdict carries its
-numbers, the significance threshold of the seeds and the difference they detect with 80% power, so a
-"not reproduced" reads as what it is: no difference that large at this scale, not proof of none.
+numbers, and each comparison of two arms with the significance threshold and the difference detected
+with 80% power at the seed spread of those two arms, so a "not reproduced" reads as what it is: no
+difference that large at this scale, not proof of none.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from gcp.train.stats import ALPHA, mean_std, welch_p
+from gcp.train.stats import ALPHA, mean_std, pooled_std, power_difference, significance_threshold, welch_p
 
 from .routes import POOLING
 
 Summary = dict[str, dict[str, Any]]
-#: the significance threshold of the seeds and the difference they detect with 80% power (points)
-Power = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,21 @@ def _p(p: Optional[float]) -> str:
     return "no test with one seed" if p is None else f"p = {p:.3f}"
 
 
-def _power(power: Power) -> str:
-    threshold, eighty = power
+def _power(summary: Summary, a: str, b: str) -> str:
+    """The significance threshold and the 80%-power difference of ``a`` against ``b``, from the
+    spread of those two arms' seeds (another arm's noise says nothing about this comparison)."""
+    fa, fb = summary[a]["finals"], summary[b]["finals"]
+    sd, n = pooled_std([fa, fb]), min(len(fa), len(fb))
+    threshold, eighty = significance_threshold(sd, n), power_difference(sd, n)
     if not math.isfinite(threshold):
         return ""
     return f"; significance threshold {threshold:.2f} points, 80%-power difference {eighty:.2f} points"
 
 
-def _higher(summary: Summary, a: str, b: str, power: Power) -> tuple[str, str]:
+def _higher(summary: Summary, a: str, b: str) -> tuple[str, str]:
     """Status and evidence for "``a`` trains better than ``b``"."""
     diff, p = _test(summary, a, b)
-    text = f"{_arm(summary, a)} vs {_arm(summary, b)}, difference {diff:+.2f} points, {_p(p)}{_power(power)}"
+    text = f"{_arm(summary, a)} vs {_arm(summary, b)}, difference {diff:+.2f} points, {_p(p)}{_power(summary, a, b)}"
     if p is None:
         return "not testable", text
     if p < ALPHA:
@@ -65,7 +68,7 @@ def _higher(summary: Summary, a: str, b: str, power: Power) -> tuple[str, str]:
     return "not reproduced", text
 
 
-def _ed_unstable(s: Summary, power: Power) -> tuple[str, str]:
+def _ed_unstable(s: Summary) -> tuple[str, str]:
     steps = int(s["ed"]["nonfinite"])
     text = f"ed skipped {steps} steps with a non-finite gradient; {_arm(s, 'ed')}"
     if "exact" in s:
@@ -73,11 +76,11 @@ def _ed_unstable(s: Summary, power: Power) -> tuple[str, str]:
     return ("reproduced" if steps > 0 else "not reproduced"), text
 
 
-def _ns_beats_exact(s: Summary, power: Power) -> tuple[str, str]:
-    return _higher(s, "isqrt", "exact", power)
+def _ns_beats_exact(s: Summary) -> tuple[str, str]:
+    return _higher(s, "isqrt", "exact")
 
 
-def _close_the_gap(s: Summary, power: Power) -> tuple[str, str]:
+def _close_the_gap(s: Summary) -> tuple[str, str]:
     gap, gap_p = _test(s, "isqrt", "exact")
     parts = [f"{_arm(s, m)} ({_p(_test(s, m, 'isqrt')[1])} vs isqrt)" for m in ("pade", "taylor") if m in s]
     text = "; ".join(parts)
@@ -89,7 +92,7 @@ def _close_the_gap(s: Summary, power: Power) -> tuple[str, str]:
     return ("reproduced" if closed else "not reproduced"), text
 
 
-def _hybrid(s: Summary, power: Power) -> tuple[str, str]:
+def _hybrid(s: Summary) -> tuple[str, str]:
     rivals = [m for m in ("isqrt", "pade") if m in s]
     best = max(rivals, key=lambda m: s[m]["final_mean"])
     diff, p = _test(s, "hybrid", best)
@@ -101,12 +104,12 @@ def _hybrid(s: Summary, power: Power) -> tuple[str, str]:
     return "reproduced", text + (" (better)" if p < ALPHA else " (at least as good)")
 
 
-def _gcp_beats_gap(s: Summary, power: Power) -> tuple[str, str]:
+def _gcp_beats_gap(s: Summary) -> tuple[str, str]:
     heads = [m for m in s if m not in POOLING and s[m]["nonfinite"] == 0]  # covariance heads only
     if not heads:
         return "not testable", "no GCP arm trained without non-finite steps"
     best = max(heads, key=lambda m: s[m]["final_mean"])
-    return _higher(s, best, "gap", power)
+    return _higher(s, best, "gap")
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class Claim:
     text: str
     source: str
     needs: tuple[str, ...]
-    test: Callable[[Summary, Power], tuple[str, str]]
+    test: Callable[[Summary], tuple[str, str]]
     any_of: tuple[str, ...] = ()
 
 
@@ -131,7 +134,7 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def verdicts(summary: Summary, power: Power) -> list[Verdict]:
+def verdicts(summary: Summary) -> list[Verdict]:
     """One verdict per claim whose arms were trained (the others say which arms are missing)."""
     out = []
     for c in CLAIMS:
@@ -141,6 +144,6 @@ def verdicts(summary: Summary, power: Power) -> list[Verdict]:
         if missing:
             out.append(Verdict(c.text, c.source, "not run", f"needs the arm(s) {', '.join(missing)}"))
             continue
-        status, evidence = c.test(summary, power)
+        status, evidence = c.test(summary)
         out.append(Verdict(c.text, c.source, status, evidence))
     return out

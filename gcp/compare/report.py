@@ -17,7 +17,6 @@ from .text import fmt as _fmt
 from .text import significance as _significance
 from .text import table as _table
 from .training_report import (
-    detectable,
     power_sentence,
     texture_conclusions,
     texture_markdown,
@@ -164,7 +163,7 @@ def claim_verdicts(records: list[Record]) -> dict[str, str]:
     summary = training_summary(records)
     if not summary:
         return {}
-    return {v.claim: v.status for v in verdicts(summary, detectable(summary)[1:3])}
+    return {v.claim: v.status for v in verdicts(summary)}
 
 
 def against_reference(records: list[Record], reference: list[Record], where: str) -> list[str]:
