@@ -277,9 +277,12 @@ class GCPHead(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: identity)."""
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: identity), on the
+        device and in the dtype of the head's parameters (the reduction's, or the old classifier's)."""
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        like = next(self.parameters(), None)
+        place = dict(device=like.device, dtype=like.dtype) if like is not None else {}
+        self.fc = nn.Linear(self.num_features, num_classes, **place) if num_classes > 0 else nn.Identity()
 
 
 def _mode(name: str) -> Any:

@@ -13,6 +13,7 @@ from .errors import (
     CheckpointError,
     HeadMismatchWarning,
     StateDictMismatchError,
+    UnknownBackboneOptionError,
     UnknownModelError,
     UnsupportedBackboneError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "RootChoice",
     "ModelSpec",
     "StateDictMismatchError",
+    "UnknownBackboneOptionError",
     "UnknownModelError",
     "UnsupportedBackboneError",
     "check_input_size",

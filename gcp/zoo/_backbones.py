@@ -79,7 +79,9 @@ def _create(name: str, in_chans: int, pretrained: PretrainedArg, global_pool: Op
     except TypeError as exc:
         if "unexpected keyword argument" not in str(exc):
             raise
-        raise InvalidOptionError(f"backbone {name} does not accept this option: {exc}") from exc
+        from .errors import UnknownBackboneOptionError
+
+        raise UnknownBackboneOptionError(f"backbone {name} does not accept this option: {exc}") from exc
     except OSError as exc:  # the Hub or a URL unreachable, a file timm cannot read
         if not pretrained:
             raise

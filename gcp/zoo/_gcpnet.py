@@ -159,6 +159,8 @@ class GCPNet(nn.Module):
                 f"sovit=True needs a backbone with a class token; {type(backbone).__name__} has "
                 f"{self._prefix_tokens} prefix token(s) and no cls_token")
         self._arch_args = dict(arch_args or {})
+        # timm's attribute for the image channels the model takes (its config tests and tools read it)
+        self.in_chans = int(self._arch_args.get("in_chans", getattr(backbone, "in_chans", 3)))
         # the head's configuration when no GCP head is attached (global_pool=''): what
         # reset_classifier(n, 'gcp') rebuilds
         self._head_config = head.config if isinstance(head, GCPHead) else head_config
@@ -297,13 +299,17 @@ class GCPNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Fresh classifier with ``num_classes`` outputs (0: the model returns the representation).
 
-        ``global_pool``: ``None`` keeps the pooling; ``''`` removes the GCP head (the model then
-        returns the backbone's feature maps, and ``num_classes`` must be 0); ``'gcp'`` keeps the
-        head, or builds a fresh one after a ``''``.
+        ``global_pool``: ``None`` keeps the pooling (a model without its head that is given classes
+        gets its GCP head back: it is the only classifier a GCP model has); ``''`` removes the GCP
+        head (the model then returns the backbone's feature maps, and ``num_classes`` must be 0);
+        ``'gcp'`` keeps the head, or builds a fresh one after a ``''``. The new layers are placed on
+        the device and in the dtype of the model's parameters.
         """
         _check_pool(global_pool)
         check_int(num_classes, "num_classes", minimum=0)
         pool = self.global_pool if global_pool is None else global_pool
+        if global_pool is None and pool == "" and num_classes:
+            pool = "gcp"
         if pool == "":
             if num_classes:
                 raise InvalidOptionError(
@@ -317,10 +323,10 @@ class GCPNet(nn.Module):
             if self._head_config is None:
                 raise InvalidOptionError("this model was built without a GCP head and has no head options to "
                                          "rebuild one")
-            device = next(self.backbone.parameters()).device
+            like = next(self.backbone.parameters())
             head_cls = SoViTHead if self._sovit else GCPHead
-            self.head = head_cls(self.num_features, num_classes, config=self._head_config).to(device).train(
-                self.training)
+            self.head = head_cls(self.num_features, num_classes, config=self._head_config).to(
+                device=like.device, dtype=like.dtype).train(self.training)
             self._pools = True
             return
         self.head.reset_classifier(num_classes)

@@ -231,6 +231,9 @@ def head_config_of(base: HeadConfig, nested: Any, flat: dict[str, Any]) -> HeadC
 
 def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backbone_pretrained: Any = False,
            last_stride: Optional[int] = None, global_pool: Optional[str] = None, **kwargs: Any) -> GCPNet:
+    # timm's create_model passes where to place the model as constructor arguments: the whole model
+    # (backbone and head) goes there once built
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
     if spec.family == "any":
         backbone_args = {k: kwargs.pop(k) for k in list(kwargs) if k not in HEAD_KEYS}
     else:
@@ -277,6 +280,8 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
         layer = cov_norm if isinstance(cov_norm, NormLayerConfig) else NormLayerConfig.from_dict(cov_norm)
         path = layer.apply(net)
         net._arch_args["cov_norm"] = dict(layer.to_dict(), at=path)
+    if device is not None or dtype is not None:
+        net.to(device=device, dtype=dtype)
     return net
 
 

@@ -1,6 +1,6 @@
 """Typed errors of the model zoo (all :class:`gcp.GCPError`, hence ``ValueError``)."""
 
-from gcp.errors import GCPError
+from gcp.errors import GCPError, InvalidOptionError
 
 
 class UnknownModelError(GCPError):
@@ -16,6 +16,12 @@ class StateDictMismatchError(CheckpointError, RuntimeError):
     differ, and the head option that explains them. Also a ``RuntimeError``, the type
     ``torch.nn.Module.load_state_dict`` documents, so code written for torch's error still
     catches it."""
+
+
+class UnknownBackboneOptionError(InvalidOptionError, TypeError):
+    """A keyword argument the backbone's constructor does not take. Also a ``TypeError``, what
+    timm's model contract (and Python) raise for an unexpected keyword, so code written for
+    ``timm.create_model`` catches it."""
 
 
 class UnsupportedBackboneError(GCPError):

@@ -27,8 +27,10 @@ def list_models(filter="", module="", pretrained=False, exclude_filters="", name
         return []
     chosen = set(_chosen())
     names = _original(filter=filter, module=module, exclude_filters=exclude_filters, include_tags=include_tags)
-    # a GCP model has a config of its own name, so timm's name_matches_cfg holds for every one
-    return [f"gcp_{n}" for n in names if n in chosen]
+    # include_tags lists "name.tag" per pretrained config; a GCP model has one config of its own name
+    # (so timm's name_matches_cfg holds for every one)
+    bases = dict.fromkeys(n.split(".")[0] for n in names)
+    return [f"gcp_{n}" for n in bases if n in chosen]
 
 
 def list_pretrained(*args, **kwargs):

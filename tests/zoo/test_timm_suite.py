@@ -1,0 +1,61 @@
+"""timm's own model tests (tests/test_models.py of the installed timm's source release) on GCP models."""
+
+import textwrap
+
+import pytest
+
+from gcp.zoo.timm_suite import MODEL_TESTS, Outcome, TimmTestsUnavailableError, parse_junit, refusal, table, timm_tests
+
+
+def test_the_plugin_lists_gcp_names_through_timms_own_filters(monkeypatch):
+    monkeypatch.setenv("GCP_TIMM_SUITE_MODELS", "test_resnet,test_vit,resnet18")
+    import gcp.zoo.timm_suite_plugin as plugin
+
+    assert plugin.list_models() == ["gcp_resnet18", "gcp_test_resnet", "gcp_test_vit"]
+    # timm's filters act on the timm names: the non-standard models, a module, tags
+    assert plugin.list_models(filter=["vit_*", "test_vit*"]) == ["gcp_test_vit"]
+    assert plugin.list_models(exclude_filters=["test_vit*"], include_tags=True) == ["gcp_resnet18", "gcp_test_resnet"]
+    assert plugin.list_models(module="vision_transformer") == ["gcp_test_vit"]
+    assert plugin.list_models(pretrained=True) == [] and plugin.list_pretrained("test_*") == []
+
+
+def test_junit_outcomes_and_the_table(tmp_path):
+    report = tmp_path / "junit.xml"
+    report.write_text(textwrap.dedent("""\
+        <testsuites><testsuite>
+          <testcase name="test_model_forward[gcp_test_resnet-1]"/>
+          <testcase name="test_model_backward[2-gcp_test_vit]"><failure message="AssertionError: no grad"/></testcase>
+          <testcase name="test_model_forward_fx[gcp_test_vit-1]"><failure message="TraceError: control flow"/></testcase>
+          <testcase name="test_model_forward_torchscript[gcp_test_vit-1]"><skipped message="too large"/></testcase>
+          <testcase name="test_other[gcp_test_vit]"/>
+          <testcase name="test_model_forward[resnet18-1]"/>
+        </testsuite></testsuites>"""))
+    outcomes = parse_junit(str(report))
+    assert outcomes == [Outcome("test_resnet", "test_model_forward", "pass"),
+                        Outcome("test_vit", "test_model_backward", "fail", "AssertionError: no grad"),
+                        Outcome("test_vit", "test_model_forward_fx", "fail", "TraceError: control flow"),
+                        Outcome("test_vit", "test_model_forward_torchscript", "skipped", "too large")]
+    md = table(outcomes, {"resnet": "test_resnet", "vision_transformer": "test_vit"})
+    assert "| resnet | test_resnet | pass | — | — | — |" in md
+    # a failure the refusals explain is shown as refused; another stays a failure
+    assert "| vision_transformer | test_vit | — | fail | skipped | refused |" in md
+    assert refusal("test_vit", "test_model_forward_fx") and refusal("test_resnet", "test_model_forward_fx") is None
+
+
+#: one small model of each output layout: NCHW (ResNet, ConvNeXt, EfficientNet), NHWC (MambaOut), tokens (ViT)
+MODELS = ["test_resnet", "test_convnext", "test_efficientnet", "test_mambaout", "test_vit"]
+
+
+@pytest.mark.slow  # about a minute: timm's tests on five models, in a subprocess
+def test_timms_model_tests_pass_or_are_refused_by_name():
+    try:
+        outcomes = timm_tests(MODELS, timeout=900)
+    except TimmTestsUnavailableError as exc:  # no package index: timm's source release cannot be fetched
+        pytest.skip(str(exc))
+    failed = [o for o in outcomes if o.status == "fail" and not refusal(o.model, o.test)]
+    assert failed == []
+    seen = {(o.model, o.test) for o in outcomes}
+    for model in MODELS:  # every model went through forward, backward and a config test
+        assert {(model, "test_model_forward"), (model, "test_model_backward")} <= seen
+        assert (model, "test_model_default_cfgs") in seen or (model, "test_model_default_cfgs_non_std") in seen
+    assert len({o.test for o in outcomes}) >= len(MODEL_TESTS) - 1
