@@ -56,9 +56,9 @@ def main() -> int:
 
     report = Report("timm_tests", args.results or None)
     passed = {(o.model, o.test) for o in outcomes if o.status == "pass"}
-    failed = [o for o in outcomes if o.status == "fail" and not refusal(o.model, o.test)]
-    refused_tests = sorted({(o.test, str(refusal(o.model, o.test))) for o in outcomes
-                            if o.status == "fail" and refusal(o.model, o.test)})
+    failed = [o for o in outcomes if o.status == "fail" and not refusal(o.model, o.test, o.reason)]
+    refused_tests = sorted({(o.test, str(refusal(o.model, o.test, o.reason))) for o in outcomes
+                            if o.status == "fail" and refusal(o.model, o.test, o.reason)})
     skipped = sum(o.status == "skipped" for o in outcomes)
     n_refused = len(outcomes) - len(passed) - len(failed) - skipped
     report.line(f"timm's `tests/test_models.py` (timm {listing['timm']}, the tests parametrised by `list_models`, "
@@ -77,7 +77,14 @@ def main() -> int:
         report.table(["model", "test", "reason"], [[o.model, o.test, o.reason.replace("|", "\\|")] for o in failed])
     import torch
 
-    report.save(torch.device("cpu"))
+    path = report.save(torch.device("cpu"))
+    if path:  # every outcome, with timm's assertion, next to the table
+        import csv
+
+        with open(path[:-3] + ".csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["model", "test", "status", "reason"])
+            writer.writeheader()
+            writer.writerows(o.__dict__ for o in outcomes)
     return 1 if failed else 0
 
 

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from .errors import CheckpointError
 
@@ -34,31 +34,45 @@ MODEL_TESTS: tuple[str, ...] = (
 )
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "gcp")
 
-#: tests a GCP model cannot pass, by the timm module's models they concern (fnmatch on the timm name),
-#: with the reason; the table shows them as refused
-REFUSED: dict[tuple[str, str], str] = {
+def _triangular_width(failure: str) -> bool:
+    """``assert W == C`` where ``W = d(d+1)/2``: a GCP representation's width against num_features."""
+    match = re.fullmatch(r"assert (\d+) == (\d+)", failure.strip())
+    if match is None:
+        return False
+    width = int(match.group(1))
+    d = int(((8 * width + 1) ** 0.5 - 1) / 2)
+    return d * (d + 1) // 2 == width and width != int(match.group(2))
+
+
+#: tests a GCP model cannot pass: (fnmatch pattern of the timm name, test) → (reason, what the failure
+#: must be: a regular expression it matches, or a predicate). A failure of another kind stays a
+#: failure; the table shows the matching ones as refused
+REFUSED: dict[tuple[str, str], tuple[str, Union[str, Callable[[str], bool]]]] = {
     **{(pattern, "test_model_default_cfgs_non_std"): (
         "asserts that the output of a model built with num_classes=0 has num_features channels; a GCP "
-        "head's representation has d(d+1)/2 (head_hidden_size, which timm's other tests check), by design")
+        "head's representation has d(d+1)/2 (head_hidden_size, which timm's other tests check), by design",
+        _triangular_width)
        for pattern in ("vit_*", "test_vit*", "deit*", "beit*", "cait_*", "eva_*", "*mixer_*", "gmlp_*", "twins_*",
                        "convit_*", "levit*", "visformer*", "xcit_*", "volo_*", "samvit_*", "tiny_vit_*", "hiera_*",
                        "vitamin*", "mvitv2*", "gcvit*", "efficientformer*", "efficientvit_m*", "sequencer2d_*",
                        "swiftformer_*", "tnt_*", "qwen3_vit*", "gemma4_vit*", "deepseek_vit*", "naflexvit*",
                        "sam_hiera*", "poolformer_*")},
-    **{(pattern, test): (
+    **{("*", test): (
         "torch.fx patches timm's wrapped functions only in the module of the root forward; a GCP model calls "
-        "the backbone's forward_features from gcp's module, so timm's position-embedding resampling is traced "
-        "and its size check is data-dependent control flow")
-       for pattern in ("vit_*", "test_vit*", "deit*", "vitamin*", "samvit_*")
+        "the backbone's forward_features from gcp's module, so a resampling of the position embedding "
+        "(dynamic_img_size=True) is traced and its size check is data-dependent control flow",
+        "symbolically traced variables cannot be used as inputs to control flow")
        for test in ("test_model_forward_fx", "test_model_backward_fx", "test_model_forward_fx_torchscript")},
 }
 
 
-def refusal(model: str, test: str) -> Optional[str]:
-    """Why timm's ``test`` cannot pass on ``gcp_<model>``, or ``None``."""
+def refusal(model: str, test: str, failure: str = "") -> Optional[str]:
+    """Why timm's ``test`` cannot pass on ``gcp_<model>`` when it fails with ``failure``, or ``None``."""
     import fnmatch
 
-    return next((why for (pattern, t), why in REFUSED.items() if t == test and fnmatch.fnmatch(model, pattern)), None)
+    return next((why for (pattern, t), (why, match) in REFUSED.items()
+                 if t == test and fnmatch.fnmatch(model, pattern)
+                 and (match(failure) if callable(match) else re.search(match, failure))), None)
 _ID = re.compile(r"\[(?:.*?-)?gcp_([\w.]+?)(?:-.*)?\]$")
 
 
@@ -154,7 +168,7 @@ def table(outcomes: Sequence[Outcome], modules: dict[str, str]) -> str:
         o = by.get((model, test))
         if o is None:
             return "—"
-        return "refused" if o.status == "fail" and refusal(model, test) else o.status
+        return "refused" if o.status == "fail" and refusal(model, test, o.reason) else o.status
 
     tests = [t for t in MODEL_TESTS if any(o.test == t for o in outcomes)]
     short = {t: t.replace("test_model_", "") for t in tests}
