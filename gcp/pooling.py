@@ -278,11 +278,13 @@ class GCPHead(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: identity), on the
-        device and in the dtype of the head's parameters (the reduction's, or the old classifier's)."""
+        device, in the dtype and in the train/eval mode of the head (its parameters: the reduction's,
+        or the old classifier's)."""
         self.num_classes = num_classes
         like = next(self.parameters(), None)
         place = dict(device=like.device, dtype=like.dtype) if like is not None else {}
-        self.fc = nn.Linear(self.num_features, num_classes, **place) if num_classes > 0 else nn.Identity()
+        fc = nn.Linear(self.num_features, num_classes, **place) if num_classes > 0 else nn.Identity()
+        self.fc = fc.train(self.training)  # a model in eval mode stays in eval mode
 
 
 def _mode(name: str) -> Any:

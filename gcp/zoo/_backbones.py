@@ -7,6 +7,7 @@ import functools
 from typing import Any, Iterator, Optional, Union
 
 import timm
+import timm.models
 import torch
 from timm.models.vgg import VGG
 from torch import Tensor, nn
@@ -23,12 +24,20 @@ class HeadRemoved(nn.Module):
     Passes features through and answers the calls timm's model code makes on a head
     (``head(x, pre_logits=True)``, ``head.reset(num_classes, pool_type)``), so the backbone's
     ``forward``, ``reset_classifier``, ``prune_intermediate_layers`` and TorchScript still work.
-    ``nn.Identity`` would accept neither ``pre_logits=`` nor ``reset``.
+    ``nn.Identity`` would accept neither ``pre_logits=`` nor ``reset``. Backbones whose
+    ``forward_head`` calls the head's parts by name (MetaFormer: ``head.global_pool``, ``head.norm``,
+    …) find them as pass-throughs, so TorchScript, which compiles every submodule's ``forward``,
+    compiles theirs too.
     """
+
+    #: the parts of a timm head that timm's forward_head code calls by name
+    PARTS = ("global_pool", "norm", "flatten", "drop", "fc", "pre_logits", "head_drop")
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.num_features = num_features
+        for part in self.PARTS:
+            setattr(self, part, nn.Identity())
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return x
@@ -267,5 +276,6 @@ def _module_of(name: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _timm_modules() -> dict[str, str]:
-    # timm's public listing, inverted once: list_models(module=...) for each of list_modules()
-    return {n: m for m in timm.list_modules() for n in timm.list_models(module=m)}
+    # timm's public listing, inverted once: list_models(module=...) for each of list_modules(); read
+    # from timm.models, since gcp.zoo.timm_suite_plugin replaces the top-level timm.list_models
+    return {n: m for m in timm.models.list_modules() for n in timm.models.list_models(module=m)}

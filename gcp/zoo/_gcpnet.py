@@ -316,7 +316,7 @@ class GCPNet(nn.Module):
                     f"num_classes={num_classes} needs the GCP head; pass global_pool='gcp' to bring it back")
             if isinstance(self.head, GCPHead):  # the configuration it has now, for a later 'gcp'
                 self._head_config = self.head.config
-            self.head = NoPool()
+            self.head = NoPool().train(self.training)
             self._pools = False
             return
         if not isinstance(self.head, GCPHead):

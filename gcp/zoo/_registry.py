@@ -259,7 +259,14 @@ def _build(spec: ModelSpec, *, num_classes: int = 1000, in_chans: int = 3, backb
         raise InvalidOptionError(f"sovit must be True or False, got {sovit!r}")
     nested = kwargs.pop("head", None)
     cov_norm = kwargs.pop("cov_norm", None)
-    config = head_config_of(spec.head, nested, kwargs)
+    try:
+        config = head_config_of(spec.head, nested, kwargs)
+    except InvalidOptionError as exc:
+        if any(k not in HEAD_KEYS for k in kwargs):  # an unexpected keyword: a TypeError too, as in timm
+            from .errors import UnknownBackboneOptionError
+
+            raise UnknownBackboneOptionError(str(exc)) from exc
+        raise
     head_cls = SoViTHead if sovit else GCPHead
     if global_pool == "":
         if num_classes:
@@ -316,14 +323,32 @@ def _create(spec: ModelSpec, pretrained: bool = False, **kwargs: Any) -> Any:
         if feature_args:
             raise InvalidOptionError(f"{', '.join(sorted(feature_args))} need features_only=True")
         return model
+    if spec.family == "any" and "out_indices" not in feature_args:
+        feature_args["out_indices"] = _default_out_indices(spec.backbone, len(model.feature_info))
     return _features(model, **feature_args)
+
+
+def _default_out_indices(backbone: str, levels: int) -> tuple[int, ...]:
+    """The feature levels timm's own ``features_only`` model of ``backbone`` returns by default (some
+    skip a level, TResNet its space-to-depth stem), read from a build on the meta device; every level
+    where timm's build fails or disagrees with the backbone's levels."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            ref = timm.create_model(backbone, features_only=True, pretrained=False)
+        chosen = tuple(int(i) for i in ref.feature_info.out_indices)
+    except Exception:  # a backbone timm cannot wrap as features_only: the GCP wrapper still can
+        return tuple(range(levels))
+    return chosen if chosen and all(0 <= i < levels for i in chosen) else tuple(range(levels))
 
 
 def _features(model: GCPNet, out_indices: Any = None, feature_cls: str = "getter", **kwargs: Any) -> Any:
     """timm's ``features_only`` wrapper: ``FeatureGetterNet`` over ``forward_intermediates`` (the
     wrapper timm uses for models with that method; the others look modules up by name).
     ``out_indices`` defaults to every level of the backbone (5 for ResNet/VGG/MobileNet, 4 for
-    ConvNeXt)."""
+    ConvNeXt); a ``gcp_<timm name>`` model defaults to the levels timm's own features_only model
+    returns."""
     if feature_cls != "getter":
         raise InvalidOptionError(f"GCP models extract features with feature_cls='getter', not {feature_cls!r}")
     levels = len(model.feature_info)

@@ -65,3 +65,51 @@ def test_timms_model_tests_pass_or_are_refused_by_name():
         assert {(model, "test_model_forward"), (model, "test_model_backward")} <= seen
         assert (model, "test_model_default_cfgs") in seen or (model, "test_model_default_cfgs_non_std") in seen
     assert len({o.test for o in outcomes}) >= len(MODEL_TESTS) - 1
+
+
+def test_construction_and_reset_as_timms_contract_asks():
+    """What timm's config test asks, checked here without timm's source release."""
+    import timm
+    import torch
+
+    import gcp.zoo
+
+    model = timm.create_model("gcp_test_resnet", num_classes=3, reduced_dim=8)
+    assert model.in_chans == 3 and timm.create_model("gcp_test_resnet", in_chans=1, reduced_dim=8).in_chans == 1
+    for name in ("gcp_test_resnet", "gcp_resnet18"):  # an unexpected keyword is a TypeError, as in timm
+        with pytest.raises(TypeError, match="not_a_model_arg"):
+            timm.create_model(name, not_a_model_arg=1)
+        with pytest.raises(gcp.zoo.UnknownBackboneOptionError):
+            timm.create_model(name, not_a_model_arg=1)
+    # create_model's device and dtype place the whole model, head included
+    meta = timm.create_model("gcp_test_resnet", device="meta", dtype=torch.float64, reduced_dim=8)
+    tensors = [*meta.parameters(), *meta.buffers()]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
+    # a new classifier takes the model's dtype and mode; classes bring a removed head back
+    model = model.eval().to(torch.float64)
+    model.reset_classifier(0)
+    model.reset_classifier(5)
+    assert model.head.fc.weight.dtype == torch.float64 and not any(m.training for m in model.modules())
+    headless = timm.create_model("gcp_test_resnet", num_classes=0, global_pool="", reduced_dim=8).eval()
+    headless.reset_classifier(0)
+    assert not any(m.training for m in headless.modules())
+    headless.reset_classifier(4)
+    assert headless.num_classes == 4 and not any(m.training for m in headless.modules())
+    assert headless(torch.randn(2, 3, 64, 64)).shape == (2, 4)
+    with pytest.raises(gcp.InvalidOptionError, match="num_classes"):
+        headless.reset_classifier(4, global_pool="")
+
+
+def test_features_only_defaults_to_timms_own_levels():
+    import timm
+    import torch
+
+    import gcp.zoo  # noqa: F401
+
+    with torch.device("meta"):
+        ours = timm.create_model("gcp_tresnet_m", features_only=True)
+        theirs = timm.create_model("tresnet_m", features_only=True)
+    # TResNet's default skips its space-to-depth stem (a declared reduction of 2 that is really 4)
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction() == [4, 8, 16, 32]
+    assert ours.feature_info.channels() == theirs.feature_info.channels()
