@@ -149,6 +149,9 @@ class GCPNet(nn.Module):
         self.head = head
         self._pools = not isinstance(head, NoPool)  # forward_head reads this flag: TorchScript knows no NoPool
         self._nhwc, self._prefix_tokens = feature_layout(backbone)
+        if isinstance(getattr(backbone, "feature_dim", None), int):
+            # timm's record of the channel axis of forward_features' output (channels-last models)
+            self.feature_dim = int(backbone.feature_dim)
         # timm's record of the layout forward_features returns (its config tests read it): the
         # backbone's own where it keeps one (NHWC maps: Swin, MambaOut)
         self.output_fmt = str(getattr(getattr(backbone, "output_fmt", "NCHW"), "value",
@@ -227,6 +230,9 @@ class GCPNet(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():  # TorchScript skips this block
+            if _fx_tracing():
+                return _traced_features(self.backbone, x)
         return self.backbone.forward_features(x)
 
     @torch.jit.unused
@@ -393,3 +399,26 @@ def recorded_head(args: Mapping[str, Any]) -> dict[str, Any]:
     head = args.get("head")
     source = {**(head if isinstance(head, Mapping) else {}), **{k: v for k, v in args.items() if k != "head"}}
     return {k: source[k] for k in ("method", "backward", "reduced_dim") if k in source}
+
+
+def _fx_tracing() -> bool:
+    from torch.fx._symbolic_trace import is_fx_tracing
+
+    return is_fx_tracing()
+
+
+def _traced_features(backbone: nn.Module, x: Tensor) -> Tensor:
+    """The backbone's ``forward_features`` entered as a module call while torch.fx traces.
+
+    torch.fx patches the functions timm registers as not traceable (``register_notrace_function``:
+    a ViT's position-embedding resampling, …) in the globals of each ``forward`` it enters through a
+    module call, and of the root. A GCP model's root is gcp's module, and ``forward_features`` is a
+    method call, so timm's module would stay unpatched and FX would trace into those functions.
+    Calling the backbone as a module, with ``forward_features`` as its ``forward`` for the call,
+    patches timm's module as when timm's own model is the root; the graph is the same.
+    """
+    backbone.forward = backbone.forward_features  # type: ignore[method-assign]
+    try:
+        return backbone(x)
+    finally:
+        del backbone.forward

@@ -57,12 +57,6 @@ REFUSED: dict[tuple[str, str], tuple[str, Union[str, Callable[[str], bool]]]] = 
                        "vitamin*", "mvitv2*", "gcvit*", "efficientformer*", "efficientvit_m*", "sequencer2d_*",
                        "swiftformer_*", "tnt_*", "qwen3_vit*", "gemma4_vit*", "deepseek_vit*", "naflexvit*",
                        "sam_hiera*", "poolformer_*")},
-    **{("*", test): (
-        "torch.fx patches timm's wrapped functions only in the module of the root forward; a GCP model calls "
-        "the backbone's forward_features from gcp's module, so a resampling of the position embedding "
-        "(dynamic_img_size=True) is traced and its size check is data-dependent control flow",
-        "symbolically traced variables cannot be used as inputs to control flow")
-       for test in ("test_model_forward_fx", "test_model_backward_fx", "test_model_forward_fx_torchscript")},
     **{(pattern, "test_model_forward_features"): (
         "timm's test exempts inception_v3, inception_v4 and inception_resnet_v2 by name from its lower bound on "
         "feature sizes (unpadded convolutions shrink small inputs below input / reduction); the exemption "
