@@ -43,7 +43,10 @@ def test_quick_run_writes_every_file(report):
         assert heading in md
     data = json.loads((out / "results.json").read_text())
     assert len(data["records"]) == len(rows) and data["config"]["modes"] == "exact,ed,pi,isqrt"
-    assert {r["section"] for r in rows} == {"accuracy", "stability", "speed", "mechanism", "training", "texture", "zca"}
+    sections = {"accuracy", "stability", "speed", "mechanism", "training", "texture", "zca"}
+    assert {r["section"] for r in rows} == sections | {"timing"}
+    assert {r["case"] for r in rows if r["section"] == "timing"} == sections  # each section's wall time
+    assert "Wall time per section: accuracy" in md
     assert {r["mode"] for r in rows if r["section"] == "training"} == {"exact", "ed", "isqrt", "gap", "hybrid", "all"}
     assert {r["case"].split(",")[0] for r in rows if r["section"] == "training"} == {"d=4", "d=8"}
     assert {r["mode"] for r in rows if r["section"] == "texture"} == {"gap", "isqrt", "all"}
