@@ -92,7 +92,10 @@ def timm_test_file(cache: str = CACHE) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
                f"timm=={timm.__version__}", "-d", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired as exc:
+            raise TimmTestsUnavailableError(f"fetching timm {timm.__version__}'s source release timed out") from exc
         archives = [f for f in os.listdir(tmp) if f.endswith(".tar.gz")]
         if done.returncode or not archives:
             raise TimmTestsUnavailableError(
