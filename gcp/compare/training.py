@@ -231,9 +231,9 @@ def train_arm(section: str, task: str, arm: str, dim: int, seed: int, epochs: in
     return out
 
 
-#: the relative cost of an arm's training step, so that the slowest runs start first and two workers
-#: finish together (eigendecomposition routes cost most, average pooling least)
 def _cost(arm: str, dim: int) -> float:
+    """The relative cost of an arm's training step, so that the slowest runs start first and two
+    workers finish together (eigendecomposition routes cost most, average pooling least)."""
     cheap = arm in POOLING
     return dim ** (1 if cheap else 3) * (1 if cheap else 2 if arm in ("isqrt", "mpa", "mtp") else 3)
 

@@ -231,7 +231,7 @@ class GCPNet(nn.Module):
     # -- forward -----------------------------------------------------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():  # TorchScript skips this block
-            if _fx_tracing():
+            if isinstance(x, torch.fx.Proxy):  # torch.fx is tracing this forward
                 return _traced_features(self.backbone, x)
         return self.backbone.forward_features(x)
 
@@ -399,12 +399,6 @@ def recorded_head(args: Mapping[str, Any]) -> dict[str, Any]:
     head = args.get("head")
     source = {**(head if isinstance(head, Mapping) else {}), **{k: v for k, v in args.items() if k != "head"}}
     return {k: source[k] for k in ("method", "backward", "reduced_dim") if k in source}
-
-
-def _fx_tracing() -> bool:
-    from torch.fx._symbolic_trace import is_fx_tracing
-
-    return is_fx_tracing()
 
 
 def _traced_features(backbone: nn.Module, x: Tensor) -> Tensor:
